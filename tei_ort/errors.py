@@ -1,0 +1,130 @@
+"""Every error tei-ort raises, and the one place they map to TEI's wire format.
+
+::
+
+    TeiOrtError                      base; never raised itself
+    ├── ConfigurationError           bad flags or settings; start-up fails
+    ├── ModelError                   the model cannot be resolved, read or exported
+    │   ├── ModelNotFoundError       not on disk, not in the hub cache while offline
+    │   ├── UnsupportedModelError    architecture / head we cannot serve
+    │   └── WeightMappingError       a tensor missing, unknown, unused or of the wrong shape
+    ├── EngineError                  an engine cannot be built or loaded (start-up)
+    └── RequestError                 one request failed; has a status and an ``error_type``
+        ├── ValidationError          422 "Validation"
+        ├── TokenizerError           422 "Tokenizer"
+        ├── EmptyError               400 "Empty"
+        ├── OverloadedError          429 "Overloaded"
+        ├── BackendError             424 "Backend"
+        ├── UnhealthyError           503 "Unhealthy"
+        ├── PayloadTooLargeError     413 "PayloadTooLarge"
+        └── UnauthorizedError        401 "Unauthorized"
+
+``RequestError.metric_label`` is the ``err`` label of ``te_request_failure``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TeiOrtError(Exception):
+    """Base of every tei-ort error."""
+
+
+class ConfigurationError(TeiOrtError):
+    """Flags or settings that cannot work together."""
+
+
+class ModelError(TeiOrtError):
+    """The model cannot be resolved, read or exported."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model is neither a local directory nor reachable on the hub (or in its cache)."""
+
+
+class UnsupportedModelError(ModelError):
+    """An architecture, head or pooling that tei-ort cannot serve."""
+
+
+class WeightMappingError(ModelError):
+    """A checkpoint tensor is missing, unknown, unused or has the wrong shape."""
+
+
+class EngineError(TeiOrtError):
+    """An engine cannot be built, loaded or started."""
+
+
+class RequestError(TeiOrtError):
+    """A failure of one request, answered to its client as TEI answers it."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "Backend"
+    metric_label: ClassVar[str] = "inference"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "error_type": self.error_type}
+
+
+class ValidationError(RequestError):
+    status_code = 422
+    error_type = "Validation"
+    metric_label = "validation"
+
+
+class BatchSizeError(ValidationError):
+    """More inputs than ``--max-client-batch-size``; TEI counts it apart."""
+
+    metric_label = "batch_size"
+
+
+class TokenizerError(RequestError):
+    status_code = 422
+    error_type = "Tokenizer"
+    metric_label = "tokenization"
+
+
+class EmptyError(RequestError):
+    status_code = 400
+    error_type = "Empty"
+    metric_label = "validation"
+
+
+class OverloadedError(RequestError):
+    status_code = 429
+    error_type = "Overloaded"
+    metric_label = "overloaded"
+
+
+class BackendError(RequestError):
+    status_code = 424
+    error_type = "Backend"
+    metric_label = "inference"
+
+
+class ModelTypeError(BackendError):
+    """The route does not fit the model kind (e.g. /rerank on an embedding model)."""
+
+    metric_label = "model_type"
+
+
+class UnhealthyError(RequestError):
+    status_code = 503
+    error_type = "Unhealthy"
+    metric_label = "inference"
+
+
+class PayloadTooLargeError(RequestError):
+    status_code = 413
+    error_type = "PayloadTooLarge"
+    metric_label = "validation"
+
+
+class UnauthorizedError(RequestError):
+    status_code = 401
+    error_type = "Unauthorized"
+    metric_label = "validation"
