@@ -1,0 +1,112 @@
+"""ONNX Runtime engine: one InferenceSession behind the Engine interface.
+
+The CPU provider is the default; other ORT providers (CUDA, TensorRT, CANN, CoreML,
+OpenVINO) are named by the caller. A provider that is asked for and not available is a
+start-up error, never a silent fall back to the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from engines.base import Engine, EngineInputs, OutputName
+from tei_ort.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+# pip package that brings each provider, for the error message
+_PROVIDER_PACKAGES = {
+    "CUDAExecutionProvider": "onnxruntime-gpu",
+    "TensorrtExecutionProvider": "onnxruntime-gpu and TensorRT",
+    "CANNExecutionProvider": "onnxruntime-cann",
+    "CoreMLExecutionProvider": "onnxruntime (macOS build)",
+    "OpenVINOExecutionProvider": "onnxruntime-openvino",
+}
+
+
+def physical_cores() -> int:
+    """Cores this process may run on; ORT's own default counts hyper-threads twice."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int | None, optimized_path: Path | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    opts.log_severity_level = 3
+    return opts
+
+
+def check_providers(providers: Sequence[str]) -> None:
+    available = set(ort.get_available_providers())
+    for provider in providers:
+        if provider not in available:
+            package = _PROVIDER_PACKAGES.get(provider, "an onnxruntime build that has it")
+            raise EngineError(
+                f"execution provider {provider} is not available in this onnxruntime "
+                f"(available: {', '.join(sorted(available))}); install {package}"
+            )
+
+
+class OrtEngine(Engine):
+    """Runs an exported graph with ONNX Runtime."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+        optimized_path: Path | None = None,
+    ) -> None:
+        check_providers(providers)
+        # A graph that ORT already optimized and saved loads without re-optimizing it.
+        path, save_to = model_path, None
+        if optimized_path is not None:
+            if optimized_path.is_file():
+                path = optimized_path
+            else:  # written beside, then renamed: a reader never sees half a file
+                save_to = optimized_path.with_name(f".{optimized_path.name}.{os.getpid()}.tmp")
+        opts = session_options(threads, save_to)
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=list(providers)
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
+        if save_to is not None and optimized_path is not None and save_to.is_file():
+            os.replace(save_to, optimized_path)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if len(outputs) != 1 or outputs[0] not in {n.value for n in OutputName}:
+            raise EngineError(f"{path}: unexpected graph outputs {outputs}")
+        self.output_name = OutputName(outputs[0])
+        self.uses_token_type_ids = "token_type_ids" in self._input_names
+
+    def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        feed: dict[str, NDArray[np.int64]] = {
+            "input_ids": inputs.input_ids,
+            "attention_mask": inputs.attention_mask,
+        }
+        if self.uses_token_type_ids:
+            feed["token_type_ids"] = (
+                inputs.token_type_ids
+                if inputs.token_type_ids is not None
+                else np.zeros_like(inputs.input_ids)
+            )
+        result: NDArray[np.float32] = self.session.run(None, feed)[0]
+        return result

@@ -1,0 +1,101 @@
+"""A small helper over ``onnx.helper`` for building graphs node by node.
+
+Builders call ``g.op("MatMul", a, b)`` and get the output name back, so a layer reads
+like the math it computes. Initializers are added with ``g.weight(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from numpy.typing import NDArray
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17  # LayerNormalization is in 17; TensorRT 8.6+ parses it
+MS_DOMAIN = "com.microsoft"
+
+
+class GraphBuilder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._counter = 0
+        self._constants: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+        self.uses_ms_domain = False
+
+    def fresh(self, hint: str) -> str:
+        self._counter += 1
+        return f"{hint}_{self._counter}"
+
+    def input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name
+
+    def output(self, name: str, elem_type: int, shape: Sequence[int | str]) -> None:
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    def weight(self, name: str, array: NDArray[Any]) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def const(self, value: Any, dtype: type = np.int64) -> str:
+        """A small constant initializer, shared between nodes that use the same value."""
+        array = np.asarray(value, dtype=dtype)
+        key = (array.dtype.str, array.tobytes(), tuple(array.shape))
+        if key not in self._constants:
+            self._constants[key] = self.weight(self.fresh("const"), array)
+        return self._constants[key]
+
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        domain: str = "",
+        outputs: int = 1,
+        name: str | None = None,
+        **attrs: Any,
+    ) -> str:
+        """Add one node; returns its (first) output name."""
+        return self.op_multi(op_type, *inputs, domain=domain, outputs=outputs, name=name, **attrs)[
+            0
+        ]
+
+    def op_multi(
+        self,
+        op_type: str,
+        *inputs: str,
+        domain: str = "",
+        outputs: int = 1,
+        name: str | None = None,
+        **attrs: Any,
+    ) -> list[str]:
+        base = name or self.fresh(op_type.lower())
+        out_names = [base] if outputs == 1 else [f"{base}_out{i}" for i in range(outputs)]
+        if domain == MS_DOMAIN:
+            self.uses_ms_domain = True
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), out_names, name=base, domain=domain, **attrs)
+        )
+        return out_names
+
+    def build(self, producer: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, self.name, self.inputs, self.outputs, initializer=self.initializers
+        )
+        opsets = [helper.make_opsetid("", OPSET)]
+        if self.uses_ms_domain:
+            opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name=producer)
+        model.ir_version = 8  # readable by every onnxruntime >= 1.14 and TensorRT 8.6+
+        return model
+
+
+INT64 = TensorProto.INT64
+FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16

@@ -1,0 +1,163 @@
+"""Transformer building blocks emitted into a GraphBuilder.
+
+Each block has two spellings: ``fused`` uses ONNX Runtime's contrib operators
+(Attention, SkipLayerNormalization, BiasGelu, FastGelu), which its CPU and CUDA kernels
+run in one pass; the plain spelling uses only opset-17 operators, which TensorRT's parser
+fuses on its own and which any runtime can execute.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from exporters.graph import MS_DOMAIN, GraphBuilder
+from tei_ort.errors import UnsupportedModelError
+
+F32 = NDArray[np.float32]
+
+# A large negative added to the scores of padded keys; the same value ORT's Attention uses,
+# small enough to stay finite in fp16.
+MASK_FILL = -10000.0
+
+# hidden_act spellings in transformers configs -> how we compute them
+_EXACT_GELU = {"gelu", "gelu_python"}
+_TANH_GELU = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate"}
+_RELU = {"relu"}
+_SILU = {"silu", "swish"}
+
+
+def check_activation(name: str) -> str:
+    if name in _EXACT_GELU | _TANH_GELU | _RELU | _SILU:
+        return name
+    raise UnsupportedModelError(f"activation {name!r} is not supported")
+
+
+def linear(g: GraphBuilder, x: str, weight: F32, bias: F32 | None, name: str) -> str:
+    """x @ weight.T + bias for a torch Linear weight (out, in)."""
+    y = g.op("MatMul", x, g.weight(f"{name}.weight_t", weight.T.copy()))
+    if bias is not None:
+        y = g.op("Add", y, g.weight(f"{name}.bias", bias))
+    return y
+
+
+def layer_norm(g: GraphBuilder, x: str, gamma: F32, beta: F32, eps: float, name: str) -> str:
+    return g.op(
+        "LayerNormalization",
+        x,
+        g.weight(f"{name}.weight", gamma),
+        g.weight(f"{name}.bias", beta),
+        axis=-1,
+        epsilon=float(eps),
+    )
+
+
+def skip_layer_norm(
+    g: GraphBuilder,
+    x: str,
+    skip: str,
+    bias: F32 | None,
+    gamma: F32,
+    beta: F32,
+    eps: float,
+    name: str,
+    fused: bool,
+) -> str:
+    """LayerNorm(x + bias + skip): the residual step after attention and after the MLP."""
+    if fused:
+        inputs = [x, skip, g.weight(f"{name}.weight", gamma), g.weight(f"{name}.bias", beta)]
+        if bias is not None:
+            inputs.append(g.weight(f"{name}.residual_bias", bias))
+        return g.op("SkipLayerNormalization", *inputs, domain=MS_DOMAIN, epsilon=float(eps))
+    if bias is not None:
+        x = g.op("Add", x, g.weight(f"{name}.residual_bias", bias))
+    return layer_norm(g, g.op("Add", x, skip), gamma, beta, eps, name)
+
+
+def activation(g: GraphBuilder, x: str, bias: F32 | None, act: str, name: str, fused: bool) -> str:
+    """act(x + bias)."""
+    if fused and act in _EXACT_GELU and bias is not None:
+        return g.op("BiasGelu", x, g.weight(f"{name}.bias", bias), domain=MS_DOMAIN)
+    if fused and act in _TANH_GELU:
+        inputs = [x] if bias is None else [x, g.weight(f"{name}.bias", bias)]
+        return g.op("FastGelu", *inputs, domain=MS_DOMAIN)
+    if bias is not None:
+        x = g.op("Add", x, g.weight(f"{name}.bias", bias))
+    if act in _EXACT_GELU:
+        # 0.5 * x * (1 + erf(x / sqrt(2)))
+        erf = g.op("Erf", g.op("Mul", x, g.const(1.0 / math.sqrt(2.0), np.float32)))
+        return g.op(
+            "Mul",
+            g.op("Mul", x, g.const(0.5, np.float32)),
+            g.op("Add", erf, g.const(1.0, np.float32)),
+        )
+    if act in _TANH_GELU:
+        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
+        cube = g.op("Mul", g.op("Mul", x, x), x)
+        inner = g.op("Add", x, g.op("Mul", cube, g.const(0.044715, np.float32)))
+        tanh = g.op("Tanh", g.op("Mul", inner, g.const(math.sqrt(2.0 / math.pi), np.float32)))
+        return g.op(
+            "Mul",
+            g.op("Mul", x, g.const(0.5, np.float32)),
+            g.op("Add", tanh, g.const(1.0, np.float32)),
+        )
+    if act in _RELU:
+        return g.op("Relu", x)
+    if act in _SILU:
+        return g.op("Mul", x, g.op("Sigmoid", x))
+    raise UnsupportedModelError(f"activation {act!r} is not supported")
+
+
+def additive_mask(g: GraphBuilder, mask: str) -> str:
+    """(B, T) int64 1/0 mask -> (B, 1, 1, T) float additive bias for the plain attention."""
+    as_float = g.op("Cast", mask, to=1)  # FLOAT
+    bias = g.op(
+        "Mul", g.op("Sub", g.const(1.0, np.float32), as_float), g.const(MASK_FILL, np.float32)
+    )
+    return g.op("Unsqueeze", bias, g.const([1, 2]))  # (B, 1, 1, T)
+
+
+def self_attention(
+    g: GraphBuilder,
+    x: str,
+    w_qkv: F32,
+    b_qkv: F32,
+    num_heads: int,
+    mask: str,
+    name: str,
+    fused: bool,
+) -> str:
+    """Bidirectional multi-head self-attention without the output projection.
+
+    ``w_qkv`` is (H, 3H) with columns [q | k | v] (already transposed for x @ w);
+    ``mask`` is the (B, T) int32 key mask for the fused op, or the (B, 1, 1, T) additive
+    float bias for the plain spelling. Returns (B, T, H).
+    """
+    hidden = w_qkv.shape[0]
+    head_dim = hidden // num_heads
+    if fused:
+        return g.op(
+            "Attention",
+            x,
+            g.weight(f"{name}.qkv_weight", w_qkv),
+            g.weight(f"{name}.qkv_bias", b_qkv),
+            mask,
+            domain=MS_DOMAIN,
+            num_heads=num_heads,
+        )
+    qkv = g.op(
+        "Add",
+        g.op("MatMul", x, g.weight(f"{name}.qkv_weight", w_qkv)),
+        g.weight(f"{name}.qkv_bias", b_qkv),
+    )
+    q, k, v = g.op_multi("Split", qkv, g.const([hidden, hidden, hidden]), axis=-1, outputs=3)
+    heads_shape = g.const([0, 0, num_heads, head_dim])
+    q = g.op("Transpose", g.op("Reshape", q, heads_shape), perm=[0, 2, 1, 3])  # (B, N, T, D)
+    k = g.op("Transpose", g.op("Reshape", k, heads_shape), perm=[0, 2, 3, 1])  # (B, N, D, T)
+    v = g.op("Transpose", g.op("Reshape", v, heads_shape), perm=[0, 2, 1, 3])  # (B, N, T, D)
+    scores = g.op("Mul", g.op("MatMul", q, k), g.const(1.0 / math.sqrt(head_dim), np.float32))
+    probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)  # (B, N, T, T)
+    context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (B, T, N, D)
+    return g.op("Reshape", context, g.const([0, 0, hidden]))  # (B, T, H)
