@@ -8,7 +8,6 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from _model_dirs import BERT_CONFIG, make_hub_cache, make_model, package_model_dir
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
 import tei_ort.hub as hub
@@ -21,6 +20,7 @@ from tei_ort.hub import (
     is_offline,
     resolve_model,
 )
+from tests.unit._model_dirs import BERT_CONFIG, make_hub_cache, make_model, package_model_dir
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OTHER_SHA = "fedcba9876543210fedcba9876543210fedcba98"
@@ -170,7 +170,7 @@ def test_download_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_allow_patterns_select_what_we_read() -> None:
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     files = [
         "config.json",
