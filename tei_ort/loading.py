@@ -1,0 +1,202 @@
+"""From a model id to a running engine: resolve, inspect, look up or build, load, warm up.
+
+``prepare_engine`` is what ``tei-ort build`` runs (no engine is loaded); ``load_model``
+is what ``serve`` and the in-process API run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnxruntime
+
+from engines.base import Engine, EngineInputs
+from engines.ort_engine import OrtEngine
+from exporters.cache import (
+    ENGINE_FILE,
+    OPTIMIZED_FILE,
+    CacheKey,
+    EngineCache,
+    default_cache_root,
+    weights_digest,
+)
+from exporters.export import EXPORTER_VERSION, Variant, export_onnx
+from tei_ort.dense import DenseStack
+from tei_ort.errors import ConfigurationError, EngineError
+from tei_ort.hub import resolve_model
+from tei_ort.inspect import inspect_model
+from tei_ort.model_info import ModelInfo, Pooling
+from tei_ort.tokenization import Tokenizer
+
+if TYPE_CHECKING:
+    from tei_ort.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+CPU_TARGET = "onnx-cpu"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What decides which engine a model gets (the model flags of serve and build)."""
+
+    model_id: str | None = None
+    revision: str | None = None
+    hf_token: str | None = None
+    huggingface_hub_cache: str | None = None
+    pooling: Pooling | None = None
+    dense_path: str | None = None
+    dtype: str | None = None
+    engine_cache: str | None = None
+    threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelOptions:
+        return cls(
+            model_id=settings.model_id,
+            revision=settings.revision,
+            hf_token=settings.hf_token,
+            huggingface_hub_cache=settings.huggingface_hub_cache,
+            pooling=settings.pooling,
+            dense_path=settings.dense_path,
+            dtype=settings.dtype,
+            engine_cache=settings.engine_cache,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedEngine:
+    info: ModelInfo
+    entry_dir: Path  # the engine cache entry
+    built: bool  # exported by this call (a cache miss)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    tokenizer: Tokenizer
+    engine: Engine
+    dense: DenseStack | None = None
+    entry_dir: Path | None = None
+    built: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _dtype(options: ModelOptions) -> str:
+    dtype = options.dtype or "float32"
+    if dtype != "float32":
+        # float16 needs a GPU engine, int8 a quantized one; neither is built on this path
+        raise ConfigurationError(
+            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32"
+        )
+    return dtype
+
+
+def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> PreparedEngine:
+    """Resolve and inspect the model, then find its engine in the cache or build it."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    dtype = _dtype(options)
+    progress(f"resolving {options.model_id or 'the default model'}")
+    resolved = resolve_model(
+        options.model_id,
+        revision=options.revision,
+        token=options.hf_token,
+        cache_dir=options.huggingface_hub_cache,
+    )
+    info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
+    seconds["resolve"] = time.perf_counter() - start
+
+    root = (
+        Path(options.engine_cache)
+        if options.engine_cache
+        else default_cache_root(options.huggingface_hub_cache)
+    )
+    cache = EngineCache(root)
+    t = time.perf_counter()
+    progress(f"hashing the weights of {info.model_id}")
+    digest = weights_digest([info.path / "config.json", *info.weight_files], memo_dir=root)
+    seconds["digest"] = time.perf_counter() - t
+    key = CacheKey(
+        model_id=info.model_id,
+        weights_digest=digest,
+        exporter_version=EXPORTER_VERSION,
+        target=CPU_TARGET,
+        dtype=dtype,
+        head=info.head.value,
+        variant=Variant.ORT.value,
+        runtime=f"onnxruntime-{onnxruntime.__version__}",
+    )
+
+    def build(tmp: Path) -> None:
+        progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
+        graph = export_onnx(info.config, info.weight_files, info.head, Variant.ORT)
+        progress(f"writing {tmp / ENGINE_FILE}")
+        onnx.save_model(graph, str(tmp / ENGINE_FILE))
+
+    t = time.perf_counter()
+    entry, built = cache.get_or_build(key, build)
+    seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
+    progress(("built " if built else "found cached ") + f"engine in {entry}")
+    return PreparedEngine(info=info, entry_dir=entry, built=built, seconds=seconds)
+
+
+def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedModel:
+    """Everything ``serve`` needs: model info, tokenizer, a warmed-up engine."""
+    prepared = prepare_engine(options, progress)
+    info = prepared.info
+    seconds = dict(prepared.seconds)
+    t = time.perf_counter()
+    tokenizer = Tokenizer.from_dir(info.path)
+    dense = DenseStack.load(info.dense_layers) if info.dense_layers else None
+    progress("loading the engine")
+    engine = OrtEngine(
+        prepared.entry_dir / ENGINE_FILE,
+        threads=options.threads,
+        optimized_path=prepared.entry_dir / OPTIMIZED_FILE,
+    )
+    seconds["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    warm_up(engine, tokenizer.pad_token_id)
+    seconds["warm_up"] = time.perf_counter() - t
+    logger.info("model %s ready: %s", info.model_id, json.dumps(seconds))
+    return LoadedModel(
+        info=info,
+        tokenizer=tokenizer,
+        engine=engine,
+        dense=dense,
+        entry_dir=prepared.entry_dir,
+        built=prepared.built,
+        seconds=seconds,
+    )
+
+
+def load_from_settings(settings: Settings, progress: Progress = _quiet) -> LoadedModel:
+    return load_model(ModelOptions.from_settings(settings), progress)
+
+
+def warm_up(engine: Engine, pad_id: int) -> None:
+    """Run one small batch, so the first request is not the one that pays for it."""
+    ids = np.full((2, 8), pad_id, dtype=np.int64)
+    ids[:, :4] = [[101, 2000, 2001, 102], [101, 2002, 102, pad_id]]
+    mask = (np.arange(8)[None, :] < np.array([[4], [3]])).astype(np.int64)
+    ids = np.where(mask == 1, np.minimum(ids, 99), pad_id)  # ids every vocabulary has
+    try:
+        engine.run(EngineInputs(ids, mask, np.zeros_like(ids)))
+    except Exception as exc:
+        raise EngineError(f"the engine failed its warm-up run: {exc}") from exc

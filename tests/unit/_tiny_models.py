@@ -1,0 +1,114 @@
+"""Tiny random transformers models saved as safetensors, the reference for exporter parity.
+
+Seeded, with LayerNorm weights and biases perturbed away from 1/0 so that a wrong
+epsilon, a swapped gamma/beta or a skipped norm shows in the outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VOCAB = 120
+MAX_POS = 64
+
+
+def config_kwargs(model_type: str, num_labels: int) -> dict[str, Any]:
+    common: dict[str, Any] = {"vocab_size": VOCAB, "num_labels": num_labels}
+    if model_type == "distilbert":
+        return common | {
+            "dim": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            "hidden_dim": 64,
+            "max_position_embeddings": MAX_POS,
+            "pad_token_id": 0,
+        }
+    base = common | {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": MAX_POS,
+        "layer_norm_eps": 1e-7,
+        "hidden_act": "gelu",
+    }
+    if model_type == "bert":
+        return base | {"type_vocab_size": 2, "pad_token_id": 0}
+    # RoBERTa family: positions start at pad_token_id + 1
+    return base | {"type_vocab_size": 1, "pad_token_id": 1, "max_position_embeddings": MAX_POS + 2}
+
+
+HEAD_CLASSES = {
+    "bert": ("BertConfig", "BertModel", "BertForSequenceClassification", "BertForMaskedLM"),
+    "roberta": (
+        "RobertaConfig",
+        "RobertaModel",
+        "RobertaForSequenceClassification",
+        "RobertaForMaskedLM",
+    ),
+    "xlm-roberta": (
+        "XLMRobertaConfig",
+        "XLMRobertaModel",
+        "XLMRobertaForSequenceClassification",
+        "XLMRobertaForMaskedLM",
+    ),
+    "camembert": (
+        "CamembertConfig",
+        "CamembertModel",
+        "CamembertForSequenceClassification",
+        "CamembertForMaskedLM",
+    ),
+    "distilbert": (
+        "DistilBertConfig",
+        "DistilBertModel",
+        "DistilBertForSequenceClassification",
+        "DistilBertForMaskedLM",
+    ),
+}
+
+
+def make_model(
+    model_type: str, head: str, out_dir: Path, num_labels: int = 3, seed: int = 0
+) -> Any:
+    """Build, perturb and save a tiny model; returns the torch module (eval mode)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config_name, base, classifier, mlm = HEAD_CLASSES[model_type]
+    config = getattr(transformers, config_name)(**config_kwargs(model_type, num_labels))
+    cls_name = {"base": base, "classifier": classifier, "splade": mlm}[head]
+    model = getattr(transformers, cls_name)(config).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if (
+                "LayerNorm" in name
+                or "layer_norm" in name
+                or name.endswith(("_norm.weight", "_norm.bias"))
+            ):
+                noise = torch.randn(param.shape, generator=generator) * 0.2
+                param.add_(noise)
+            elif name.endswith("bias"):
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    model.save_pretrained(out_dir)
+    return model
+
+
+def mixed_batch(model_type: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """A right-padded batch of four rows with different lengths (one of full length)."""
+    rng = np.random.default_rng(seed)
+    pad = 1 if model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    lengths = [3, 17, 9, 24]
+    width = max(lengths)
+    ids = np.full((len(lengths), width), pad, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(5, VOCAB, n)
+        mask[row, :n] = 1
+        types[row, n // 2 : n] = 1 if model_type == "bert" else 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
