@@ -46,7 +46,7 @@ class GraphBuilder:
 
     def const(self, value: Any, dtype: type = np.int64) -> str:
         """A small constant initializer, shared between nodes that use the same value."""
-        array = np.asarray(value, dtype=dtype)
+        array: NDArray[Any] = np.asarray(value, dtype=dtype)
         key = (array.dtype.str, array.tobytes(), tuple(array.shape))
         if key not in self._constants:
             self._constants[key] = self.weight(self.fresh("const"), array)

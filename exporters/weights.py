@@ -63,7 +63,7 @@ class WeightStore:
         self._raw: dict[str, str] = {}  # normalised name -> name in the file
         self._used: set[str] = set()
         for path in files:
-            handle = safe_open(str(path), framework="np")
+            handle: Any = safe_open(str(path), framework="np")
             for raw in handle.keys():  # noqa: SIM118 - safe_open is not a dict
                 if raw.endswith(_BUFFER_SUFFIXES):
                     continue

@@ -25,7 +25,8 @@ def pool(hidden: F32, attention_mask: NDArray[np.int64], pooling: Pooling) -> F3
         mask = attention_mask.astype(np.float32)[:, :, None]  # (B, T, 1)
         summed = np.einsum("bth,bt->bh", hidden, mask[:, :, 0], optimize=True)  # (B, H)
         counts = np.maximum(mask.sum(axis=1), 1e-9)  # (B, 1)
-        return (summed / counts).astype(np.float32, copy=False)
+        mean: F32 = (summed / counts).astype(np.float32, copy=False)
+        return mean
     if pooling is Pooling.LAST_TOKEN:
         seq_len = attention_mask.shape[1]
         # index of the last real token, whether the row is left- or right-padded
@@ -37,7 +38,8 @@ def pool(hidden: F32, attention_mask: NDArray[np.int64], pooling: Pooling) -> F3
 def l2_normalize(vectors: F32) -> F32:
     """Scale each row (B, D) to unit length; zero rows stay zero."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)  # (B, 1)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    unit: F32 = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
 
 
 def truncate_dimensions(vectors: F32, dimensions: int | None) -> F32:
@@ -50,7 +52,8 @@ def truncate_dimensions(vectors: F32, dimensions: int | None) -> F32:
 def softmax(logits: F32) -> F32:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+    probs: F32 = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+    return probs
 
 
 def sigmoid(logits: F32) -> F32:

@@ -15,8 +15,8 @@ VOCAB = 120
 MAX_POS = 64
 
 
-def config_kwargs(model_type: str, num_labels: int) -> dict[str, Any]:
-    common: dict[str, Any] = {"vocab_size": VOCAB, "num_labels": num_labels}
+def config_kwargs(model_type: str, num_labels: int, vocab: int = VOCAB) -> dict[str, Any]:
+    common: dict[str, Any] = {"vocab_size": vocab, "num_labels": num_labels}
     if model_type == "distilbert":
         return common | {
             "dim": 32,
@@ -71,7 +71,12 @@ HEAD_CLASSES = {
 
 
 def make_model(
-    model_type: str, head: str, out_dir: Path, num_labels: int = 3, seed: int = 0
+    model_type: str,
+    head: str,
+    out_dir: Path,
+    num_labels: int = 3,
+    seed: int = 0,
+    vocab: int = VOCAB,
 ) -> Any:
     """Build, perturb and save a tiny model; returns the torch module (eval mode)."""
     import torch
@@ -79,7 +84,7 @@ def make_model(
 
     torch.manual_seed(seed)
     config_name, base, classifier, mlm = HEAD_CLASSES[model_type]
-    config = getattr(transformers, config_name)(**config_kwargs(model_type, num_labels))
+    config = getattr(transformers, config_name)(**config_kwargs(model_type, num_labels, vocab))
     cls_name = {"base": base, "classifier": classifier, "splade": mlm}[head]
     model = getattr(transformers, cls_name)(config).eval()
     generator = torch.Generator().manual_seed(seed + 1)
@@ -112,3 +117,24 @@ def mixed_batch(model_type: str, seed: int = 0) -> dict[str, np.ndarray]:
         mask[row, :n] = 1
         types[row, n // 2 : n] = 1 if model_type == "bert" else 0
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+MINILM_VOCAB = 30522
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def make_served_model(model_type: str, head: str, out_dir: Path, num_labels: int = 3) -> Any:
+    """A tiny model that the loader can serve: MiniLM's tokenizer and a vocabulary to match."""
+    import shutil
+
+    from tei_ort.hub import default_model_path
+
+    model = make_model(model_type, head, out_dir, num_labels=num_labels, vocab=MINILM_VOCAB)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_path() / name, out_dir / name)
+    return model

@@ -1,0 +1,24 @@
+"""tei-ort: a Text Embeddings Inference server on ONNX Runtime.
+
+``tei_ort.load(model_id)`` gives the in-process API (see :mod:`tei_ort.api`); it is
+imported on first use so that the CLI starts without loading ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tei_ort.api import Model, load
+
+__all__ = ["Model", "__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("load", "Model"):
+        from tei_ort import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tei_ort' has no attribute {name!r}")

@@ -1,0 +1,110 @@
+"""The engine cache: hits skip the export, any key change rebuilds, builds are atomic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporters import cache as cache_module
+from exporters.cache import CacheKey, EngineCache, model_slug, weights_digest
+from tei_ort import loading
+from tei_ort.hub import default_model_path
+from tei_ort.loading import ModelOptions, load_model, prepare_engine
+
+
+def _key(**changes: str) -> CacheKey:
+    parts = {
+        "model_id": "org/model",
+        "weights_digest": "abc",
+        "exporter_version": "1",
+        "target": "onnx-cpu",
+        "dtype": "float32",
+        "head": "base",
+        "variant": "ort",
+        "runtime": "onnxruntime-1.0",
+    } | changes
+    return CacheKey(**parts)
+
+
+def _writes_model(calls: list[Path]) -> loading.Progress:
+    def build(tmp: Path) -> None:  # type: ignore[misc]
+        calls.append(tmp)
+        (tmp / "model.onnx").write_bytes(b"graph")
+
+    return build  # type: ignore[return-value]
+
+
+def test_every_key_part_changes_the_entry() -> None:
+    base = _key()
+    for field in ("weights_digest", "exporter_version", "target", "dtype", "head", "runtime"):
+        assert _key(**{field: "other"}).digest() != base.digest(), field
+    assert _key().digest() == base.digest()
+
+
+def test_hit_does_not_build_again(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    calls: list[Path] = []
+    first, built = cache.get_or_build(_key(), _writes_model(calls))
+    assert built and (first / "model.onnx").read_bytes() == b"graph"
+    second, built = cache.get_or_build(_key(), _writes_model(calls))
+    assert (second, built) == (first, False)
+    assert len(calls) == 1
+    third, built = cache.get_or_build(_key(dtype="int8"), _writes_model(calls))
+    assert built and third != first
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+
+    def broken(tmp: Path) -> None:
+        (tmp / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("export crashed")
+
+    with pytest.raises(RuntimeError, match="export crashed"):
+        cache.get_or_build(_key(), broken)
+    assert cache.lookup(_key()) is None
+    assert list((tmp_path / model_slug("org/model")).iterdir()) == []
+
+
+def test_build_must_write_the_graph(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="model.onnx"):
+        EngineCache(tmp_path).get_or_build(_key(), lambda tmp: None)
+
+
+def test_weights_digest_is_memoised_and_follows_changes(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"one")
+    first = weights_digest([weights], memo_dir=tmp_path / "memo")
+    assert (tmp_path / "memo" / "weights-digests.json").is_file()
+    assert weights_digest([weights], memo_dir=tmp_path / "memo") == first
+    weights.write_bytes(b"two!")
+    assert weights_digest([weights], memo_dir=tmp_path / "memo") != first
+
+
+def test_model_slug() -> None:
+    assert model_slug("BAAI/bge-small-en-v1.5") == "BAAI--bge-small-en-v1.5"
+    assert "/" not in model_slug("/abs/path/to/model/")
+
+
+def test_second_load_does_not_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = ModelOptions(model_id=str(default_model_path()), engine_cache=str(tmp_path))
+    first = load_model(options)
+    assert first.built
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again on a cache hit")
+
+    monkeypatch.setattr(loading, "export_onnx", no_export)
+    second = load_model(options)
+    assert not second.built
+    assert second.entry_dir == first.entry_dir
+    assert (second.entry_dir / cache_module.OPTIMIZED_FILE).is_file()
+
+
+def test_changed_exporter_version_rebuilds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = ModelOptions(model_id=str(default_model_path()), engine_cache=str(tmp_path))
+    first = prepare_engine(options)
+    monkeypatch.setattr(loading, "EXPORTER_VERSION", "999")
+    second = prepare_engine(options)
+    assert second.built and second.entry_dir != first.entry_dir
