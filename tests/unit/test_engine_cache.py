@@ -68,7 +68,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_build_must_write_the_graph(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="model.onnx"):
+    with pytest.raises(RuntimeError, match=r"model\.onnx"):
         EngineCache(tmp_path).get_or_build(_key(), lambda tmp: None)
 
 

@@ -59,7 +59,7 @@ def test_unknown_tensor_is_named(bert_dir: Path, tmp_path: Path) -> None:
 
 
 def test_classifier_without_head_weights(bert_dir: Path) -> None:
-    with pytest.raises(WeightMappingError, match="classifier.weight"):
+    with pytest.raises(WeightMappingError, match=r"classifier\.weight"):
         _export(bert_dir, Head.CLASSIFIER)
 
 
