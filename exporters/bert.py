@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engines.base import OutputName
 from exporters import layers
+from exporters.export import ExportContext, GraphOutput
 from exporters.graph import INT64, GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
+from tei_ort.model_info import Head
 
 F32 = NDArray[np.float32]
 
@@ -34,6 +37,10 @@ FAMILIES: dict[str, Family] = {
     "camembert": Family("roberta.", roberta_positions=True, distil_names=False),
     "distilbert": Family("distilbert.", roberta_positions=False, distil_names=True),
 }
+
+
+# masked-LM head tensors of the five families; unused when the model serves embeddings
+MLM_PREFIXES = ("cls.", "lm_head.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,34 @@ def build_encoder(
         down = g.op("MatMul", up, g.weight(f"{name}.down.weight_t", w.w_down.T.copy()))
         x = layers.skip_layer_norm(g, down, x, w.b_down, *w.ln2, cfg.eps, name + ".ln2", fused)
     return Encoder(hidden_state=x, word_embeddings=word, cfg=cfg)
+
+
+def build(ctx: ExportContext) -> GraphOutput:
+    """The graph for ``ctx.head``: hidden states, classifier logits or SPLADE vectors."""
+    from exporters import heads
+
+    family = FAMILIES[ctx.model_type]
+    store = WeightStore(ctx.weight_files, strip_prefixes=(family.prefix,))
+    g = ctx.g
+    enc = build_encoder(
+        g, store, ctx.config, ctx.model_type, ctx.fused, ctx.input_ids, ctx.attention_mask
+    )
+    if ctx.head is Head.BASE:
+        # a pooler or an MLM head in the checkpoint is not part of an embedding model
+        for prefix in ("pooler.", *MLM_PREFIXES):
+            store.ignore(prefix)
+        out = GraphOutput(
+            enc.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", enc.cfg.hidden]
+        )
+    elif ctx.head is Head.CLASSIFIER:
+        logits = heads.classifier(g, store, enc, ctx.model_type)
+        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
+    else:
+        store.ignore("pooler.")
+        sparse = heads.splade(g, store, enc, ctx.model_type, ctx.attention_mask)
+        out = GraphOutput(sparse, OutputName.SPARSE_EMBEDDING, ["batch", enc.cfg.vocab])
+    store.finish()
+    return out
 
 
 def _position_embeddings(

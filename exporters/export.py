@@ -1,18 +1,22 @@
-"""Dispatch: a model's config and checkpoint -> an ONNX graph for one head and variant."""
+"""Dispatch: a model's config and checkpoint -> an ONNX graph for one head and variant.
+
+Each architecture family is one module with a ``build(ctx) -> GraphOutput`` function,
+registered in ``BUILDERS`` under the key that ``architecture_of`` gives its configs.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from engines.base import OutputName
-from exporters import bert, heads
 from exporters.graph import FLOAT, INT64, GraphBuilder
-from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.model_info import Head
 
@@ -27,7 +31,79 @@ class Variant(str, enum.Enum):
     PLAIN = "plain"  # opset-17 operators only (TensorRT, any runtime)
 
 
-SUPPORTED_MODEL_TYPES = tuple(bert.FAMILIES)
+@dataclass(frozen=True)
+class ExportContext:
+    """What every builder gets: the graph so far (with its two inputs) and the model."""
+
+    g: GraphBuilder
+    config: dict[str, Any]
+    model_type: str  # the builder key, e.g. "bert", "roberta", "jina_bert"
+    weight_files: Sequence[Path]
+    head: Head
+    variant: Variant
+    input_ids: str  # (B, T) int64
+    attention_mask: str  # (B, T) int64
+
+    @property
+    def fused(self) -> bool:
+        return self.variant is Variant.ORT
+
+
+@dataclass(frozen=True)
+class GraphOutput:
+    value: str  # the tensor to expose
+    name: OutputName
+    shape: list[int | str]
+
+
+Builder = Callable[[ExportContext], GraphOutput]
+
+
+def _lazy(module: str) -> Builder:
+    """A builder imported on first use, so importing one family never loads the others."""
+
+    def build(ctx: ExportContext) -> GraphOutput:
+        builder: Builder = importlib.import_module(module).build
+        return builder(ctx)
+
+    return build
+
+
+BUILDERS: dict[str, Builder] = {
+    "bert": _lazy("exporters.bert"),
+    "roberta": _lazy("exporters.bert"),
+    "xlm-roberta": _lazy("exporters.bert"),
+    "camembert": _lazy("exporters.bert"),
+    "distilbert": _lazy("exporters.bert"),
+    "mpnet": _lazy("exporters.mpnet"),
+    "nomic_bert": _lazy("exporters.nomic_bert"),
+    "jina_bert": _lazy("exporters.jina_bert"),
+    "new": _lazy("exporters.gte"),
+    "modernbert": _lazy("exporters.modernbert"),
+    "qwen2": _lazy("exporters.decoder"),
+    "qwen3": _lazy("exporters.decoder"),
+    "mistral": _lazy("exporters.decoder"),
+    "llama": _lazy("exporters.decoder"),
+}
+
+
+def architecture_of(config: dict[str, Any]) -> str:
+    """The builder key for a config: its model_type, lower-cased.
+
+    JinaBERT v2 ships as model_type "bert" with remote code; TEI tells it apart by the
+    jina implementation its config points to (``auto_map`` / ``_name_or_path``).
+    """
+    model_type = str(config.get("model_type", "")).lower()
+    if model_type == "bert" and _is_jina_bert(config):
+        return "jina_bert"
+    return model_type
+
+
+def _is_jina_bert(config: dict[str, Any]) -> bool:
+    auto_map = config.get("auto_map") or {}
+    refs = [str(v) for v in auto_map.values()] if isinstance(auto_map, dict) else []
+    refs.append(str(config.get("_name_or_path", "")))
+    return any("jina" in ref.lower() and "bert" in ref.lower() for ref in refs)
 
 
 def export_onnx(
@@ -37,47 +113,26 @@ def export_onnx(
     variant: Variant = Variant.ORT,
 ) -> onnx.ModelProto:
     """Build the graph for ``head`` straight from the safetensors tensors."""
-    model_type = str(config.get("model_type", "")).lower()
-    if model_type not in bert.FAMILIES:
+    key = architecture_of(config)
+    builder = BUILDERS.get(key)
+    if builder is None:
         raise UnsupportedModelError(
-            f"model_type {model_type!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"model_type {key!r} is not supported; supported: {', '.join(sorted(BUILDERS))}"
         )
-    family = bert.FAMILIES[model_type]
-    store = WeightStore(weight_files, strip_prefixes=(family.prefix,))
-    g = GraphBuilder(f"tei_ort_{model_type}_{head.value}")
-    input_ids = g.input("input_ids", INT64, ["batch", "sequence"])
-    attention_mask = g.input("attention_mask", INT64, ["batch", "sequence"])
-    enc = bert.build_encoder(
-        g, store, config, model_type, variant is Variant.ORT, input_ids, attention_mask
+    g = GraphBuilder(f"tei_ort_{key}_{head.value}")
+    ctx = ExportContext(
+        g=g,
+        config=config,
+        model_type=key,
+        weight_files=weight_files,
+        head=head,
+        variant=variant,
+        input_ids=g.input("input_ids", INT64, ["batch", "sequence"]),
+        attention_mask=g.input("attention_mask", INT64, ["batch", "sequence"]),
     )
-
-    if head is Head.BASE:
-        # a pooler or an MLM head in the checkpoint is not part of an embedding model
-        store.ignore("pooler.")
-        _ignore_mlm(store)
-        out, name = enc.hidden_state, OutputName.LAST_HIDDEN_STATE
-        shape: list[int | str] = ["batch", "sequence", enc.cfg.hidden]
-    elif head is Head.CLASSIFIER:
-        out, name = heads.classifier(g, store, enc, model_type), OutputName.LOGITS
-        shape = ["batch", "labels"]
-    elif head is Head.SPLADE:
-        store.ignore("pooler.")
-        out, name = (
-            heads.splade(g, store, enc, model_type, attention_mask),
-            OutputName.SPARSE_EMBEDDING,
-        )
-        shape = ["batch", enc.cfg.vocab]
-    else:  # pragma: no cover - exhaustive over Head
-        raise UnsupportedModelError(f"head {head!r}")
-    store.finish()
-    g.op("Identity", out, name=name.value)
-    g.output(name.value, FLOAT, shape)
+    out = builder(ctx)
+    g.op("Identity", out.value, name=out.name.value)
+    g.output(out.name.value, FLOAT, out.shape)
     model = g.build(producer=f"tei-ort-exporter-{EXPORTER_VERSION}")
     onnx.checker.check_model(model, full_check=False)
     return model
-
-
-def _ignore_mlm(store: WeightStore) -> None:
-    for prefix in ("cls.", "lm_head.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."):
-        store.ignore(prefix)

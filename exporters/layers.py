@@ -161,3 +161,14 @@ def self_attention(
     probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)  # (B, N, T, T)
     context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (B, T, N, D)
     return g.op("Reshape", context, g.const([0, 0, hidden]))  # (B, T, H)
+
+
+def rms_norm(g: GraphBuilder, x: str, gamma: F32, eps: float, name: str, fused: bool) -> str:
+    """x / sqrt(mean(x^2) + eps) * gamma (Llama / Qwen RMSNorm), over the last axis."""
+    weight = g.weight(f"{name}.weight", gamma)
+    if fused:
+        # ONNX Runtime registers SimplifiedLayerNormalization in the default domain
+        return g.op("SimplifiedLayerNormalization", x, weight, axis=-1, epsilon=float(eps))
+    mean_square = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
+    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, g.const(eps, np.float32))))
+    return g.op("Mul", g.op("Mul", x, inv), weight)
