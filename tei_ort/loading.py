@@ -81,6 +81,7 @@ class ModelOptions:
 @dataclass(frozen=True)
 class PreparedEngine:
     info: ModelInfo
+    target: EngineTarget
     entry_dir: Path  # the engine cache entry
     built: bool  # exported by this call (a cache miss)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -97,21 +98,47 @@ class LoadedModel:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _dtype(options: ModelOptions) -> str:
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where and how a model runs: decides the graph that is built and the engine that runs it."""
+
+    name: str  # cache-key target, e.g. "onnx-cpu"
+    dtype: str  # "float32", ...
+    variant: Variant  # operator set of the exported graph
+    providers: tuple[str, ...]  # ONNX Runtime execution providers, in order
+
+
+def select_target(options: ModelOptions) -> EngineTarget:
+    """The engine target for the options (the CPU provider in float32 here)."""
     dtype = options.dtype or "float32"
     if dtype != "float32":
         # float16 needs a GPU engine, int8 a quantized one; neither is built on this path
         raise ConfigurationError(
             f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32"
         )
-    return dtype
+    return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
+
+
+def build_graph(info: ModelInfo, target: EngineTarget) -> onnx.ModelProto:
+    """The graph the target runs, exported from the checkpoint."""
+    return export_onnx(info.config, info.weight_files, info.head, target.variant)
+
+
+def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
+    """An engine over a cache entry."""
+    return OrtEngine(
+        entry_dir / ENGINE_FILE,
+        providers=target.providers,
+        threads=options.threads,
+        optimized_path=entry_dir / OPTIMIZED_FILE,
+    )
 
 
 def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> PreparedEngine:
     """Resolve and inspect the model, then find its engine in the cache or build it."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    dtype = _dtype(options)
+    target = select_target(options)
     progress(f"resolving {options.model_id or 'the default model'}")
     resolved = resolve_model(
         options.model_id,
@@ -136,16 +163,16 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
         model_id=info.model_id,
         weights_digest=digest,
         exporter_version=EXPORTER_VERSION,
-        target=CPU_TARGET,
-        dtype=dtype,
+        target=target.name,
+        dtype=target.dtype,
         head=info.head.value,
-        variant=Variant.ORT.value,
+        variant=target.variant.value,
         runtime=f"onnxruntime-{onnxruntime.__version__}",
     )
 
     def build(tmp: Path) -> None:
         progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
-        graph = export_onnx(info.config, info.weight_files, info.head, Variant.ORT)
+        graph = build_graph(info, target)
         progress(f"writing {tmp / ENGINE_FILE}")
         onnx.save_model(graph, str(tmp / ENGINE_FILE))
 
@@ -153,7 +180,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
     entry, built = cache.get_or_build(key, build)
     seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
     progress(("built " if built else "found cached ") + f"engine in {entry}")
-    return PreparedEngine(info=info, entry_dir=entry, built=built, seconds=seconds)
+    return PreparedEngine(info=info, target=target, entry_dir=entry, built=built, seconds=seconds)
 
 
 def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedModel:
@@ -165,11 +192,7 @@ def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedMode
     tokenizer = Tokenizer.from_dir(info.path)
     dense = DenseStack.load(info.dense_layers) if info.dense_layers else None
     progress("loading the engine")
-    engine = OrtEngine(
-        prepared.entry_dir / ENGINE_FILE,
-        threads=options.threads,
-        optimized_path=prepared.entry_dir / OPTIMIZED_FILE,
-    )
+    engine = open_engine(prepared.entry_dir, prepared.target, options)
     seconds["load"] = time.perf_counter() - t
     t = time.perf_counter()
     warm_up(engine, tokenizer.pad_token_id)
