@@ -1,0 +1,100 @@
+"""From one batch's engine output to each entry's answer, in numpy.
+
+Rows that want the same treatment are handled together (one pooling call for every pooled
+row of the batch, one normalization per group): no Python loop over tokens or floats.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engines.base import OutputName
+from tei_ort.model_info import Pooling
+from tei_ort.pooling import classifier_scores, l2_normalize, pool, truncate_dimensions
+
+F32 = NDArray[np.float32]
+
+
+class Mode(str, enum.Enum):
+    POOLED = "pooled"  # one vector per input (/embed, /v1/embeddings, /similarity)
+    TOKENS = "tokens"  # one vector per token (/embed_all)
+    SPARSE = "sparse"  # the SPLADE vocabulary vector (/embed_sparse)
+    SCORES = "scores"  # classifier / re-ranker scores (/predict, /rerank)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a request wants from each of its rows."""
+
+    mode: Mode
+    normalize: bool = False
+    dimensions: int | None = None
+    raw_scores: bool = False
+
+
+def postprocess(
+    output: F32,
+    attention_mask: NDArray[np.int64],
+    lengths: Sequence[int],
+    specs: Sequence[OutputSpec],
+    *,
+    output_name: OutputName,
+    pooling: Pooling | None,
+    dense: Callable[[F32], F32] | None = None,
+) -> list[F32]:
+    """Answer every row of a batch.
+
+    ``output`` is the engine output for the batch: (B, T, H) hidden states, (B, L) logits
+    or (B, V) sparse vectors; ``lengths`` the real token count of each row. Returns one
+    array per row: (D,) pooled, (T_i, H) token vectors, (V,) sparse, or (L,) scores.
+    """
+    results: list[F32 | None] = [None] * len(specs)
+    groups: dict[OutputSpec, list[int]] = defaultdict(list)
+    for row, spec in enumerate(specs):
+        groups[spec].append(row)
+
+    for spec, rows in groups.items():
+        index = np.asarray(rows, dtype=np.intp)
+        if spec.mode is Mode.TOKENS:
+            for row in rows:
+                results[row] = np.ascontiguousarray(output[row, : lengths[row]])
+            continue
+        if spec.mode is Mode.SCORES:
+            values = classifier_scores(output[index], spec.raw_scores)  # (b, L)
+        elif spec.mode is Mode.SPARSE:
+            values = output[index]  # (b, V)
+        else:  # POOLED
+            if output_name is OutputName.LAST_HIDDEN_STATE:
+                if pooling is None:
+                    raise ValueError("an embedding model needs a pooling")
+                values = pool(output[index], attention_mask[index], pooling)  # (b, H)
+                if dense is not None:
+                    values = dense(values)
+            else:  # a SPLADE graph already pools
+                values = output[index]
+            values = truncate_dimensions(values, spec.dimensions)
+            if spec.normalize:
+                values = l2_normalize(values)
+        for position, row in enumerate(rows):
+            results[row] = values[position]
+    out: list[F32] = []
+    for row, result in enumerate(results):
+        if result is None:  # pragma: no cover - every row belongs to one group
+            raise AssertionError(f"row {row} was not post-processed")
+        out.append(result)
+    return out
+
+
+def sparsify(vector: F32) -> list[dict[str, float | int]]:
+    """/embed_sparse: the non-zero entries of a vocabulary vector, as TEI lists them."""
+    (indices,) = np.nonzero(vector)
+    values = vector[indices]
+    return [
+        {"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)
+    ]
