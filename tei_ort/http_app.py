@@ -1,0 +1,126 @@
+"""The Starlette application: routes, API-key check, CORS, and the engine's life cycle.
+
+``create_app(settings, model)`` takes a loaded model (``tei_ort.loading.LoadedModel`` or
+anything with ``info``, ``tokenizer`` and ``engine``; an optional ``dense`` callable maps
+pooled vectors through the model's Dense layers) and returns an ASGI app whose lifespan
+starts and stops the inference threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tei_ort.errors import UnauthorizedError
+from tei_ort.infer import Infer, ServedModel
+from tei_ort.metrics import Metrics
+from tei_ort.routes import Api, error_response
+from tei_ort.settings import Settings
+
+#: routes that stay open with --api-key (GET / is health; POST / is inference)
+PUBLIC_PATHS = frozenset({"/health", "/ping", "/metrics", "/docs", "/api-doc/openapi.json"})
+
+
+class ApiKeyMiddleware:
+    """``--api-key``: inference routes need ``Authorization: Bearer <key>`` (else 401)."""
+
+    def __init__(self, app: ASGIApp, api_key: str, metrics: Metrics) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(UnauthorizedError("Unauthorized"))
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _public(scope: Scope) -> bool:
+        path = scope["path"]
+        if path in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+            return True
+        return path == "/" and scope["method"] in ("GET", "HEAD")
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self.expected)
+        return False
+
+
+def create_app(
+    settings: Settings, model: ServedModel, *, metrics: Metrics | None = None
+) -> Starlette:
+    """The HTTP server for ``model`` under ``settings`` (see the module docstring)."""
+    dense: Callable[..., Any] | None = getattr(model, "dense", None)
+    metrics = metrics or Metrics(max_input_length=model.info.max_input_length)
+    infer = Infer(settings, model, metrics, dense=dense)
+    api = Api(settings, infer, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await infer.start()
+        try:
+            yield
+        finally:
+            await infer.stop()
+
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/ping", api.health, methods=["GET"]),
+        Route("/info", api.info_route, methods=["GET"]),
+        Route("/metrics", api.metrics_route, methods=["GET"]),
+        Route("/docs", api.docs, methods=["GET"]),
+        Route("/api-doc/openapi.json", api.openapi, methods=["GET"]),
+        Route("/embed", api.embed, methods=["POST"]),
+        Route("/embed_all", api.embed_all, methods=["POST"]),
+        Route("/embed_sparse", api.embed_sparse, methods=["POST"]),
+        Route("/predict", api.predict, methods=["POST"]),
+        Route("/rerank", api.rerank, methods=["POST"]),
+        Route("/v1/rerank", api.rerank_documents, methods=["POST"]),
+        Route("/v2/rerank", api.rerank_documents, methods=["POST"]),
+        Route("/similarity", api.similarity, methods=["POST"]),
+        Route("/tokenize", api.tokenize, methods=["POST"]),
+        Route("/decode", api.decode, methods=["POST"]),
+        Route("/v1/embeddings", api.openai_embeddings, methods=["POST"]),
+        Route("/embeddings", api.openai_embeddings, methods=["POST"]),
+        Route("/vertex", api.vertex, methods=["POST"]),
+        Route("/invocations", api.default, methods=["POST"]),
+        Route("/", _root(api), methods=["GET", "POST"]),
+    ]
+    origins = list(settings.cors_allow_origin or ("*",))
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization"],
+        ),
+    ]
+    if settings.api_key:
+        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=metrics))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.infer = infer
+    app.state.metrics = metrics
+    app.state.api = api
+    return app
+
+
+def _root(api: Api) -> Callable[..., Any]:
+    async def root(request: Any) -> Any:
+        if request.method == "POST":
+            return await api.default(request)
+        return await api.health(request)
+
+    return root

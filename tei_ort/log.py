@@ -1,0 +1,45 @@
+"""Logging set-up: TEI-like text lines, or one JSON object per line (``--json-output``)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+
+import orjson
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"timestamp", "level", "message", "target"}`` per line, as TEI's JSON logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "target": record.name,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(json_output: bool = False, level: str | None = None) -> None:
+    """Configure the root logger (and uvicorn's, which then propagate to it)."""
+    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    handler = logging.StreamHandler(sys.stdout)
+    if json_output:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)5s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = logging.getLevelName(level)
+    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

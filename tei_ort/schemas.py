@@ -1,0 +1,457 @@
+"""Request bodies: parsed with orjson, checked by hand, strict on types, clear in messages.
+
+Every problem raises ``ValidationError`` (422; the body is not what the route takes) or
+``JsonSyntaxError`` (400; the body is not JSON), as TEI's JSON extractor answers them.
+Unknown fields are refused with the list of the fields a route takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from tei_ort.errors import ValidationError
+from tei_ort.tokenization import Direction
+
+Item = str | list[int] | tuple[str, str]
+EncodingFormat = Literal["float", "base64"]
+
+_U32 = 2**32
+
+
+class JsonSyntaxError(ValidationError):
+    """The body is not valid JSON: 400, as TEI's JSON extractor answers a syntax error."""
+
+    status_code = 400
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JsonSyntaxError(f"Failed to parse the request body as JSON: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+class Fields:
+    """The fields of one JSON object, read with type checks; unknown names are refused."""
+
+    def __init__(self, value: Any, allowed: tuple[str, ...], where: str = "body") -> None:
+        if not isinstance(value, dict):
+            raise ValidationError(f"the {where} must be a JSON object, got {_type_name(value)}")
+        unknown = [key for key in value if key not in allowed]
+        if unknown:
+            expected = ", ".join(f"`{name}`" for name in allowed)
+            raise ValidationError(
+                f"unknown field `{unknown[0]}` in the {where}, expected one of {expected}"
+            )
+        self.data: Mapping[str, Any] = value
+        self.where = where
+
+    def _fail(self, name: str, expected: str, value: Any) -> ValidationError:
+        return ValidationError(f"`{name}` must be {expected}, got {_type_name(value)}")
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def required(self, name: str) -> Any:
+        if name not in self.data:
+            raise ValidationError(f"missing field `{name}` in the {self.where}")
+        return self.data[name]
+
+    def opt_bool(self, name: str) -> bool | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        raise self._fail(name, "a boolean or null", value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if isinstance(value, bool):
+            return value
+        raise self._fail(name, "a boolean", value)
+
+    def opt_str(self, name: str) -> str | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        raise self._fail(name, "a string or null", value)
+
+    def string(self, name: str) -> str:
+        value = self.required(name)
+        if isinstance(value, str):
+            return value
+        raise self._fail(name, "a string", value)
+
+    def opt_uint(self, name: str) -> int | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise self._fail(name, "a non-negative integer or null", value)
+
+    def direction(self, name: str = "truncation_direction") -> Direction:
+        value = self.data.get(name)
+        if value is None:
+            return "right"
+        if isinstance(value, str) and value.lower() in ("right", "left"):
+            return "left" if value.lower() == "left" else "right"
+        raise ValidationError(f'`{name}` must be "right" or "left", got {value!r}')
+
+
+def _token_ids(value: list[Any], name: str) -> list[int]:
+    for token in value:
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < _U32:
+            raise ValidationError(
+                f"`{name}` token ids must be integers between 0 and {_U32 - 1}, got {token!r}"
+            )
+    return value
+
+
+def _is_ids(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def parse_inputs(value: Any, name: str = "inputs") -> tuple[list[Item], bool]:
+    """TEI's ``Input``: a string, a list of token ids (one input), or a batch of those.
+
+    Returns the inputs and whether the request was a single input.
+    """
+    expected = "a string, a list of token ids, or a list of strings and token-id lists"
+    if isinstance(value, str):
+        return [value], True
+    if not isinstance(value, list):
+        raise ValidationError(f"`{name}` must be {expected}, got {_type_name(value)}")
+    if not value:
+        return [], False
+    if _is_ids(value):
+        return [_token_ids(value, name)], True
+    items: list[Item] = []
+    for element in value:
+        if isinstance(element, str):
+            items.append(element)
+        elif isinstance(element, list):
+            items.append(_token_ids(element, name))
+        else:
+            raise ValidationError(
+                f"`{name}` must be {expected}; an element is {_type_name(element)}"
+            )
+    return items, False
+
+
+def _sequence(value: list[Any], name: str) -> str | tuple[str, str]:
+    if not all(isinstance(v, str) for v in value) or not 1 <= len(value) <= 2:
+        raise ValidationError(
+            f"`{name}` must be a string, a pair of strings [string, string] or a batch of "
+            f"mixed strings and pairs [[string], [string, string], ...]"
+        )
+    return value[0] if len(value) == 1 else (value[0], value[1])
+
+
+def parse_predict_inputs(
+    value: Any, name: str = "inputs"
+) -> tuple[list[str | tuple[str, str]], bool]:
+    """TEI's ``PredictInput``: ``"a"``; ``["a"]``; ``["a", "b"]`` (ONE pair); a batch
+    ``[["a"], ["a", "b"], ...]``."""
+    if isinstance(value, str):
+        return [value], True
+    if not isinstance(value, list) or not value:
+        raise ValidationError(
+            f"`{name}` must be a string, a pair of strings [string, string] or a batch of "
+            f"mixed strings and pairs [[string], [string, string], ...]"
+        )
+    if isinstance(value[0], str):
+        return [_sequence(value, name)], True
+    items: list[str | tuple[str, str]] = []
+    for element in value:
+        if not isinstance(element, list):
+            raise ValidationError(
+                f"`{name}` batch elements must be [string] or [string, string], got "
+                f"{_type_name(element)}"
+            )
+        items.append(_sequence(element, name))
+    return items, False
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(f"`{name}` must be a list of strings")
+    return value
+
+
+# -- request types ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    inputs: list[Item]
+    single: bool
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    prompt_name: str | None = None
+    normalize: bool = True
+    dimensions: int | None = None
+
+
+_EMBED_FIELDS = (
+    "inputs",
+    "truncate",
+    "truncation_direction",
+    "prompt_name",
+    "normalize",
+    "dimensions",
+)
+_EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name")
+
+
+def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
+    """/embed (``pooled``) and /embed_all, /embed_sparse (no normalize, no dimensions)."""
+    fields = Fields(data, _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
+    inputs, single = parse_inputs(fields.required("inputs"))
+    return EmbedRequest(
+        inputs=inputs,
+        single=single,
+        truncate=fields.opt_bool("truncate"),
+        truncation_direction=fields.direction(),
+        prompt_name=fields.opt_str("prompt_name"),
+        normalize=fields.boolean("normalize", True) if pooled else False,
+        dimensions=fields.opt_uint("dimensions") if pooled else None,
+    )
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    inputs: list[str | tuple[str, str]]
+    single: bool
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    raw_scores: bool = False
+
+
+def parse_predict(data: Any) -> PredictRequest:
+    fields = Fields(data, ("inputs", "truncate", "truncation_direction", "raw_scores"))
+    inputs, single = parse_predict_inputs(fields.required("inputs"))
+    return PredictRequest(
+        inputs=inputs,
+        single=single,
+        truncate=fields.opt_bool("truncate"),
+        truncation_direction=fields.direction(),
+        raw_scores=fields.boolean("raw_scores", False),
+    )
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """TEI's /rerank (``texts``) or the Cohere / Jina / Dify form (``documents``)."""
+
+    query: str
+    texts: list[str]
+    documents_form: bool = False  # answer {"results": [...]} instead of TEI's list
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    raw_scores: bool = False
+    return_text: bool = False  # TEI: `return_text`; Cohere/Jina: `return_documents`
+    top_n: int | None = None
+    model: str | None = None
+
+
+_RERANK_FIELDS = (
+    "query",
+    "texts",
+    "truncate",
+    "truncation_direction",
+    "raw_scores",
+    "return_text",
+)
+# Cohere v1/v2 and Jina fields; the ones that change nothing here are accepted and ignored
+_DOCUMENTS_FIELDS = (
+    "query",
+    "documents",
+    "top_n",
+    "return_documents",
+    "model",
+    "truncate",
+    "truncation_direction",
+    "raw_scores",
+    "return_text",
+    "max_chunks_per_doc",
+    "max_tokens_per_doc",
+    "rank_fields",
+    "user",
+)
+
+
+def _documents(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValidationError(f"`documents` must be a list, got {_type_name(value)}")
+    texts: list[str] = []
+    for document in value:
+        if isinstance(document, str):
+            texts.append(document)
+        elif isinstance(document, dict) and isinstance(document.get("text"), str):
+            texts.append(document["text"])
+        else:
+            raise ValidationError(
+                '`documents` elements must be strings or {"text": string} objects'
+            )
+    return texts
+
+
+def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequest:
+    """``documents_form``: None decides by the body (``documents`` present or not)."""
+    if documents_form is None:
+        documents_form = isinstance(data, dict) and "documents" in data and "texts" not in data
+    if not documents_form:
+        fields = Fields(data, _RERANK_FIELDS)
+        return RerankRequest(
+            query=fields.string("query"),
+            texts=_strings(fields.required("texts"), "texts"),
+            truncate=fields.opt_bool("truncate"),
+            truncation_direction=fields.direction(),
+            raw_scores=fields.boolean("raw_scores", False),
+            return_text=fields.boolean("return_text", False),
+        )
+    fields = Fields(data, _DOCUMENTS_FIELDS)
+    top_n = fields.opt_uint("top_n")
+    return_documents = fields.opt_bool("return_documents")
+    return RerankRequest(
+        query=fields.string("query"),
+        texts=_documents(fields.required("documents")),
+        documents_form=True,
+        truncate=fields.opt_bool("truncate"),
+        truncation_direction=fields.direction(),
+        raw_scores=fields.boolean("raw_scores", False),
+        return_text=bool(return_documents) or fields.boolean("return_text", False),
+        top_n=top_n,
+        model=fields.opt_str("model"),
+    )
+
+
+@dataclass(frozen=True)
+class SimilarityRequest:
+    source_sentence: str
+    sentences: list[str]
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    prompt_name: str | None = None
+
+
+def parse_similarity(data: Any) -> SimilarityRequest:
+    fields = Fields(data, ("inputs", "parameters"))
+    inputs = Fields(fields.required("inputs"), ("source_sentence", "sentences"), "`inputs` object")
+    parameters_value = fields.data.get("parameters")
+    parameters = Fields(
+        {} if parameters_value is None else parameters_value,
+        ("truncate", "truncation_direction", "prompt_name"),
+        "`parameters` object",
+    )
+    return SimilarityRequest(
+        source_sentence=inputs.string("source_sentence"),
+        sentences=_strings(inputs.required("sentences"), "sentences"),
+        truncate=parameters.opt_bool("truncate"),
+        truncation_direction=parameters.direction(),
+        prompt_name=parameters.opt_str("prompt_name"),
+    )
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    inputs: list[str]
+    single: bool
+    add_special_tokens: bool = True
+    prompt_name: str | None = None
+
+
+def parse_tokenize(data: Any) -> TokenizeRequest:
+    fields = Fields(data, ("inputs", "add_special_tokens", "prompt_name"))
+    value = fields.required("inputs")
+    if isinstance(value, str):
+        inputs, single = [value], True
+    else:
+        inputs, single = _strings(value, "inputs"), False
+    return TokenizeRequest(
+        inputs=inputs,
+        single=single,
+        add_special_tokens=fields.boolean("add_special_tokens", True),
+        prompt_name=fields.opt_str("prompt_name"),
+    )
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    ids: list[list[int]]
+    single: bool
+    skip_special_tokens: bool = True
+
+
+def parse_decode(data: Any) -> DecodeRequest:
+    fields = Fields(data, ("ids", "skip_special_tokens"))
+    value = fields.required("ids")
+    expected = "`ids` must be a list of token ids or a list of lists of token ids"
+    if not isinstance(value, list):
+        raise ValidationError(f"{expected}, got {_type_name(value)}")
+    if not value or all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        ids, single = [_token_ids(value, "ids")], True
+    elif all(isinstance(v, list) for v in value):
+        ids, single = [_token_ids(v, "ids") for v in value], False
+    else:
+        raise ValidationError(expected)
+    return DecodeRequest(
+        ids=ids, single=single, skip_special_tokens=fields.boolean("skip_special_tokens", True)
+    )
+
+
+@dataclass(frozen=True)
+class OpenAIRequest:
+    inputs: list[Item]
+    single: bool
+    model: str | None = None
+    encoding_format: EncodingFormat = "float"
+    dimensions: int | None = None
+
+
+def parse_openai(data: Any) -> OpenAIRequest:
+    fields = Fields(data, ("input", "model", "user", "encoding_format", "dimensions"))
+    inputs, single = parse_inputs(fields.required("input"), "input")
+    fields.opt_str("user")
+    encoding = fields.data.get("encoding_format")
+    if encoding is None:
+        encoding = "float"
+    if encoding not in ("float", "base64"):
+        raise ValidationError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
+    return OpenAIRequest(
+        inputs=inputs,
+        single=single,
+        model=fields.opt_str("model"),
+        encoding_format="base64" if encoding == "base64" else "float",
+        dimensions=fields.opt_uint("dimensions"),
+    )
+
+
+def parse_vertex(data: Any) -> list[Any]:
+    fields = Fields(data, ("instances",))
+    instances = fields.required("instances")
+    if not isinstance(instances, list):
+        raise ValidationError(f"`instances` must be a list, got {_type_name(instances)}")
+    return instances
