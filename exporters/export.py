@@ -16,7 +16,8 @@ from typing import Any
 import onnx
 
 from engines.base import OutputName
-from exporters.graph import FLOAT, INT64, GraphBuilder
+from exporters.graph import FLOAT, INT64, ExternalData, GraphBuilder
+from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.model_info import Head
 
@@ -43,6 +44,7 @@ class ExportContext:
     variant: Variant
     input_ids: str  # (B, T) int64
     attention_mask: str  # (B, T) int64
+    yes_no_token_ids: tuple[int, int] | None = None  # Head.YES_NO_LOGIT: ids of "yes", "no"
 
     @property
     def fused(self) -> bool:
@@ -106,20 +108,75 @@ def _is_jina_bert(config: dict[str, Any]) -> bool:
     return any("jina" in ref.lower() and "bert" in ref.lower() for ref in refs)
 
 
+# Checkpoints whose float32 tensors take more than this are exported with their weights in
+# an external data file: a ModelProto cannot exceed 2 GB, and the graph adds tables and
+# constants of its own on top of the checkpoint, so the line sits well below that.
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
 def export_onnx(
     config: dict[str, Any],
     weight_files: Sequence[Path],
     head: Head,
     variant: Variant = Variant.ORT,
+    *,
+    yes_no_token_ids: tuple[int, int] | None = None,
 ) -> onnx.ModelProto:
-    """Build the graph for ``head`` straight from the safetensors tensors."""
+    """Build the graph for ``head`` straight from the safetensors tensors, in memory."""
+    model = _build(config, weight_files, head, variant, yes_no_token_ids, None)
+    onnx.checker.check_model(model, full_check=False)
+    return model
+
+
+def export_to_file(
+    config: dict[str, Any],
+    weight_files: Sequence[Path],
+    head: Head,
+    path: Path,
+    variant: Variant = Variant.ORT,
+    *,
+    yes_no_token_ids: tuple[int, int] | None = None,
+    external_threshold: int = EXTERNAL_DATA_THRESHOLD,
+) -> bool:
+    """Write the graph to ``path``; returns whether its weights went to external data.
+
+    Over ``external_threshold`` bytes of float32 weights, every tensor is streamed into
+    ``<path>.data`` while the graph is built, so memory holds one layer at a time.
+    """
+    size = WeightStore(weight_files).nbytes_float32()
+    if size <= external_threshold:
+        onnx.save_model(
+            export_onnx(config, weight_files, head, variant, yes_no_token_ids=yes_no_token_ids),
+            str(path),
+        )
+        return False
+    external = ExternalData(path.with_name(path.name + ".data"))
+    try:
+        model = _build(config, weight_files, head, variant, yes_no_token_ids, external)
+    finally:
+        external.close()
+    onnx.save_model(model, str(path))
+    del model
+    # by path: the checker reads the external tensors' metadata without loading them
+    onnx.checker.check_model(str(path), full_check=False)
+    return True
+
+
+def _build(
+    config: dict[str, Any],
+    weight_files: Sequence[Path],
+    head: Head,
+    variant: Variant,
+    yes_no_token_ids: tuple[int, int] | None,
+    external: ExternalData | None,
+) -> onnx.ModelProto:
     key = architecture_of(config)
     builder = BUILDERS.get(key)
     if builder is None:
         raise UnsupportedModelError(
             f"model_type {key!r} is not supported; supported: {', '.join(sorted(BUILDERS))}"
         )
-    g = GraphBuilder(f"tei_ort_{key}_{head.value}")
+    g = GraphBuilder(f"tei_ort_{key}_{head.value}", external=external)
     ctx = ExportContext(
         g=g,
         config=config,
@@ -129,10 +186,9 @@ def export_onnx(
         variant=variant,
         input_ids=g.input("input_ids", INT64, ["batch", "sequence"]),
         attention_mask=g.input("attention_mask", INT64, ["batch", "sequence"]),
+        yes_no_token_ids=yes_no_token_ids,
     )
     out = builder(ctx)
     g.op("Identity", out.value, name=out.name.value)
     g.output(out.name.value, FLOAT, out.shape)
-    model = g.build(producer=f"tei-ort-exporter-{EXPORTER_VERSION}")
-    onnx.checker.check_model(model, full_check=False)
-    return model
+    return g.build(producer=f"tei-ort-exporter-{EXPORTER_VERSION}")

@@ -7,7 +7,8 @@ like the math it computes. Initializers are added with ``g.weight(...)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
@@ -18,9 +19,52 @@ OPSET = 17  # LayerNormalization is in 17; TensorRT 8.6+ parses it
 MS_DOMAIN = "com.microsoft"
 
 
+# ONNX Runtime memory-maps external tensors that start on an allocation boundary
+_EXTERNAL_ALIGNMENT = 64 * 1024
+
+
+class ExternalData:
+    """Initializers written to one file beside the model as soon as they are added.
+
+    A graph over protobuf's 2 GB limit must keep its tensors outside the ModelProto; writing
+    each one straight away also means the exporter never holds the whole model in memory.
+    Tensors under ``min_bytes`` stay inline (constants, shapes).
+    """
+
+    def __init__(self, path: Path, min_bytes: int = 1024) -> None:
+        self.path = path
+        self.min_bytes = min_bytes
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.bytes_written = 0
+
+    def tensor(self, name: str, array: NDArray[Any]) -> onnx.TensorProto:
+        array = np.require(array, requirements="C")
+        offset = -self._file.tell() % _EXTERNAL_ALIGNMENT + self._file.tell()
+        self._file.seek(offset)
+        self._file.write(array.data.cast("B"))  # the array's own buffer, not a copy
+        self.bytes_written = self._file.tell()
+        tensor = onnx.TensorProto()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (
+            ("location", self.path.name),
+            ("offset", str(offset)),
+            ("length", str(array.nbytes)),
+        ):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class GraphBuilder:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, external: ExternalData | None = None) -> None:
         self.name = name
+        self.external = external
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -41,7 +85,12 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
     def weight(self, name: str, array: NDArray[Any]) -> str:
-        self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
+        if self.external is not None and array.nbytes >= self.external.min_bytes:
+            self.initializers.append(self.external.tensor(name, array))
+        else:
+            self.initializers.append(
+                numpy_helper.from_array(np.require(array, requirements="C"), name)
+            )
         return name
 
     def const(self, value: Any, dtype: type = np.int64) -> str:

@@ -5,19 +5,24 @@ left over at the end is an error, unless the builder declared it as knowingly un
 (a pooler that an embedding model does not run, say). Names are normalised first:
 the ``bert.``/``roberta.``/... prefixes that ``*For*`` checkpoints carry are stripped and
 the old LayerNorm ``gamma``/``beta`` become ``weight``/``bias``.
+
+Files are read through a memory map of the safetensors layout (an 8-byte header length,
+a JSON header, then the raw tensors): a float32 tensor is handed out as a read-only view
+of the page cache, so a multi-GB checkpoint is never copied into memory as a whole.
+bfloat16 (which numpy lacks) and float16 tensors are widened to float32 one at a time.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from safetensors import safe_open
 
 from tei_ort.errors import ModelError, WeightMappingError
 
@@ -54,17 +59,80 @@ def normalise_name(name: str, prefixes: Sequence[str]) -> str:
     return re.sub(r"\.beta$", ".bias", name)
 
 
+# safetensors dtype names -> numpy dtypes readable straight from the file (little-endian)
+_NUMPY_DTYPES: dict[str, str] = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+
+
+class SafetensorsFile:
+    """One memory-mapped safetensors file: names, shapes and float32 views of its tensors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header: dict[str, Any] = json.loads(f.read(header_len))
+        except (OSError, ValueError, struct.error) as exc:
+            raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+        header.pop("__metadata__", None)
+        self._entries = header
+        self._data_start = 8 + header_len
+        self._map: NDArray[np.uint8] | None = None
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._entries[name]["shape"])
+
+    def dtype(self, name: str) -> str:
+        return str(self._entries[name]["dtype"])
+
+    def nbytes_float32(self, name: str) -> int:
+        return 4 * int(np.prod(self.shape(name), dtype=np.int64))
+
+    def get_float32(self, name: str) -> F32:
+        """The tensor as float32: a view of the file when it is stored as float32."""
+        entry = self._entries[name]
+        begin, end = (int(x) for x in entry["data_offsets"])
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        raw = self._map[self._data_start + begin : self._data_start + end]
+        shape = self.shape(name)
+        dtype = str(entry["dtype"])
+        if dtype == "BF16":
+            # bfloat16 is the top half of a float32: shift the 16 bits into place
+            widened = raw.view("<u2").astype(np.uint32) << np.uint32(16)
+            return widened.view(np.float32).reshape(shape)
+        if dtype not in _NUMPY_DTYPES:
+            raise WeightMappingError(f"tensor {name!r} in {self.path} has dtype {dtype}")
+        array = raw.view(_NUMPY_DTYPES[dtype]).reshape(shape)
+        if array.dtype == np.float32:
+            return np.asarray(array)  # a read-only view of the mapped file
+        return array.astype(np.float32)
+
+
 class WeightStore:
     """Tensors of one checkpoint, taken one by one by an exporter."""
 
     def __init__(self, files: Iterable[Path], strip_prefixes: Sequence[str] = ()) -> None:
         # tensors are memory-mapped; one open handle per file for the store's lifetime
-        self._files: dict[str, Any] = {}  # normalised name -> safe_open handle
+        self._files: dict[str, SafetensorsFile] = {}  # normalised name -> its file
         self._raw: dict[str, str] = {}  # normalised name -> name in the file
         self._used: set[str] = set()
         for path in files:
-            handle: Any = safe_open(str(path), framework="np")
-            for raw in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+            handle = SafetensorsFile(Path(path))
+            for raw in handle.names():
                 if raw.endswith(_BUFFER_SUFFIXES):
                     continue
                 name = normalise_name(raw, strip_prefixes)
@@ -81,20 +149,24 @@ class WeightStore:
 
     def shape(self, name: str) -> tuple[int, ...]:
         self._require(name)
-        return tuple(self._files[name].get_slice(self._raw[name]).get_shape())
+        return self._files[name].shape(self._raw[name])
+
+    def nbytes_float32(self) -> int:
+        """What every tensor of the checkpoint takes as float32 (the exported size)."""
+        return sum(handle.nbytes_float32(self._raw[n]) for n, handle in self._files.items())
 
     def take(self, name: str, shape: Sequence[int]) -> F32:
         """The tensor ``name`` as float32, checked against ``shape``; marks it used."""
         self._require(name)
         if name in self._used:
             raise WeightMappingError(f"tensor {name!r} is used twice by the exporter")
-        array = self._files[name].get_tensor(self._raw[name])
-        if tuple(array.shape) != tuple(shape):
+        handle, raw = self._files[name], self._raw[name]
+        if handle.shape(raw) != tuple(shape):
             raise WeightMappingError(
-                f"tensor {name!r} has shape {tuple(array.shape)}, expected {tuple(shape)}"
+                f"tensor {name!r} has shape {handle.shape(raw)}, expected {tuple(shape)}"
             )
         self._used.add(name)
-        return np.ascontiguousarray(array, dtype=np.float32)
+        return np.ascontiguousarray(handle.get_float32(raw))
 
     def take_optional(self, name: str, shape: Sequence[int]) -> F32 | None:
         return self.take(name, shape) if name in self._files else None

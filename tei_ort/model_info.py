@@ -27,6 +27,9 @@ class Head(str, enum.Enum):
     BASE = "base"  # last_hidden_state; pooling in numpy
     CLASSIFIER = "classifier"  # *ForSequenceClassification logits
     SPLADE = "splade"  # *ForMaskedLM + the SPLADE reduction in the graph
+    # a causal LM scored as a re-ranker (Qwen3-Reranker): logits (B, 1) = logit("yes") -
+    # logit("no") at the last real token, so sigmoid gives P(yes) = softmax([no, yes])[1]
+    YES_NO_LOGIT = "yes_no_logit"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class ModelInfo:
     hidden_size: int = 0
     uses_token_type_ids: bool = True
     weight_files: tuple[Path, ...] = ()  # *.safetensors, shards in order
+    # Head.YES_NO_LOGIT only: the tokenizer's ids of "yes" and "no", and the name of the
+    # template that turns a (query, document) pair into the model's prompt
+    yes_no_token_ids: tuple[int, int] | None = None
+    rerank_template: str | None = None
 
     @property
     def label2id(self) -> dict[str, int]:
