@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from exporters.graph import MS_DOMAIN, GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError, WeightMappingError
 from tei_ort.model_info import Head
+from tei_ort.rerank_templates import yes_no_token_ids
 
 F32 = NDArray[np.float32]
 
@@ -493,10 +495,11 @@ def build(ctx: ExportContext) -> GraphOutput:
         logits = layers.linear(g, pooled, store.take("score.weight", shape), None, "score")
         out = GraphOutput(logits, OutputName.LOGITS, ["batch", shape[0]])
     elif ctx.head is Head.YES_NO_LOGIT:
-        if ctx.yes_no_token_ids is None:
-            raise UnsupportedModelError("a yes/no re-ranker needs the token ids of 'yes' and 'no'")
+        token_ids = ctx.yes_no_token_ids
+        if token_ids is None:  # the tokenizer sits beside the checkpoint
+            token_ids = yes_no_token_ids(Path(ctx.weight_files[0]).parent)
         pooled = last_token(g, dec.hidden_state, ctx.attention_mask)
-        logit = _yes_no_logit(g, store, dec, pooled, ctx.yes_no_token_ids)
+        logit = _yes_no_logit(g, store, dec, pooled, token_ids)
         store.ignore("lm_head.")  # the other rows of the LM head are never scored
         out = GraphOutput(logit, OutputName.LOGITS, ["batch", 1])
     else:

@@ -32,6 +32,7 @@ from tei_ort.pooling import (
     pool,
     truncate_dimensions,
 )
+from tei_ort.rerank_templates import encode_rerank_pairs
 from tei_ort.tokenization import Encoded, TextInput, apply_prompt
 
 F32 = NDArray[np.float32]
@@ -176,13 +177,19 @@ class Model:
         raw_scores: bool = False,
         truncate: bool = True,
         truncation_direction: Direction = "right",
+        instruction: str | None = None,
     ) -> list[tuple[int, float]]:
-        """(index, score) for each text, best first (ties keep input order)."""
+        """(index, score) for each text, best first (ties keep input order).
+
+        ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker);
+        None keeps the model's default.
+        """
         if self.info.kind is not ModelKind.RERANKER:
             raise ModelTypeError("model is not a re-ranker model")
         if not texts:
             raise EmptyError("`texts` cannot be empty")
-        logits = self._logits([(query, t) for t in texts], truncate, truncation_direction)
+        pairs = [(query, t) for t in texts]
+        logits = self._logits(pairs, truncate, truncation_direction, instruction)
         scores = classifier_scores(logits, raw_scores)[:, 0]
         order = np.argsort(-scores, kind="stable")
         return [(int(i), float(scores[i])) for i in order]
@@ -243,8 +250,17 @@ class Model:
                 )
         return encoded
 
-    def _logits(self, inputs: Sequence[TextInput], truncate: bool, direction: Direction) -> F32:
-        encoded = self._encode(inputs, truncate, direction)
+    def _logits(
+        self,
+        inputs: Sequence[TextInput],
+        truncate: bool,
+        direction: Direction,
+        instruction: str | None = None,
+    ) -> F32:
+        if self.info.rerank_template is not None:
+            encoded = self._encode_template(inputs, truncate, direction, instruction)
+        else:
+            encoded = self._encode(inputs, truncate, direction)
         logits: F32 | None = None
         for rows, output, _ in self._run(encoded):
             if logits is None:
@@ -252,6 +268,38 @@ class Model:
             logits[rows] = output
         assert logits is not None
         return logits
+
+    def _encode_template(
+        self,
+        inputs: Sequence[TextInput],
+        truncate: bool,
+        direction: Direction,
+        instruction: str | None,
+    ) -> list[Encoded]:
+        """(query, document) pairs in the re-ranker's prompt template."""
+        assert self.info.rerank_template is not None
+        pairs: list[tuple[str, str]] = []
+        for item in inputs:
+            if not isinstance(item, tuple):
+                raise ValidationError("this re-ranker scores (query, document) pairs, not texts")
+            if "" in item:
+                raise EmptyError("`inputs` cannot contain an empty string")
+            pairs.append(item)
+        limit = self.info.max_input_length
+        encoded = encode_rerank_pairs(
+            self.info.rerank_template,
+            self.loaded.tokenizer,
+            pairs,
+            instruction=instruction,
+            max_length=limit if truncate else None,
+            direction=direction,
+        )
+        for e in encoded:
+            if len(e) > limit:
+                raise ValidationError(
+                    f"`inputs` must have less than {limit} tokens. Given: {len(e)}"
+                )
+        return encoded
 
     def _run(
         self, encoded: Sequence[Encoded]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from tei_ort.errors import ModelError, UnsupportedModelError
 from tei_ort.hub import ResolvedModel
 from tei_ort.model_info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
+from tei_ort.rerank_templates import QWEN3, is_qwen3_reranker, yes_no_token_ids
 
 __all__ = ["inspect_model"]
 
@@ -68,9 +69,18 @@ def inspect_model(
         raise ModelError(f"{config_path}: `architectures` must be a list of strings")
 
     modules = _read_modules(root)
-    kind, head, chosen_pooling = _kind_head_pooling(
-        root, config, model_type, architectures, modules, pooling
-    )
+    yes_no: tuple[int, int] | None = None
+    template: str | None = None
+    if is_qwen3_reranker(architectures, config, (resolved.model_id, root.name)):
+        # a causal LM scored as P("yes"): a re-ranker whatever --pooling says
+        if pooling is not None:
+            logger.warning("`--pooling` is set but the model is a re-ranker: ignoring it")
+        kind, head, chosen_pooling = ModelKind.RERANKER, Head.YES_NO_LOGIT, None
+        yes_no, template = yes_no_token_ids(root), QWEN3
+    else:
+        kind, head, chosen_pooling = _kind_head_pooling(
+            root, config, model_type, architectures, modules, pooling
+        )
     prompts, default_prompt_name = _read_prompts(root)
 
     return ModelInfo(
@@ -83,15 +93,22 @@ def inspect_model(
         kind=kind,
         head=head,
         pooling=chosen_pooling,
-        id2label=_id2label(config, config_path, classifier=head is Head.CLASSIFIER),
+        # a yes/no re-ranker has one score: P("yes")
+        id2label={0: "yes"}
+        if head is Head.YES_NO_LOGIT
+        else _id2label(config, config_path, classifier=head is Head.CLASSIFIER),
         max_input_length=_max_input_length(root, config, model_type),
         prompts=prompts,
         default_prompt_name=default_prompt_name,
         # A classifier's score comes straight from its head: Dense modules never apply.
-        dense_layers=() if head is Head.CLASSIFIER else _dense_layers(root, modules, dense_path),
+        dense_layers=()
+        if head in (Head.CLASSIFIER, Head.YES_NO_LOGIT)
+        else _dense_layers(root, modules, dense_path),
         hidden_size=_hidden_size(config, config_path),
         uses_token_type_ids=_uses_token_type_ids(config, model_type, config_path),
         weight_files=_weight_files(root),
+        yes_no_token_ids=yes_no,
+        rerank_template=template,
     )
 
 

@@ -161,3 +161,40 @@ def decoder_batch(seed: int = 0, vocab: int = VOCAB) -> dict[str, np.ndarray]:
         ids[row, :n] = rng.integers(3, vocab, n)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+CHAT_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+_CORPUS = [
+    "yes",
+    "no",
+    "yes no yes no",
+    "Judge whether the Document meets the requirements based on the Query and the Instruct",
+    "Given a web search query, retrieve relevant passages that answer the query",
+    "<Instruct>: <Query>: <Document>: system user assistant <think> </think>",
+    "the quick brown fox jumps over the lazy dog",
+    "what is the capital of France? Paris is the capital and largest city of France.",
+    "embeddings map sentences to vectors; similar meanings land close together",
+]
+
+
+def write_bpe_tokenizer(out_dir: Path, vocab_size: int = 400) -> int:
+    """A byte-level BPE tokenizer (Qwen-like, no special tokens added on encode) with the
+    chat tokens of the Qwen3-Reranker template and single tokens "yes" and "no".
+    Returns its vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(CHAT_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 20, trainer)
+    assert tokenizer.token_to_id("yes") is not None and tokenizer.token_to_id("no") is not None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    size: int = tokenizer.get_vocab_size(with_added_tokens=True)
+    return size
