@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -316,10 +317,8 @@ def settings_from_args(
         values[flag.dest] = value
     api_token = values.pop("hf_api_token", None)
     if api_token is not None:
-        if "hf_token" in values:
-            parser.error("the argument '--hf-token' cannot be used with '--hf-api-token'")
         logger.warning("--hf-api-token (HF_API_TOKEN) is deprecated: use --hf-token (HF_TOKEN)")
-        values["hf_token"] = api_token
+        values.setdefault("hf_token", api_token)
     if values.get("default_prompt") is not None and values.get("default_prompt_name") is not None:
         parser.error(
             "the argument '--default-prompt <DEFAULT_PROMPT>' cannot be used with "
@@ -338,7 +337,7 @@ def build_parser(prog: str = "tei-ort") -> tuple[argparse.ArgumentParser, argpar
         description="tei-ort: a drop-in replacement for Hugging Face Text Embeddings Inference "
         "on ONNX Runtime.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
     serve_parser = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP with TEI's API",
@@ -391,12 +390,21 @@ def serve(settings: Settings) -> int:
     )
     server = uvicorn.Server(config)
     logger.info("Starting HTTP server: %s:%d", settings.bind_host, settings.port)
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for
+    # the handlers it found; with these no-op handlers the process exits 0, as TEI does.
+    previous = {sig: signal.signal(sig, _after_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if listener is not None:
             listener.close()
     return 0 if server.started else 1
+
+
+def _after_shutdown(sig: int, frame: object) -> None:
+    """The signal uvicorn re-raises after its graceful shutdown: nothing left to do."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
