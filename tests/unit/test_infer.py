@@ -1,0 +1,83 @@
+"""Pieces of the inference path that need no threads: permits and start-up rules."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tei_ort.errors import ConfigurationError, ValidationError
+from tei_ort.infer import (
+    Permits,
+    effective_max_input_length,
+    failure_label,
+    mark_phase,
+    resolve_default_prompt,
+)
+from tei_ort.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_permits_try_and_wait_fifo() -> None:
+    permits = Permits(2)
+    assert permits.try_acquire() and permits.take_up_to(5) == 1
+    assert not permits.try_acquire() and permits.take_up_to(3) == 0
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await permits.acquire()
+        order.append(i)
+
+    tasks = [asyncio.ensure_future(wait(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert not permits.try_acquire()  # waiters come first
+    permits.release(2)
+    await asyncio.sleep(0)
+    assert order == [0, 1]
+    permits.release()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2] and permits.free == 0
+
+
+async def test_cancelled_waiter_gives_nothing_away() -> None:
+    permits = Permits(1)
+    assert permits.try_acquire()
+    task = asyncio.ensure_future(permits.acquire())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    permits.release()
+    assert permits.free == 1 and permits.try_acquire()
+
+
+def _info(make_model: Any, **changes: Any) -> Any:
+    return replace(make_model().info, **changes)
+
+
+def test_max_input_length_vs_max_batch_tokens(make_model: Any) -> None:
+    info = _info(make_model, max_input_length=512)
+    assert effective_max_input_length(Settings(max_batch_tokens=1024), info) == 512
+    assert effective_max_input_length(Settings(max_batch_tokens=100), info) == 100
+    with pytest.raises(ConfigurationError, match="--auto-truncate"):
+        effective_max_input_length(Settings(max_batch_tokens=100, auto_truncate=False), info)
+
+
+def test_default_prompt(make_model: Any) -> None:
+    info = _info(make_model, prompts={"query": "query: "})
+    assert resolve_default_prompt(Settings(), info) is None
+    assert resolve_default_prompt(Settings(default_prompt="p: "), info) == "p: "
+    assert resolve_default_prompt(Settings(default_prompt_name="query"), info) == "query: "
+    with pytest.raises(ConfigurationError, match="Available prompts"):
+        resolve_default_prompt(Settings(default_prompt_name="doc"), info)
+    with pytest.raises(ConfigurationError, match="no prompts were found"):
+        resolve_default_prompt(Settings(default_prompt_name="doc"), _info(make_model))
+
+
+def test_phase_labels() -> None:
+    error = ValidationError("too long")
+    assert failure_label(error) == "validation"
+    assert failure_label(mark_phase(error, "tokenization")) == "tokenization"

@@ -1,0 +1,72 @@
+"""Settings: TEI's defaults and the checks done at construction."""
+
+from __future__ import annotations
+
+import pytest
+
+from tei_ort.errors import ConfigurationError
+from tei_ort.model_info import Pooling
+from tei_ort.settings import DEFAULT_MODEL_ID, Settings, cpu_count, listen_address, parse_pooling
+
+
+def test_tei_defaults() -> None:
+    s = Settings()
+    assert s.model_id == DEFAULT_MODEL_ID
+    assert s.max_concurrent_requests == 512
+    assert s.max_batch_tokens == 16384
+    assert s.max_batch_requests is None
+    assert s.max_client_batch_size == 32
+    assert s.auto_truncate is True
+    assert s.hostname == "0.0.0.0"
+    assert s.port == 3000
+    assert s.payload_limit == 2_000_000
+    assert s.prometheus_port == 9000
+    assert s.otlp_service_name == "text-embeddings-inference.server"
+    assert s.uds_path == "/tmp/text-embeddings-inference-server"
+    assert s.tokenization_workers == cpu_count()
+    assert s.dtype is None and s.engine_cache is None and s.pooling is None
+    assert s.model_name == DEFAULT_MODEL_ID
+
+
+def test_served_model_name() -> None:
+    assert Settings(model_id="a/b", served_model_name="c").model_name == "c"
+
+
+def test_conflicting_prompts() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be used with"):
+        Settings(default_prompt="q: ", default_prompt_name="query")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_batch_tokens": 0},
+        {"max_concurrent_requests": 0},
+        {"max_client_batch_size": 0},
+        {"payload_limit": 0},
+        {"tokenization_workers": 0},
+        {"max_batch_requests": 0},
+        {"port": 70000},
+        {"dtype": "bfloat17"},
+    ],
+)
+def test_invalid_values(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_pooling_values() -> None:
+    assert parse_pooling("last-token") is Pooling.LAST_TOKEN
+    assert parse_pooling("last_token") is Pooling.LAST_TOKEN
+    assert parse_pooling("CLS") is Pooling.CLS
+    assert parse_pooling("splade") is Pooling.SPLADE
+    with pytest.raises(ConfigurationError, match="expected one of"):
+        parse_pooling("max")
+
+
+def test_listen_address_is_tei_like() -> None:
+    assert listen_address("127.0.0.1") == "127.0.0.1"
+    assert listen_address("::1") == "::1"
+    assert listen_address("[::]") == "::"
+    assert listen_address("my-container-hostname") == "0.0.0.0"
+    assert Settings(hostname="abc").bind_host == "0.0.0.0"
