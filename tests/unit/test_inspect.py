@@ -574,3 +574,66 @@ def test_identity_is_carried_from_resolution(tmp_path: Path) -> None:
     resolved = ResolvedModel(model_id="org/name", path=tmp_path, revision="abc123")
     info = inspect_model(resolved)
     assert (info.model_id, info.path, info.revision) == ("org/name", tmp_path, "abc123")
+
+
+# --- decoders and the Qwen3-Reranker -------------------------------------------------------
+
+
+def _qwen3_lm(root: Path, **config: Any) -> Path:
+    from tests.unit._tiny_decoders import write_bpe_tokenizer
+
+    make_model(
+        root, {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], **config}, pooling=None
+    )
+    write_bpe_tokenizer(root)
+    return root
+
+
+@pytest.mark.parametrize("where", ["dir", "name_or_path"])
+def test_qwen3_reranker_is_recognised_by_name(tmp_path: Path, where: str) -> None:
+    import tokenizers
+
+    if where == "dir":
+        root = _qwen3_lm(tmp_path / "Qwen3-Reranker-0.6B")
+    else:
+        root = _qwen3_lm(tmp_path / "model", _name_or_path="Qwen/Qwen3-Reranker-4B")
+    info = inspect(root)
+    assert (info.kind, info.head, info.pooling) == (ModelKind.RERANKER, Head.YES_NO_LOGIT, None)
+    assert info.rerank_template == "qwen3"
+    tok = tokenizers.Tokenizer.from_file(str(root / "tokenizer.json"))
+    assert info.yes_no_token_ids == (tok.token_to_id("yes"), tok.token_to_id("no"))
+    assert info.id2label == {0: "yes"}
+    assert info.dense_layers == ()
+
+
+def test_qwen3_reranker_ignores_pooling(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _qwen3_lm(tmp_path / "qwen3-reranker-8b")
+    with caplog.at_level(logging.WARNING):
+        assert inspect(root, pooling=Pooling.LAST_TOKEN).head is Head.YES_NO_LOGIT
+    assert "ignoring" in caplog.text
+
+
+def test_qwen3_causal_lm_without_the_marker_is_an_embedder(tmp_path: Path) -> None:
+    # e.g. Qwen3-Embedding saved as a causal LM: TEI's rule, 1_Pooling or --pooling
+    root = _qwen3_lm(tmp_path / "Qwen3-Embedding-0.6B")
+    with pytest.raises(UnsupportedModelError, match="pass --pooling"):
+        inspect(root)
+    info = inspect(root, pooling=Pooling.LAST_TOKEN)
+    assert (info.kind, info.head, info.yes_no_token_ids) == (ModelKind.EMBEDDING, Head.BASE, None)
+
+
+def test_qwen3_reranker_without_yes_no_tokens(tmp_path: Path) -> None:
+    root = tmp_path / "Qwen3-Reranker-0.6B"
+    make_model(root, {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]})
+    write_json(root / "tokenizer.json", {})  # not a tokenizer
+    with pytest.raises(ModelError, match=r"tokenizer\.json"):
+        inspect(root)
+
+
+def test_decoder_last_token_pooling_from_1_pooling(tmp_path: Path) -> None:
+    make_model(
+        tmp_path,
+        {"model_type": "qwen2", "architectures": ["Qwen2Model"]},
+        pooling="lasttoken",
+    )
+    assert inspect(tmp_path).pooling is Pooling.LAST_TOKEN
