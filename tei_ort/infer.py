@@ -43,6 +43,7 @@ from tei_ort.errors import (
     ModelTypeError,
     OverloadedError,
     RequestError,
+    TeiOrtError,
     TokenizerError,
     UnhealthyError,
     ValidationError,
@@ -51,6 +52,7 @@ from tei_ort.metrics import Metrics
 from tei_ort.model_info import ModelInfo, ModelKind, Pooling
 from tei_ort.postprocess import Mode, OutputSpec, postprocess
 from tei_ort.queue import Budget, Entry, Queue, Ticket
+from tei_ort.rerank_templates import encode_rerank_pairs
 from tei_ort.settings import Settings
 from tei_ort.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
 
@@ -402,13 +404,17 @@ class Infer:
         truncate: bool,
         direction: Direction = "right",
         single: bool = False,
+        instruction: str | None = None,
     ) -> Outcome:
-        """Classifier / re-ranker scores (one (L,) array per input)."""
+        """Classifier / re-ranker scores (one (L,) array per input).
+
+        ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker).
+        """
         if not self.is_classifier:
             raise ModelTypeError("Backend error: Inference error: Model is not a classifier model")
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
         self.metrics.predict_count.inc(len(items))
-        outcome = await self._submit(items, spec, truncate, direction, None, single)
+        outcome = await self._submit(items, spec, truncate, direction, None, single, instruction)
         self._observe(self.metrics.predict, self.metrics.predict_success, outcome, len(items))
         return outcome
 
@@ -507,6 +513,7 @@ class Infer:
         direction: Direction,
         prompt: str | None,
         single: bool,
+        instruction: str | None = None,
     ) -> Outcome:
         loop = asyncio.get_running_loop()
         held = 0
@@ -518,7 +525,7 @@ class Infer:
         ticket = Ticket(len(items), spec, loop.create_future())
         try:
             encoded: list[Encoded] = await self._in_pool(
-                lambda: self._encode(items, truncate, direction, prompt)
+                lambda: self._encode(items, truncate, direction, prompt, instruction)
             )
             tokenization = time.perf_counter() - started
             position = 0
@@ -551,9 +558,16 @@ class Infer:
         )
 
     def _encode(
-        self, items: Sequence[Item], truncate: bool, direction: Direction, prompt: str | None
+        self,
+        items: Sequence[Item],
+        truncate: bool,
+        direction: Direction,
+        prompt: str | None,
+        instruction: str | None = None,
     ) -> list[Encoded]:
         """Validate and tokenize one request's inputs (runs in the tokenization pool)."""
+        if self.info.rerank_template is not None:
+            return self._encode_template(items, truncate, direction, instruction)
         max_length = self.max_input_length
         limit = max_length * MAX_CHAR_MULTIPLIER
         texts: list[str | tuple[str, str]] = []
@@ -620,6 +634,48 @@ class Infer:
             self.metrics.input_length.observe(len(encoding))
             result.append(encoding)
         return result
+
+    def _encode_template(
+        self,
+        items: Sequence[Item],
+        truncate: bool,
+        direction: Direction,
+        instruction: str | None,
+    ) -> list[Encoded]:
+        """(query, document) pairs in a prompt-template re-ranker's template."""
+        assert self.info.rerank_template is not None
+        pairs: list[tuple[str, str]] = []
+        for item in items:
+            if not isinstance(item, tuple):
+                raise ValidationError(
+                    "Input validation error: this re-ranker scores (query, document) pairs, "
+                    "not single texts"
+                )
+            if not item[0] or not item[1]:
+                raise EmptyError("Input validation error: `inputs` cannot be empty")
+            pairs.append(item)
+        max_length = self.max_input_length
+        try:
+            encoded = encode_rerank_pairs(
+                self.info.rerank_template,
+                self.tokenizer,
+                pairs,
+                instruction=instruction,
+                max_length=max_length if truncate else None,
+                direction=direction,
+            )
+        except TeiOrtError as exc:
+            if isinstance(exc, RequestError):
+                raise
+            raise ValidationError(f"Input validation error: {exc}") from exc
+        for encoding in encoded:
+            if len(encoding) > max_length:
+                raise ValidationError(
+                    f"Input validation error: `inputs` must have less than {max_length} tokens. "
+                    f"Given: {len(encoding)}"
+                )
+            self.metrics.input_length.observe(len(encoding))
+        return encoded
 
     def _engine_inputs(self, rows: Sequence[Encoded], longest: int) -> EngineInputs:
         padded = bucket_length(longest, cap=self.max_input_length)

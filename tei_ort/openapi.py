@@ -178,6 +178,12 @@ SCHEMAS: dict[str, Any] = {
             "top_n": {"type": "integer", "nullable": True},
             "return_documents": {"type": "boolean", "default": False},
             "model": {"type": "string", "nullable": True},
+            "instruction": {
+                "type": "string",
+                "nullable": True,
+                "description": "tei-ort: the task line of prompt-template re-rankers "
+                "(Qwen3-Reranker); null keeps the model's default.",
+            },
         },
     },
     "Rank": {

@@ -324,6 +324,7 @@ class Api:
             raw_scores=req.raw_scores,
             truncate=self._truncate(req.truncate),
             direction=req.truncation_direction,
+            instruction=req.instruction,
         )
         scores = np.asarray([scores[0] for scores in outcome.results], dtype=np.float32)
         if np.isnan(scores).any():

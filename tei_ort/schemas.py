@@ -274,6 +274,7 @@ class RerankRequest:
     return_text: bool = False  # TEI: `return_text`; Cohere/Jina: `return_documents`
     top_n: int | None = None
     model: str | None = None
+    instruction: str | None = None  # tei-ort: the task line of prompt-template re-rankers
 
 
 _RERANK_FIELDS = (
@@ -283,6 +284,7 @@ _RERANK_FIELDS = (
     "truncation_direction",
     "raw_scores",
     "return_text",
+    "instruction",
 )
 # Cohere v1/v2 and Jina fields; the ones that change nothing here are accepted and ignored
 _DOCUMENTS_FIELDS = (
@@ -299,6 +301,7 @@ _DOCUMENTS_FIELDS = (
     "max_tokens_per_doc",
     "rank_fields",
     "user",
+    "instruction",
 )
 
 
@@ -331,6 +334,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
             truncation_direction=fields.direction(),
             raw_scores=fields.boolean("raw_scores", False),
             return_text=fields.boolean("return_text", False),
+            instruction=fields.opt_str("instruction"),
         )
     fields = Fields(data, _DOCUMENTS_FIELDS)
     top_n = fields.opt_uint("top_n")
@@ -345,6 +349,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
         return_text=bool(return_documents) or fields.boolean("return_text", False),
         top_n=top_n,
         model=fields.opt_str("model"),
+        instruction=fields.opt_str("instruction"),
     )
 
 

@@ -148,3 +148,30 @@ async def test_embedding_model_refuses_classifier_routes(make_model: Any) -> Non
         assert "SPLADE" in sparse.json()["error"]
         metrics = (await client.get("/metrics")).text
         assert 'te_request_failure{err="model_type"} 2' in metrics
+
+
+async def test_prompt_template_reranker(make_model: Any) -> None:
+    """Qwen3-Reranker-style models: pairs are encoded in the model's prompt template."""
+    from dataclasses import replace
+
+    from tei_ort.rerank_templates import encode_rerank_pairs
+
+    model = make_model("reranker")
+    model.info = replace(model.info, rerank_template="qwen3")
+    seen: list[np.ndarray] = []
+    model.engine.on_run = lambda inputs: seen.append(inputs.input_ids[inputs.attention_mask == 1])
+    async with serve(create_app(settings(), model)) as client:
+        seen.clear()
+        body = {"query": "what is onnx?", "texts": ["a format"], "instruction": "Find docs"}
+        response = await client.post("/rerank", json=body)
+        assert response.status_code == 200
+        (expected,) = encode_rerank_pairs(
+            "qwen3",
+            model.tokenizer,
+            [("what is onnx?", "a format")],
+            instruction="Find docs",
+            max_length=256,
+        )
+        np.testing.assert_array_equal(seen[-1], expected.input_ids)
+        single = await client.post("/predict", json={"inputs": "just a text"})
+        assert single.status_code == 422 and "pairs" in single.json()["error"]
