@@ -1,0 +1,175 @@
+"""JinaBERT v2 (jinaai/jina-embeddings-v2-*-en, remote code jina-bert-implementation).
+
+A post-LayerNorm BERT with no position table: symmetric ALiBi (-slope_h * |i - j|) is
+added to the attention scores, and the MLP is a GLU whose FIRST half is the gate:
+``mlp.layernorm(x + mlp.wo(act(g[..., :I]) * g[..., I:]))`` with g = mlp.gated_layers(x).
+
+jina-embeddings-v2-base-code uses another implementation (jina-bert-v2-qk-post-norm):
+LayerNorms on q and k, and an MLP whose tensor names (``up_gated_layer``, ``down_layer``)
+say neither which half is the gate nor where its norms sit. It is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engines.base import OutputName
+from exporters import heads, layers
+from exporters.bert import Encoder, EncoderConfig
+from exporters.export import ExportContext, GraphOutput
+from exporters.graph import INT64, GraphBuilder
+from exporters.weights import WeightStore
+from tei_ort.errors import UnsupportedModelError
+from tei_ort.model_info import Head
+
+F32 = NDArray[np.float32]
+
+# feed_forward_type -> the activation JinaBertGLUMLP applies to the gate half
+_GLU_ACTIVATIONS = {"geglu": "gelu", "reglu": "relu"}
+
+
+def _refuse_qk_post_norm(config: dict[str, Any], store: WeightStore) -> None:
+    auto_map = config.get("auto_map") or {}
+    refs = [str(v) for v in auto_map.values()] if isinstance(auto_map, dict) else []
+    refs.append(str(config.get("_name_or_path", "")))
+    marked = any("qk-post-norm" in ref.lower() for ref in refs)
+    if marked or any(".layer_norm_q." in name for name in store.names()):
+        raise UnsupportedModelError(
+            "JinaBERT with QK post-norm (jinaai/jina-bert-v2-qk-post-norm, as used by "
+            "jina-embeddings-v2-base-code) is not supported: its MLP tensor names do not tell "
+            "which half is the gate"
+        )
+
+
+def _config(config: dict[str, Any]) -> tuple[EncoderConfig, str]:
+    position_type = config.get("position_embedding_type", "alibi")
+    if position_type != "alibi":
+        raise UnsupportedModelError(
+            f"JinaBERT position_embedding_type {position_type!r} is not supported (only 'alibi')"
+        )
+    ff_type = str(config.get("feed_forward_type", "original"))
+    if ff_type not in _GLU_ACTIVATIONS:
+        raise UnsupportedModelError(
+            f"JinaBERT feed_forward_type {ff_type!r} is not supported "
+            f"(only {', '.join(sorted(_GLU_ACTIVATIONS))})"
+        )
+    try:
+        cfg = EncoderConfig(
+            hidden=int(config["hidden_size"]),
+            heads=int(config["num_attention_heads"]),
+            layers=int(config["num_hidden_layers"]),
+            intermediate=int(config["intermediate_size"]),
+            act=_GLU_ACTIVATIONS[ff_type],
+            eps=float(config.get("layer_norm_eps", 1e-12)),
+            vocab=int(config["vocab_size"]),
+            max_positions=int(config.get("max_position_embeddings", 8192)),
+            type_vocab=int(config.get("type_vocab_size", 2)),
+            pad_id=int(config.get("pad_token_id") or 0),
+        )
+    except KeyError as exc:
+        raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
+    return cfg, ff_type
+
+
+def _embeddings(
+    g: GraphBuilder, store: WeightStore, cfg: EncoderConfig, input_ids: str
+) -> tuple[str, F32]:
+    h = cfg.hidden
+    word = store.take("embeddings.word_embeddings.weight", (cfg.vocab, h))
+    x = g.op("Gather", g.weight("embeddings.word", word), input_ids)  # (B, T, H)
+    if cfg.type_vocab >= 2:
+        types = store.take("embeddings.token_type_embeddings.weight", (cfg.type_vocab, h))
+        token_type_ids = g.input("token_type_ids", INT64, ["batch", "sequence"])
+        x = g.op("Add", x, g.op("Gather", g.weight("embeddings.token_type", types), token_type_ids))
+    elif cfg.type_vocab == 1:
+        types = store.take("embeddings.token_type_embeddings.weight", (1, h))
+        x = g.op("Add", x, g.weight("embeddings.token_type_row", types[0]))
+    gamma = store.take("embeddings.LayerNorm.weight", (h,))
+    beta = store.take("embeddings.LayerNorm.bias", (h,))
+    return layers.layer_norm(g, x, gamma, beta, cfg.eps, "embeddings.ln"), word
+
+
+def build_encoder(
+    g: GraphBuilder,
+    store: WeightStore,
+    config: dict[str, Any],
+    fused: bool,
+    input_ids: str,
+    attention_mask: str,
+) -> Encoder:
+    _refuse_qk_post_norm(config, store)
+    cfg, _ = _config(config)
+    h, inter = cfg.hidden, cfg.intermediate
+    if h % cfg.heads:
+        raise UnsupportedModelError(f"hidden size {h} is not divisible by {cfg.heads} heads")
+    x, word = _embeddings(g, store, cfg, input_ids)
+    alibi = layers.alibi_bias(g, layers.alibi_slopes(cfg.heads), x, "alibi")  # (1, N, T, T)
+    mask = g.op("Cast", attention_mask, to=6) if fused else layers.additive_mask(g, attention_mask)
+    for i in range(cfg.layers):
+        p, name = f"encoder.layer.{i}.", f"layer{i}"
+        qkv = [
+            store.take(p + f"attention.self.{n}.weight", (h, h)) for n in ("query", "key", "value")
+        ]
+        qkv_bias = [
+            store.take(p + f"attention.self.{n}.bias", (h,)) for n in ("query", "key", "value")
+        ]
+        w_qkv = np.concatenate([w.T for w in qkv], axis=1)  # (H, 3H)
+        attn = layers.self_attention(
+            g, x, w_qkv, np.concatenate(qkv_bias), cfg.heads, mask, name + ".attn", fused, alibi
+        )
+        attn = layers.linear(
+            g, attn, store.take(p + "attention.output.dense.weight", (h, h)), None, name + ".out"
+        )
+        x = layers.skip_layer_norm(
+            g,
+            attn,
+            x,
+            store.take(p + "attention.output.dense.bias", (h,)),
+            store.take(p + "attention.output.LayerNorm.weight", (h,)),
+            store.take(p + "attention.output.LayerNorm.bias", (h,)),
+            cfg.eps,
+            name + ".ln1",
+            fused,
+        )
+        packed = store.take(p + "mlp.gated_layers.weight", (2 * inter, h))
+        # first half gated (activated), second half not
+        up = layers.gated_mlp(g, x, packed[:inter], packed[inter:], cfg.act, name + ".mlp", fused)
+        down = layers.linear(
+            g, up, store.take(p + "mlp.wo.weight", (h, inter)), None, name + ".down"
+        )
+        x = layers.skip_layer_norm(
+            g,
+            down,
+            x,
+            store.take(p + "mlp.wo.bias", (h,)),
+            store.take(p + "mlp.layernorm.weight", (h,)),
+            store.take(p + "mlp.layernorm.bias", (h,)),
+            cfg.eps,
+            name + ".ln2",
+            fused,
+        )
+    return Encoder(hidden_state=x, word_embeddings=word, cfg=cfg)
+
+
+def build(ctx: ExportContext) -> GraphOutput:
+    """Hidden states, or JinaBertForSequenceClassification logits (BERT's pooler + linear)."""
+    store = WeightStore(ctx.weight_files, strip_prefixes=("bert.",))
+    g = ctx.g
+    enc = build_encoder(g, store, ctx.config, ctx.fused, ctx.input_ids, ctx.attention_mask)
+    if ctx.head is Head.BASE:
+        # JinaBertModel builds a pooler; JinaBertForMaskedLM checkpoints carry the MLM head
+        for prefix in ("pooler.", "cls."):
+            store.ignore(prefix)
+        out = GraphOutput(
+            enc.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", enc.cfg.hidden]
+        )
+    elif ctx.head is Head.CLASSIFIER:
+        logits = heads.classifier(g, store, enc, "bert")
+        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
+    else:
+        raise UnsupportedModelError("JinaBERT has no SPLADE (masked-LM) head to serve")
+    store.finish()
+    return out
