@@ -1,0 +1,156 @@
+"""The MPNet exporter against transformers (MPNetModel / ForSequenceClassification /
+ForMaskedLM) on a tiny random config, both variants, and its relative-position buckets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from exporters.export import Variant, export_onnx
+from exporters.mpnet import relative_position_bucket
+from exporters.weights import safetensors_files
+from tei_ort.model_info import Head, Pooling
+from tei_ort.pooling import pool
+from tests.unit._tiny_models import VOCAB, mixed_batch
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ATOL = 1e-4
+MIN_COSINE = 0.99999
+# long enough that offsets reach the log-spaced buckets and their clamp (> 128)
+MAX_POS = 160
+HEAD_CLASSES = {
+    "base": "MPNetModel",
+    "classifier": "MPNetForSequenceClassification",
+    "splade": "MPNetForMaskedLM",
+}
+
+
+def make_mpnet(head: str, out_dir: Path, seed: int = 0) -> Any:
+    """A tiny MPNet with LayerNorms and biases perturbed (as _tiny_models does), saved."""
+    torch.manual_seed(seed)
+    config = transformers.MPNetConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POS,
+        layer_norm_eps=1e-7,
+        hidden_act="gelu",
+        pad_token_id=1,
+        num_labels=3,
+    )
+    model = getattr(transformers, HEAD_CLASSES[head])(config).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+            elif name.endswith("bias"):
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+            elif "relative_attention_bias" in name:
+                # the default init is small; make the position bias matter
+                param.mul_(50.0)
+    model.save_pretrained(out_dir)
+    return model
+
+
+def long_batch() -> dict[str, np.ndarray]:
+    """Mixed lengths up to 150 tokens, so relative offsets cross the 128 clamp."""
+    rng = np.random.default_rng(3)
+    lengths = [5, 150, 40]
+    ids = np.full((len(lengths), max(lengths)), 1, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(5, VOCAB, n)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _session(model_dir: Path, head: Head, variant: Variant) -> ort.InferenceSession:
+    config = json.loads((model_dir / "config.json").read_text())
+    graph = export_onnx(config, safetensors_files(model_dir), head, variant)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(session: ort.InferenceSession, batch: dict[str, np.ndarray]) -> np.ndarray:
+    names = {i.name for i in session.get_inputs()}
+    assert "token_type_ids" not in names  # MPNet has no token types
+    result: np.ndarray = session.run(None, {k: v for k, v in batch.items() if k in names})[0]
+    return result
+
+
+def _reference(model: Any, head: str, batch: dict[str, np.ndarray]) -> np.ndarray:
+    torch.set_num_threads(1)
+    ids = torch.from_numpy(batch["input_ids"])
+    mask = torch.from_numpy(batch["attention_mask"])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    if head == "base":
+        result: np.ndarray = out.last_hidden_state.numpy()
+    elif head == "classifier":
+        result = out.logits.numpy()
+    else:
+        result = (torch.log1p(torch.relu(out.logits)) * mask.unsqueeze(-1)).amax(dim=1).numpy()
+    return result
+
+
+def _assert_close(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert np.abs(ours - ref).max() <= ATOL
+    a, b = ours.reshape(ours.shape[0], -1), ref.reshape(ref.shape[0], -1)
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    assert cos.min() >= MIN_COSINE
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+@pytest.mark.parametrize("head", ["base", "classifier", "splade"])
+def test_parity_with_transformers(tmp_path: Path, head: str, variant: Variant) -> None:
+    model = make_mpnet(head, tmp_path)
+    session = _session(tmp_path, Head(head), variant)
+    for batch in (mixed_batch("roberta"), long_batch()):
+        ours, ref = _run(session, batch), _reference(model, head, batch)
+        assert ours.shape == ref.shape
+        if head == "base":
+            mask = batch["attention_mask"]
+            _assert_close(ours[mask.astype(bool)], ref[mask.astype(bool)])
+            _assert_close(pool(ours, mask, Pooling.MEAN), pool(ref, mask, Pooling.MEAN))
+        else:
+            _assert_close(ours, ref)
+
+
+def test_padding_changes_no_output(tmp_path: Path) -> None:
+    make_mpnet("base", tmp_path)
+    batch = long_batch()
+    session = _session(tmp_path, Head.BASE, Variant.ORT)
+    padded = _run(session, batch)
+    for row, length in enumerate(batch["attention_mask"].sum(axis=1)):
+        alone = {k: v[row : row + 1, :length] for k, v in batch.items()}
+        np.testing.assert_allclose(padded[row, :length], _run(session, alone)[0], atol=1e-5)
+
+
+def test_buckets_match_transformers() -> None:
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    offsets = np.arange(-1100, 1100, dtype=np.int64)
+    bucket = MPNetEncoder.relative_position_bucket  # untyped in transformers
+    expected = bucket(torch.from_numpy(offsets)).numpy()  # type: ignore[no-untyped-call]
+    np.testing.assert_array_equal(relative_position_bucket(offsets), expected)
+
+
+def test_other_bucket_counts_are_refused(tmp_path: Path) -> None:
+    from tei_ort.errors import UnsupportedModelError
+
+    make_mpnet("base", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["relative_attention_num_buckets"] = 64
+    with pytest.raises(UnsupportedModelError, match="relative_attention_num_buckets 64"):
+        export_onnx(config, safetensors_files(tmp_path), Head.BASE)
