@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import Engine, EngineInputs, OutputName
-from tei_ort.batching import bucket_length, pad_batch
+from tei_ort.batching import BUCKET_MULTIPLE, bucket_length, pad_batch
 from tei_ort.errors import (
     BackendError,
     ConfigurationError,
@@ -273,9 +273,17 @@ class Infer:
         ):
             max_batch_requests = engine_limit
         self.max_batch_requests = max_batch_requests
+        # engines whose shapes must repeat (TensorRT profiles, CUDA graphs) pad to buckets;
+        # an engine may ask for another multiple (1: exact lengths, least compute on CPU)
+        self.pad_multiple = max(1, int(getattr(self.engine, "pad_multiple", BUCKET_MULTIPLE)))
         self.permits = Permits(settings.max_concurrent_requests)
         self.queue = Queue(
-            Budget(settings.max_batch_tokens, max_batch_requests, self.max_input_length),
+            Budget(
+                settings.max_batch_tokens,
+                max_batch_requests,
+                self.max_input_length,
+                self.pad_multiple,
+            ),
             metrics,
             discard=self._discard,
         )
@@ -678,7 +686,7 @@ class Infer:
         return encoded
 
     def _engine_inputs(self, rows: Sequence[Encoded], longest: int) -> EngineInputs:
-        padded = bucket_length(longest, cap=self.max_input_length)
+        padded = bucket_length(longest, multiple=self.pad_multiple, cap=self.max_input_length)
         input_ids, attention_mask, token_type_ids = pad_batch(
             [r.input_ids for r in rows],
             padded,

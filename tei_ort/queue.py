@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tei_ort.batching import plan_batch
+from tei_ort.batching import BUCKET_MULTIPLE, plan_batch
 from tei_ort.metrics import Metrics
 from tei_ort.postprocess import OutputSpec
 from tei_ort.tokenization import Encoded
@@ -71,6 +71,7 @@ class Budget:
     max_batch_tokens: int
     max_batch_requests: int | None = None
     max_length: int | None = None  # caps the padded bucket
+    multiple: int = BUCKET_MULTIPLE  # padded lengths are multiples of this
 
 
 class Queue:
@@ -125,6 +126,7 @@ class Queue:
                 self._lengths(),
                 max_batch_tokens=self.budget.max_batch_tokens,
                 max_batch_requests=self.budget.max_batch_requests,
+                multiple=self.budget.multiple,
                 cap=self.budget.max_length,
             )
             batch = [self._entries.popleft() for _ in range(count)]

@@ -220,3 +220,13 @@ async def test_concurrent_predictions_and_embeddings_do_not_cross(make_model: An
                 EngineInputs(ids, np.ones_like(ids), encoded.token_type_ids[None, :])
             )
             assert by_index[i] == pytest.approx(float(logits[0, 0]), rel=1e-4, abs=1e-5)
+
+
+async def test_engine_can_ask_for_exact_lengths(make_model: Any) -> None:
+    """An engine with ``pad_multiple = 1`` (CPU: no compute on padding) gets exact lengths."""
+    model = make_model()
+    model.engine.pad_multiple = 1
+    async with serve(create_app(settings(), model)) as client:
+        response = await client.post("/embed", json={"inputs": ["a b c", "a b c d e f g"]})
+        assert response.status_code == 200
+    assert model.engine.calls[-1] == (2, 9)
