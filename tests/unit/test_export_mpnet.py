@@ -55,8 +55,9 @@ def make_mpnet(head: str, out_dir: Path, seed: int = 0) -> Any:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.2)
             elif name.endswith("bias"):
                 param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-            elif "relative_attention_bias" in name:
-                # the default init is small; make the position bias matter
+            elif "relative_attention_bias" in name or name.startswith("classifier."):
+                # the default init (std 0.02) is small: make the position bias matter, and
+                # the logits depend on the encoder by more than rounding
                 param.mul_(50.0)
     model.save_pretrained(out_dir)
     return model
