@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,16 @@ import onnxruntime
 
 from engines.base import Engine, EngineInputs
 from engines.ort_engine import OrtEngine
+from engines.providers import (
+    Provider,
+    default_dtype,
+    gpu_compute_capability,
+    ort_options,
+    parse_provider,
+    require,
+    sm_tag,
+)
+from engines.shapes import BatchLimits
 from exporters.cache import (
     ENGINE_FILE,
     OPTIMIZED_FILE,
@@ -29,6 +39,7 @@ from exporters.cache import (
     weights_digest,
 )
 from exporters.export import EXPORTER_VERSION, Variant, export_onnx
+from exporters.tensorrt import PLAN_FILE, ProfilePlan, plan_profiles
 from tei_ort.dense import DenseStack
 from tei_ort.errors import ConfigurationError, EngineError
 from tei_ort.hub import resolve_model
@@ -63,6 +74,12 @@ class ModelOptions:
     dtype: str | None = None
     engine_cache: str | None = None
     threads: int | None = None
+    provider: str | None = None  # execution provider (engines.providers); None: cpu
+    device_id: int = 0
+    cuda_graphs: bool = False
+    # GPU engines size their buffers and TensorRT profiles from the batcher's limits
+    max_batch_tokens: int = 16384
+    max_batch_requests: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelOptions:
@@ -75,6 +92,12 @@ class ModelOptions:
             dense_path=settings.dense_path,
             dtype=settings.dtype,
             engine_cache=settings.engine_cache,
+            # the server's provider flags; read with getattr until Settings has them
+            provider=getattr(settings, "execution_provider", None),
+            device_id=int(getattr(settings, "device_id", 0) or 0),
+            cuda_graphs=bool(getattr(settings, "cuda_graphs", False)),
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_requests=settings.max_batch_requests,
         )
 
 
@@ -106,10 +129,19 @@ class EngineTarget:
     dtype: str  # "float32", ...
     variant: Variant  # operator set of the exported graph
     providers: tuple[str, ...]  # ONNX Runtime execution providers, in order
+    provider_options: tuple[dict[str, str], ...] = ()  # one per provider (or none)
+    engine: str = "ort"  # "ort", "ort-cuda" (IOBinding) or "trt" (TensorRT)
+    runtime: str = f"onnxruntime-{onnxruntime.__version__}"  # cache-key part
+    extra: str = ""  # cache-key part: TensorRT profiles
+    limits: BatchLimits | None = None  # GPU engines: the batch shapes they are sized for
+    profiles: ProfilePlan | None = None  # TensorRT
 
 
 def select_target(options: ModelOptions) -> EngineTarget:
-    """The engine target for the options (the CPU provider in float32 here)."""
+    """The engine target for the options: the provider, then the dtype."""
+    provider = parse_provider(options.provider)
+    if provider.name != "cpu":
+        return _provider_target(provider, options)
     dtype = options.dtype or "float32"
     if dtype != "float32":
         # float16 needs a GPU engine, int8 a quantized one; neither is built on this path
@@ -119,16 +151,99 @@ def select_target(options: ModelOptions) -> EngineTarget:
     return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
 
 
+def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
+    """GPU and accelerator targets; a missing provider or an old GPU fails here, at start."""
+    require(provider)
+    dtype = options.dtype or default_dtype(provider)
+    if not provider.nvidia:
+        if dtype != "float32":
+            raise ConfigurationError(
+                f"--dtype {dtype} is not available for the {provider.name} provider; use float32"
+            )
+        # these providers run standard operators only: the plain variant
+        return EngineTarget(
+            f"onnx-{provider.name}",
+            dtype,
+            Variant.PLAIN,
+            (str(provider.ort_name),),
+            provider_options=(ort_options(provider, device_id=options.device_id),),
+        )
+    if dtype not in ("float16", "float32"):
+        raise ConfigurationError(
+            f"--dtype {dtype} is not available on {provider.name}; use float16 or float32"
+        )
+    arch = sm_tag(gpu_compute_capability(options.device_id))
+    if provider.name == "cuda":
+        options_cuda = ort_options(
+            provider, device_id=options.device_id, cuda_graphs=options.cuda_graphs
+        )
+        return EngineTarget(
+            f"onnx-cuda-{arch}",
+            dtype,
+            Variant.ORT,
+            (str(provider.ort_name),),
+            provider_options=(options_cuda,),
+            engine="ort-cuda",
+        )
+    from exporters.tensorrt import tensorrt_version
+
+    return EngineTarget(
+        f"trt-{arch}",
+        dtype,
+        Variant.PLAIN,
+        (),
+        engine="trt",
+        runtime=f"tensorrt-{tensorrt_version()}",
+    )
+
+
+def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions) -> EngineTarget:
+    """GPU targets learn the batch shapes (the model's input limit and the budget)."""
+    if target.engine not in ("ort-cuda", "trt"):
+        return target
+    limits = BatchLimits(
+        max_input_length=min(info.max_input_length, options.max_batch_tokens),
+        max_batch_tokens=options.max_batch_tokens,
+        max_batch_requests=options.max_batch_requests,
+    )
+    if target.engine == "ort-cuda":
+        return replace(target, limits=limits)
+    plan = plan_profiles(limits)
+    return replace(target, limits=limits, profiles=plan, extra=plan.describe())
+
+
 def build_graph(info: ModelInfo, target: EngineTarget) -> onnx.ModelProto:
     """The graph the target runs, exported from the checkpoint."""
-    return export_onnx(info.config, info.weight_files, info.head, target.variant)
+    graph = export_onnx(info.config, info.weight_files, info.head, target.variant)
+    if target.dtype == "float16" and target.engine == "ort-cuda":
+        from exporters.fp16 import to_float16
+
+        # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
+        graph = to_float16(graph)
+    return graph
 
 
 def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
     """An engine over a cache entry."""
+    if target.engine == "ort-cuda" and target.limits is not None:
+        from engines.ort_cuda import OrtCudaEngine
+
+        return OrtCudaEngine(
+            entry_dir / ENGINE_FILE,
+            limits=target.limits,
+            provider_options=target.provider_options[0],
+            device_id=options.device_id,
+            cuda_graphs=options.cuda_graphs,
+            optimized_path=entry_dir / OPTIMIZED_FILE,
+        )
+    if target.engine == "trt" and target.profiles is not None:
+        from engines.trt_engine import TrtEngine
+
+        return TrtEngine(entry_dir / PLAN_FILE, plan=target.profiles, device_id=options.device_id)
     return OrtEngine(
         entry_dir / ENGINE_FILE,
         providers=target.providers,
+        provider_options=target.provider_options or None,
         threads=options.threads,
         optimized_path=entry_dir / OPTIMIZED_FILE,
     )
@@ -147,6 +262,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
         cache_dir=options.huggingface_hub_cache,
     )
     info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
+    target = finalize_target(target, info, options)
     seconds["resolve"] = time.perf_counter() - start
 
     root = (
@@ -167,7 +283,8 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
         dtype=target.dtype,
         head=info.head.value,
         variant=target.variant.value,
-        runtime=f"onnxruntime-{onnxruntime.__version__}",
+        runtime=target.runtime,
+        extra=target.extra,
     )
 
     def build(tmp: Path) -> None:
@@ -175,6 +292,16 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
         graph = build_graph(info, target)
         progress(f"writing {tmp / ENGINE_FILE}")
         onnx.save_model(graph, str(tmp / ENGINE_FILE))
+        if target.profiles is not None:
+            from exporters.tensorrt import build_engine
+
+            build_engine(
+                tmp / ENGINE_FILE,
+                tmp / PLAN_FILE,
+                target.profiles,
+                fp16=target.dtype == "float16",
+                progress=progress,
+            )
 
     t = time.perf_counter()
     entry, built = cache.get_or_build(key, build)
