@@ -17,18 +17,10 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from engines.base import Engine, EngineInputs, OutputName
+from engines.providers import PACKAGES
 from tei_ort.errors import EngineError
 
 logger = logging.getLogger(__name__)
-
-# pip package that brings each provider, for the error message
-_PROVIDER_PACKAGES = {
-    "CUDAExecutionProvider": "onnxruntime-gpu",
-    "TensorrtExecutionProvider": "onnxruntime-gpu and TensorRT",
-    "CANNExecutionProvider": "onnxruntime-cann",
-    "CoreMLExecutionProvider": "onnxruntime (macOS build)",
-    "OpenVINOExecutionProvider": "onnxruntime-openvino",
-}
 
 
 def physical_cores() -> int:
@@ -55,7 +47,7 @@ def check_providers(providers: Sequence[str]) -> None:
     available = set(ort.get_available_providers())
     for provider in providers:
         if provider not in available:
-            package = _PROVIDER_PACKAGES.get(provider, "an onnxruntime build that has it")
+            package = PACKAGES.get(provider, "an onnxruntime build that has it")
             raise EngineError(
                 f"execution provider {provider} is not available in this onnxruntime "
                 f"(available: {', '.join(sorted(available))}); install {package}"
@@ -70,10 +62,13 @@ class OrtEngine(Engine):
         model_path: Path,
         *,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        provider_options: Sequence[dict[str, str]] | None = None,
         threads: int | None = None,
         optimized_path: Path | None = None,
     ) -> None:
         check_providers(providers)
+        if provider_options is not None and len(provider_options) != len(providers):
+            raise EngineError("provider_options needs one dict per provider")
         # A graph that ORT already optimized and saved loads without re-optimizing it.
         path, save_to = model_path, None
         if optimized_path is not None:
@@ -84,7 +79,10 @@ class OrtEngine(Engine):
         opts = session_options(threads, save_to)
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=list(providers)
+                str(path),
+                sess_options=opts,
+                providers=list(providers),
+                provider_options=list(provider_options) if provider_options is not None else None,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
