@@ -14,11 +14,14 @@ from typing import Any
 
 from tei_ort.errors import TeiOrtError
 
+#: ``--target`` -> execution provider
+TARGETS = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}
+
 #: (flag, env var, help) for the model flags that decide which engine is built
 MODEL_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--model-id", "MODEL_ID", "hub id or local directory (default: all-MiniLM-L6-v2)"),
     ("--revision", "REVISION", "hub revision (branch, tag or commit)"),
-    ("--dtype", "DTYPE", "float32 (CPU default), float16, int8"),
+    ("--dtype", "DTYPE", "float32 (CPU default), float16 (GPU default), int8"),
     ("--pooling", "POOLING", "cls, mean, splade or last-token (overrides the model's)"),
     ("--dense-path", "DENSE_PATH", "folder of the Dense module to use"),
     ("--hf-token", "HF_TOKEN", "Hugging Face Hub token"),
@@ -40,6 +43,30 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     for flag, env, text in MODEL_FLAGS:
         parser.add_argument(flag, default=os.environ.get(env), help=f"{text} [env: {env}]")
+    parser.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default=os.environ.get("TARGET"),
+        help="cpu (ONNX Runtime, float32), cuda (ONNX Runtime CUDA, float16) or trt "
+        "(TensorRT engine for this GPU, float16) [env: TARGET]",
+    )
+    parser.add_argument(
+        "--execution-provider",
+        "--provider",
+        dest="execution_provider",
+        default=os.environ.get("EXECUTION_PROVIDER"),
+        help="cpu, cuda, tensorrt, cann, coreml or openvino; overrides --target "
+        "[env: EXECUTION_PROVIDER]",
+    )
+    # TensorRT profiles and GPU buffers are sized from the server's batch limits: build
+    # with the values the server will run with, or it rebuilds the engine at start-up
+    for flag, env, default in (
+        ("--max-batch-tokens", "MAX_BATCH_TOKENS", "16384"),
+        ("--max-batch-requests", "MAX_BATCH_REQUESTS", None),
+    ):
+        parser.add_argument(
+            flag, type=int, default=os.environ.get(env, default), help=f"as serve's [env: {env}]"
+        )
     parser.set_defaults(handler=run_build)
     return parser
 
@@ -69,6 +96,11 @@ def run_build(args: argparse.Namespace) -> int:
             dense_path=args.dense_path,
             dtype=args.dtype,
             engine_cache=args.engine_cache,
+            provider=args.execution_provider or TARGETS.get(args.target or "cpu"),
+            max_batch_tokens=int(args.max_batch_tokens),
+            max_batch_requests=(
+                int(args.max_batch_requests) if args.max_batch_requests is not None else None
+            ),
         )
         prepared = prepare_engine(options, progress)
     except TeiOrtError as exc:
