@@ -136,6 +136,8 @@ class Api:
         self.info = infer.info
         self.compute_type = str(getattr(infer.engine, "compute_type", "cpu"))
         self._openapi = orjson.dumps(openapi_document(self.info.kind))
+        # TEI serves /similarity on POST / when the container sets TASK=sentence-similarity
+        self._similarity_task = os.environ.get("TASK") == "sentence-similarity"
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -443,7 +445,7 @@ class Api:
             return self._predict
         if self.info.kind is ModelKind.RERANKER:
             return self._rerank
-        if os.environ.get("TASK") == "sentence-similarity":
+        if self._similarity_task:
             return self._similarity
         if self.infer.is_splade:
             return self._embed_sparse

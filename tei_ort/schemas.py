@@ -120,6 +120,24 @@ class Fields:
         raise ValidationError(f'`{name}` must be "right" or "left", got {value!r}')
 
 
+def flatten_parameters(data: Any) -> Any:
+    """Move the fields of a Hugging Face ``"parameters"`` object to the top level.
+
+    ``huggingface_hub`` and LangChain clients send ``{"inputs": ..., "parameters": {...}}``;
+    TEI ignores ``parameters``, tei-ort applies them (the top-level field wins), and
+    checks their names and types like any other field.
+    """
+    if not isinstance(data, dict) or "parameters" not in data:
+        return data
+    parameters = data["parameters"]
+    rest = {key: value for key, value in data.items() if key != "parameters"}
+    if parameters is None:
+        return rest
+    if not isinstance(parameters, dict):
+        raise ValidationError(f"`parameters` must be an object, got {_type_name(parameters)}")
+    return {**parameters, **rest}
+
+
 def _token_ids(value: list[Any], name: str) -> list[int]:
     for token in value:
         if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < _U32:
@@ -227,7 +245,7 @@ _EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name"
 
 def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
     """/embed (``pooled``) and /embed_all, /embed_sparse (no normalize, no dimensions)."""
-    fields = Fields(data, _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
+    fields = Fields(flatten_parameters(data), _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
     inputs, single = parse_inputs(fields.required("inputs"))
     return EmbedRequest(
         inputs=inputs,
@@ -250,7 +268,9 @@ class PredictRequest:
 
 
 def parse_predict(data: Any) -> PredictRequest:
-    fields = Fields(data, ("inputs", "truncate", "truncation_direction", "raw_scores"))
+    fields = Fields(
+        flatten_parameters(data), ("inputs", "truncate", "truncation_direction", "raw_scores")
+    )
     inputs, single = parse_predict_inputs(fields.required("inputs"))
     return PredictRequest(
         inputs=inputs,
@@ -389,7 +409,7 @@ class TokenizeRequest:
 
 
 def parse_tokenize(data: Any) -> TokenizeRequest:
-    fields = Fields(data, ("inputs", "add_special_tokens", "prompt_name"))
+    fields = Fields(flatten_parameters(data), ("inputs", "add_special_tokens", "prompt_name"))
     value = fields.required("inputs")
     if isinstance(value, str):
         inputs, single = [value], True

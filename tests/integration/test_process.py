@@ -224,6 +224,9 @@ def test_huggingface_hub_inference_client(servers: Servers, model: Any) -> None:
     client = hub.InferenceClient(base_url=servers.minilm.url)
     vector = np.asarray(client.feature_extraction(TEXTS[0]))
     np.testing.assert_allclose(vector.reshape(-1), model.embed(TEXTS[0])[0], rtol=1e-4, atol=1e-5)
+    raw = np.asarray(client.feature_extraction(TEXTS[0], normalize=False, truncate=True))
+    expected = model.embed(TEXTS[0], normalize=False)[0]
+    np.testing.assert_allclose(raw.reshape(-1), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_limits_auth_and_overload(servers: Servers) -> None:

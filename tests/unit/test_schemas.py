@@ -208,3 +208,17 @@ def test_vertex() -> None:
     assert parse_vertex({"instances": [{"inputs": "a"}]}) == [{"inputs": "a"}]
     with pytest.raises(ValidationError, match="`instances` must be a list"):
         parse_vertex({"instances": {}})
+
+
+def test_hugging_face_parameters_object() -> None:
+    req = parse_embed({"inputs": "x", "parameters": {"normalize": False, "truncate": True}})
+    assert req.normalize is False and req.truncate is True
+    top_wins = parse_embed({"inputs": "x", "normalize": True, "parameters": {"normalize": False}})
+    assert top_wins.normalize is True
+    assert parse_embed({"inputs": "x", "parameters": None}).normalize is True
+    assert parse_predict({"inputs": "x", "parameters": {"raw_scores": True}}).raw_scores
+    assert parse_tokenize({"inputs": "x", "parameters": {"add_special_tokens": False}})
+    with pytest.raises(ValidationError, match="unknown field `top_k`"):
+        parse_embed({"inputs": "x", "parameters": {"top_k": 3}})
+    with pytest.raises(ValidationError, match="`parameters` must be an object"):
+        parse_embed({"inputs": "x", "parameters": [1]})
