@@ -271,6 +271,11 @@ class Infer:
         if engine_limit is not None and (
             max_batch_requests is None or max_batch_requests > engine_limit
         ):
+            logger.warning(
+                "the engine does not support a batch size > %d: forcing max_batch_requests=%d",
+                engine_limit,
+                engine_limit,
+            )
             max_batch_requests = engine_limit
         self.max_batch_requests = max_batch_requests
         # engines whose shapes must repeat (TensorRT profiles, CUDA graphs) pad to buckets;

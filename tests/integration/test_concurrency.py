@@ -115,12 +115,13 @@ async def test_burst_over_max_concurrent_requests_gets_429(make_model: Any) -> N
 
 
 async def test_disconnected_client_is_dropped_and_counted(make_model: Any) -> None:
-    model = make_model(delay_s=0.5)
+    model = make_model()
     seen: list[np.ndarray] = []
     model.engine.on_run = lambda inputs: seen.append(inputs.input_ids.copy())
     app = create_app(settings(max_concurrent_requests=8), model)
     (gone_ids,) = model.tokenizer.encode_batch(["xylophone"], add_special_tokens=False)
     async with lifespan(app):
+        model.engine.delay_s = 0.5  # slow from now on (not for the start-up probe)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         first = asyncio.ensure_future(client.post("/embed", json={"inputs": "first"}))
         await asyncio.sleep(0.1)  # the engine runs "first"

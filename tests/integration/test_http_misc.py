@@ -173,3 +173,15 @@ async def test_cors(make_model: Any) -> None:
     async with serve(create_app(settings(), make_model())) as client:
         anyone = await client.post("/embed", json={"inputs": "x"}, headers={"origin": "http://a.b"})
         assert anyone.headers["access-control-allow-origin"] == "*"
+
+
+def test_start_up_refuses_bad_prompt_and_budget(make_model: Any) -> None:
+    """Settings that cannot work with the model stop create_app (serve exits 1)."""
+    from tei_ort.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no prompts were found"):
+        create_app(settings(default_prompt_name="query"), make_model())
+    with pytest.raises(ConfigurationError, match="Available prompts"):
+        create_app(settings(default_prompt_name="doc"), make_model(prompts={"query": "q: "}))
+    with pytest.raises(ConfigurationError, match="--auto-truncate"):
+        create_app(settings(max_batch_tokens=64, auto_truncate=False), make_model())
