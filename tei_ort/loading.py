@@ -143,10 +143,21 @@ def select_target(options: ModelOptions) -> EngineTarget:
     if provider.name != "cpu":
         return _provider_target(provider, options)
     dtype = options.dtype or "float32"
+    if dtype == "int8":
+        from exporters.quantize import QUANTIZER_VERSION
+
+        # the fp32 graph, quantized in build_graph; the scheme's version keys the cache
+        return EngineTarget(
+            CPU_TARGET,
+            dtype,
+            Variant.ORT,
+            ("CPUExecutionProvider",),
+            extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
+        )
     if dtype != "float32":
-        # float16 needs a GPU engine, int8 a quantized one; neither is built on this path
+        # float16 needs a GPU engine; it is not built on this path
         raise ConfigurationError(
-            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32"
+            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32 or int8"
         )
     return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
 
@@ -220,6 +231,10 @@ def build_graph(info: ModelInfo, target: EngineTarget) -> onnx.ModelProto:
 
         # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
         graph = to_float16(graph)
+    if target.dtype == "int8":
+        from exporters.quantize import quantize_int8
+
+        graph = quantize_int8(graph)
     return graph
 
 
