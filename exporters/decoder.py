@@ -277,19 +277,6 @@ def _masks(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool
     return Masks(by_type, "", "")
 
 
-def rms_norm(g: GraphBuilder, x: str, gamma: F32, eps: float, name: str) -> str:
-    """x / sqrt(mean(x^2) + eps) * gamma over the last axis, in opset-17 operators.
-
-    Spelt Pow -> ReduceMean -> Add -> Sqrt -> Div -> Mul, the pattern ONNX Runtime's
-    optimizer fuses into its SimplifiedLayerNormalization kernel; emitting that operator
-    directly would fail onnx.checker (ORT registers it in the ONNX domain, unknown to ONNX).
-    """
-    square = g.op("Pow", x, g.const(2.0, np.float32))
-    mean_square = g.op("ReduceMean", square, axes=[-1], keepdims=1)
-    rms = g.op("Sqrt", g.op("Add", mean_square, g.const(eps, np.float32)))
-    return g.op("Mul", g.op("Div", x, rms), g.weight(f"{name}.weight", gamma))
-
-
 def _fused_rotary(cfg: DecoderConfig) -> bool:
     # GroupQueryAttention rotates whole heads, and only heads of a multiple of 16 features
     return cfg.rotary_dim == cfg.head_dim and cfg.head_dim % 16 == 0
@@ -315,8 +302,8 @@ def _attention(
     q = g.op("Reshape", q, g.const([0, 0, n, d]))  # (B, T, N, D)
     key = g.op("Reshape", key, g.const([0, 0, k, d]))  # (B, T, K, D)
     if w.q_norm is not None and w.k_norm is not None:
-        q = rms_norm(g, q, w.q_norm, cfg.eps, f"{name}.q_norm")  # over D of (B, T, N, D)
-        key = rms_norm(g, key, w.k_norm, cfg.eps, f"{name}.k_norm")
+        q = layers.rms_norm(g, q, w.q_norm, cfg.eps, f"{name}.q_norm")  # over D of (B, T, N, D)
+        key = layers.rms_norm(g, key, w.k_norm, cfg.eps, f"{name}.k_norm")
     cos, sin, cos_half, sin_half = tables
     fused_rotary = fused and _fused_rotary(cfg)
     if not fused_rotary:
@@ -377,7 +364,7 @@ def skip_rms_norm(
         )
         return outs[0], outs[3]
     total = g.op("Add", x, skip)
-    return rms_norm(g, total, gamma, eps, name), total
+    return layers.rms_norm(g, total, gamma, eps, name), total
 
 
 def _mlp(g: GraphBuilder, x: str, w: LayerWeights, cfg: DecoderConfig, name: str) -> str:
@@ -428,7 +415,7 @@ def build_decoder(
         w = _take_layer(store, cfg, i)
         name = f"layer{i}"
         if pending is None:
-            normed = rms_norm(g, residual, w.ln1, cfg.eps, f"{name}.ln1")
+            normed = layers.rms_norm(g, residual, w.ln1, cfg.eps, f"{name}.ln1")
         else:
             normed, residual = skip_rms_norm(
                 g, pending, residual, w.ln1, cfg.eps, f"{name}.ln1", fused
@@ -442,7 +429,7 @@ def build_decoder(
         del w  # the layer's arrays are in the graph (or its external data file) now
     final = store.take("norm.weight", (h,))
     if pending is None:
-        out = rms_norm(g, residual, final, cfg.eps, "norm")
+        out = layers.rms_norm(g, residual, final, cfg.eps, "norm")
     else:
         out, _ = skip_rms_norm(g, pending, residual, final, cfg.eps, "norm", fused)
     return Decoder(hidden_state=out, word_embeddings=word, cfg=cfg)

@@ -59,7 +59,9 @@ def load(
     ``hf_token``, ``huggingface_hub_cache``, ``pooling``, ``dense_path``, ``dtype``,
     ``engine_cache``, ``threads``.
     """
-    loaded = load_model(ModelOptions(model_id=model_id, **options))  # type: ignore[arg-type]
+    loaded = load_model(
+        ModelOptions(model_id=model_id, max_batch_tokens=max_batch_tokens, **options)  # type: ignore[arg-type]
+    )
     return Model(loaded, max_batch_tokens=max_batch_tokens)
 
 

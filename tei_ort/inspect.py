@@ -35,8 +35,10 @@ ST_CONFIG_NAMES: tuple[str, ...] = (
     "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )
-# Models whose position ids start after the padding index (fairseq heritage).
-POSITION_OFFSET_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "camembert"})
+# Models whose position ids start after the padding index (fairseq heritage). TEI lists
+# the first three; MPNet counts positions the same way, and without the offset its longest
+# input would index past the position table.
+POSITION_OFFSET_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "camembert", "mpnet"})
 DEFAULT_POOLING_DIR = "1_Pooling"
 # sentence-transformers' Dense default when a config leaves the activation out.
 DEFAULT_DENSE_ACTIVATION = "torch.nn.modules.activation.Tanh"

@@ -330,6 +330,7 @@ def test_malformed_st_config(tmp_path: Path) -> None:
         ("roberta", 1, 512),
         ("xlm-roberta", 1, 512),
         ("camembert", 1, 512),
+        ("mpnet", 1, 512),  # beyond TEI: MPNet counts positions from pad_token_id + 1 too
         ("roberta", None, 513),  # TEI: pad_token_id defaults to 0
         ("bert", 1, 514),
     ],
