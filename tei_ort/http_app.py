@@ -32,10 +32,9 @@ PUBLIC_PATHS = frozenset({"/health", "/ping", "/metrics", "/docs", "/api-doc/ope
 class ApiKeyMiddleware:
     """``--api-key``: inference routes need ``Authorization: Bearer <key>`` (else 401)."""
 
-    def __init__(self, app: ASGIApp, api_key: str, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
@@ -108,7 +107,7 @@ def create_app(
         ),
     ]
     if settings.api_key:
-        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=metrics))
+        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.infer = infer
