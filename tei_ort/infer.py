@@ -748,7 +748,11 @@ class Infer:
             ended = time.perf_counter()
             self._healthy = True
             assert self._post is not None
-            self._post.submit(self._finish, item, output, started, ended)
+            try:
+                self._post.submit(self._finish, item, output, started, ended)
+            except RuntimeError:  # shutting down: the post-processing pool is gone
+                error = UnhealthyError("the server is shutting down")
+                self._resolve(item.entries, None, error, started, ended)
 
     def _finish(self, batch: _Batch, output: F32, started: float, ended: float) -> None:
         try:
