@@ -751,8 +751,8 @@ class Infer:
             try:
                 self._post.submit(self._finish, item, output, started, ended)
             except RuntimeError:  # shutting down: the post-processing pool is gone
-                error = UnhealthyError("the server is shutting down")
-                self._resolve(item.entries, None, error, started, ended)
+                stopping = UnhealthyError("the server is shutting down")
+                self._resolve(item.entries, None, stopping, started, ended)
 
     def _finish(self, batch: _Batch, output: F32, started: float, ended: float) -> None:
         try:
