@@ -362,6 +362,7 @@ def serve(settings: Settings) -> int:
     from tei_ort.log import setup_logging
 
     setup_logging(settings.json_output)
+    logger.info("Args %s", _redacted(settings))
     if listen_address(settings.hostname) != settings.hostname:
         logger.warning("invalid hostname %r, defaulting to 0.0.0.0", settings.hostname)
     if settings.otlp_endpoint:
@@ -401,6 +402,16 @@ def serve(settings: Settings) -> int:
         if listener is not None:
             listener.close()
     return 0 if server.started else 1
+
+
+def _redacted(settings: Settings) -> str:
+    """The settings for the start-up log line, secrets hidden."""
+    shown = []
+    for name, value in vars(settings).items():
+        if name in ("api_key", "hf_token") and value:
+            value = "<redacted>"
+        shown.append(f"{name}={value!r}")
+    return ", ".join(shown)
 
 
 def _after_shutdown(sig: int, frame: object) -> None:

@@ -203,3 +203,9 @@ def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loading, "load_from_settings", fail)
     monkeypatch.setattr("tei_ort.log.setup_logging", lambda *a, **k: None)
     assert cli.main(["serve", "--model-id", "/no/such/model"]) == 1
+
+
+def test_start_up_log_hides_secrets() -> None:
+    text = cli._redacted(Settings(api_key="s3cret", hf_token="hf_abc", model_id="m"))
+    assert "s3cret" not in text and "hf_abc" not in text
+    assert "model_id='m'" in text and "api_key='<redacted>'" in text
