@@ -404,8 +404,9 @@ class Infer:
                     f"got {spec.dimensions}"
                 )
         prompt = self._prompt(prompt_name)
+        held = self._take_single_permit(single)
         self.metrics.embed_count.inc(len(items))
-        outcome = await self._submit(items, spec, truncate, direction, prompt, single)
+        outcome = await self._submit(items, spec, truncate, direction, prompt, held)
         self._observe(self.metrics.embed, self.metrics.embed_success, outcome, len(items))
         return outcome
 
@@ -426,8 +427,9 @@ class Infer:
         if not self.is_classifier:
             raise ModelTypeError("Backend error: Inference error: Model is not a classifier model")
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
+        held = self._take_single_permit(single)
         self.metrics.predict_count.inc(len(items))
-        outcome = await self._submit(items, spec, truncate, direction, None, single, instruction)
+        outcome = await self._submit(items, spec, truncate, direction, None, held, instruction)
         self._observe(self.metrics.predict, self.metrics.predict_success, outcome, len(items))
         return outcome
 
@@ -518,6 +520,14 @@ class Infer:
         for _ in range(count):
             stage.observe(total, outcome.tokenization, outcome.queue, outcome.inference)
 
+    def _take_single_permit(self, single: bool) -> int:
+        """A single input takes its permit now or is refused (429); a batch waits later."""
+        if not single:
+            return 0
+        if not self.permits.try_acquire():
+            raise OverloadedError("Model is overloaded")
+        return 1
+
     async def _submit(
         self,
         items: Sequence[Item],
@@ -525,15 +535,11 @@ class Infer:
         truncate: bool,
         direction: Direction,
         prompt: str | None,
-        single: bool,
+        held: int,
         instruction: str | None = None,
     ) -> Outcome:
+        """Tokenize, queue (one permit per input; ``held`` already taken) and wait."""
         loop = asyncio.get_running_loop()
-        held = 0
-        if single:
-            if not self.permits.try_acquire():
-                raise OverloadedError("Model is overloaded")
-            held = 1
         started = time.perf_counter()
         ticket = Ticket(len(items), spec, loop.create_future())
         try:

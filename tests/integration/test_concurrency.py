@@ -112,6 +112,8 @@ async def test_burst_over_max_concurrent_requests_gets_429(make_model: Any) -> N
         metrics = (await client.get("/metrics")).text
         assert app.state.infer.permits.free == 2  # every permit came back
     assert 'te_request_failure{err="overloaded"}' in metrics
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line[:1] != "#")
+    assert values["te_embed_count"] == values["te_embed_success"]  # refused inputs not counted
 
 
 async def test_disconnected_client_is_dropped_and_counted(make_model: Any) -> None:
