@@ -188,3 +188,85 @@ def rms_norm(g: GraphBuilder, x: str, gamma: F32, eps: float, name: str) -> str:
     mean_square = g.op("ReduceMean", square, axes=[-1], keepdims=1)
     rms = g.op("Sqrt", g.op("Add", mean_square, g.const(eps, np.float32)))
     return g.op("Mul", g.op("Div", x, rms), g.weight(f"{name}.weight", gamma))
+
+
+def multi_head_attention(
+    g: GraphBuilder,
+    q: str,
+    k: str,
+    v: str,
+    num_heads: int,
+    head_dim: int,
+    mask: str,
+    fused: bool,
+    attention_bias: str | None = None,
+) -> str:
+    """Attention over already projected (and rotated) q, k, v (B, T, H) each.
+
+    ``mask`` as for ``self_attention``: the (B, T) int32 key mask for the fused
+    com.microsoft.MultiHeadAttention, the (B, 1, 1, T) additive bias for the plain spelling.
+    Returns (B, T, H), before the output projection.
+    """
+    if fused:
+        inputs = [q, k, v, "", mask]  # no packed bias: the projections added theirs
+        if attention_bias is not None:
+            inputs.append(attention_bias)
+        return g.op("MultiHeadAttention", *inputs, domain=MS_DOMAIN, num_heads=num_heads)
+    return _attend(g, q, k, v, num_heads, mask, attention_bias, head_dim)
+
+
+def alibi_slopes(num_heads: int) -> F32:
+    """ALiBi head slopes (Press et al.): 2^(-8i/n) for n a power of two; other head counts
+    take the power of two below, then every other slope of twice that (the paper's rule)."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        slopes = power_of_two(num_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(num_heads))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: num_heads - closest]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def alibi_bias(g: GraphBuilder, slopes: F32, like: str, name: str) -> str:
+    """Symmetric ALiBi: -slope_h * |i - j| as a (1, N, T, T) additive score bias.
+
+    T is read from dim 1 of ``like`` (B, T, ...), so one graph serves every length.
+    """
+    seq_len = g.op("Gather", g.op("Shape", like), g.const(1))  # () int64
+    positions = g.op("Cast", g.op("Range", g.const(0), seq_len, g.const(1)), to=1)  # (T,) float
+    distance = g.op(
+        "Abs",
+        g.op(
+            "Sub",
+            g.op("Unsqueeze", positions, g.const([0])),
+            g.op("Unsqueeze", positions, g.const([1])),
+        ),
+    )  # (T, T): |j - i|
+    neg_slopes = g.weight(f"{name}.slopes", (-slopes).reshape(1, -1, 1, 1))  # (1, N, 1, 1)
+    return g.op("Mul", neg_slopes, distance)  # (1, N, T, T)
+
+
+def gated_mlp(
+    g: GraphBuilder,
+    x: str,
+    w_gate: F32,
+    w_value: F32,
+    act: str,
+    name: str,
+    fused: bool,
+) -> str:
+    """act(x @ w_gate.T) * (x @ w_value.T) for torch Linear weights (I, H) without biases.
+
+    One MatMul over the two weights side by side, then a split: GLU variants (SwiGLU,
+    GEGLU) differ only in which half of a packed projection is the gate, which the
+    caller settles by passing the halves in the right roles.
+    """
+    inter = w_gate.shape[0]
+    packed = np.concatenate([w_gate.T, w_value.T], axis=1)  # (H, 2I), columns [gate | value]
+    both = g.op("MatMul", x, g.weight(f"{name}.gate_value_t", packed))  # (B, T, 2I)
+    gate, value = g.op_multi("Split", both, g.const([inter, inter]), axis=-1, outputs=2)
+    return g.op("Mul", activation(g, gate, None, act, name + ".act", fused), value)  # (B, T, I)
