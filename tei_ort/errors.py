@@ -10,7 +10,10 @@
     │   └── WeightMappingError       a tensor missing, unknown, unused or of the wrong shape
     ├── EngineError                  an engine cannot be built or loaded (start-up)
     └── RequestError                 one request failed; has a status and an ``error_type``
-        ├── ValidationError          422 "Validation"
+        ├── ValidationError          413 "Validation" (TEI's code answers its Validation with 413)
+        │   ├── BatchSizeError       413 "Validation", counted as batch_size
+        │   └── BodyError            422 "Validation": the body is not what the route takes
+        │       └── JsonSyntaxError  400 "Validation": the body is not JSON
         ├── TokenizerError           422 "Tokenizer"
         ├── EmptyError               400 "Empty"
         ├── OverloadedError          429 "Overloaded"
@@ -71,9 +74,30 @@ class RequestError(TeiOrtError):
 
 
 class ValidationError(RequestError):
-    status_code = 422
+    """The request is well formed but not acceptable (too many inputs, too long, ...).
+
+    TEI maps ``ErrorType::Validation`` to 413 Payload Too Large in its HTTP server; clients
+    built against TEI see 413 here, so we answer the same.
+    """
+
+    status_code = 413
     error_type = "Validation"
     metric_label = "validation"
+
+
+class BodyError(ValidationError):
+    """The body does not have the route's shape (wrong type, missing or unknown field).
+
+    TEI's JSON extractor rejects such bodies with 422 before its handlers run.
+    """
+
+    status_code = 422
+
+
+class JsonSyntaxError(BodyError):
+    """The body is not valid JSON: 400, as TEI's JSON extractor answers a syntax error."""
+
+    status_code = 400
 
 
 class BatchSizeError(ValidationError):

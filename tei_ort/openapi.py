@@ -360,8 +360,15 @@ def _errors(openai: bool = False) -> dict[str, Any]:
     return {
         "400": {"description": "Empty input or malformed JSON", "content": content},
         "401": {"description": "Missing or wrong API key", "content": content},
-        "413": {"description": "Body over the payload limit", "content": content},
-        "422": {"description": "Validation or tokenization error", "content": content},
+        "413": {
+            "description": "Validation error (too many inputs, too long, bad dimensions) or "
+            "body over the payload limit",
+            "content": content,
+        },
+        "422": {
+            "description": "Body not of the route's shape, or tokenization error",
+            "content": content,
+        },
         "424": {"description": "Inference failed or wrong model kind", "content": content},
         "429": {"description": "Model is overloaded", "content": content},
     }

@@ -1,6 +1,6 @@
 """Request bodies: parsed with orjson, checked by hand, strict on types, clear in messages.
 
-Every problem raises ``ValidationError`` (422; the body is not what the route takes) or
+Every problem raises ``BodyError`` (422; the body is not what the route takes) or
 ``JsonSyntaxError`` (400; the body is not JSON), as TEI's JSON extractor answers them.
 Unknown fields are refused with the list of the fields a route takes.
 """
@@ -13,19 +13,13 @@ from typing import Any, Literal
 
 import orjson
 
-from tei_ort.errors import ValidationError
+from tei_ort.errors import BodyError, JsonSyntaxError
 from tei_ort.tokenization import Direction
 
 Item = str | list[int] | tuple[str, str]
 EncodingFormat = Literal["float", "base64"]
 
 _U32 = 2**32
-
-
-class JsonSyntaxError(ValidationError):
-    """The body is not valid JSON: 400, as TEI's JSON extractor answers a syntax error."""
-
-    status_code = 400
 
 
 def parse_json(body: bytes) -> Any:
@@ -58,25 +52,25 @@ class Fields:
 
     def __init__(self, value: Any, allowed: tuple[str, ...], where: str = "body") -> None:
         if not isinstance(value, dict):
-            raise ValidationError(f"the {where} must be a JSON object, got {_type_name(value)}")
+            raise BodyError(f"the {where} must be a JSON object, got {_type_name(value)}")
         unknown = [key for key in value if key not in allowed]
         if unknown:
             expected = ", ".join(f"`{name}`" for name in allowed)
-            raise ValidationError(
+            raise BodyError(
                 f"unknown field `{unknown[0]}` in the {where}, expected one of {expected}"
             )
         self.data: Mapping[str, Any] = value
         self.where = where
 
-    def _fail(self, name: str, expected: str, value: Any) -> ValidationError:
-        return ValidationError(f"`{name}` must be {expected}, got {_type_name(value)}")
+    def _fail(self, name: str, expected: str, value: Any) -> BodyError:
+        return BodyError(f"`{name}` must be {expected}, got {_type_name(value)}")
 
     def has(self, name: str) -> bool:
         return name in self.data
 
     def required(self, name: str) -> Any:
         if name not in self.data:
-            raise ValidationError(f"missing field `{name}` in the {self.where}")
+            raise BodyError(f"missing field `{name}` in the {self.where}")
         return self.data[name]
 
     def opt_bool(self, name: str) -> bool | None:
@@ -117,7 +111,7 @@ class Fields:
             return "right"
         if isinstance(value, str) and value.lower() in ("right", "left"):
             return "left" if value.lower() == "left" else "right"
-        raise ValidationError(f'`{name}` must be "right" or "left", got {value!r}')
+        raise BodyError(f'`{name}` must be "right" or "left", got {value!r}')
 
 
 def flatten_parameters(data: Any) -> Any:
@@ -134,14 +128,14 @@ def flatten_parameters(data: Any) -> Any:
     if parameters is None:
         return rest
     if not isinstance(parameters, dict):
-        raise ValidationError(f"`parameters` must be an object, got {_type_name(parameters)}")
+        raise BodyError(f"`parameters` must be an object, got {_type_name(parameters)}")
     return {**parameters, **rest}
 
 
 def _token_ids(value: list[Any], name: str) -> list[int]:
     for token in value:
         if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < _U32:
-            raise ValidationError(
+            raise BodyError(
                 f"`{name}` token ids must be integers between 0 and {_U32 - 1}, got {token!r}"
             )
     return value
@@ -160,7 +154,7 @@ def parse_inputs(value: Any, name: str = "inputs") -> tuple[list[Item], bool]:
     if isinstance(value, str):
         return [value], True
     if not isinstance(value, list):
-        raise ValidationError(f"`{name}` must be {expected}, got {_type_name(value)}")
+        raise BodyError(f"`{name}` must be {expected}, got {_type_name(value)}")
     if not value:
         return [], False
     if _is_ids(value):
@@ -172,15 +166,13 @@ def parse_inputs(value: Any, name: str = "inputs") -> tuple[list[Item], bool]:
         elif isinstance(element, list):
             items.append(_token_ids(element, name))
         else:
-            raise ValidationError(
-                f"`{name}` must be {expected}; an element is {_type_name(element)}"
-            )
+            raise BodyError(f"`{name}` must be {expected}; an element is {_type_name(element)}")
     return items, False
 
 
 def _sequence(value: list[Any], name: str) -> str | tuple[str, str]:
     if not all(isinstance(v, str) for v in value) or not 1 <= len(value) <= 2:
-        raise ValidationError(
+        raise BodyError(
             f"`{name}` must be a string, a pair of strings [string, string] or a batch of "
             f"mixed strings and pairs [[string], [string, string], ...]"
         )
@@ -195,7 +187,7 @@ def parse_predict_inputs(
     if isinstance(value, str):
         return [value], True
     if not isinstance(value, list) or not value:
-        raise ValidationError(
+        raise BodyError(
             f"`{name}` must be a string, a pair of strings [string, string] or a batch of "
             f"mixed strings and pairs [[string], [string, string], ...]"
         )
@@ -204,7 +196,7 @@ def parse_predict_inputs(
     items: list[str | tuple[str, str]] = []
     for element in value:
         if not isinstance(element, list):
-            raise ValidationError(
+            raise BodyError(
                 f"`{name}` batch elements must be [string] or [string, string], got "
                 f"{_type_name(element)}"
             )
@@ -214,7 +206,7 @@ def parse_predict_inputs(
 
 def _strings(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError(f"`{name}` must be a list of strings")
+        raise BodyError(f"`{name}` must be a list of strings")
     return value
 
 
@@ -327,7 +319,7 @@ _DOCUMENTS_FIELDS = (
 
 def _documents(value: Any) -> list[str]:
     if not isinstance(value, list):
-        raise ValidationError(f"`documents` must be a list, got {_type_name(value)}")
+        raise BodyError(f"`documents` must be a list, got {_type_name(value)}")
     texts: list[str] = []
     for document in value:
         if isinstance(document, str):
@@ -335,9 +327,7 @@ def _documents(value: Any) -> list[str]:
         elif isinstance(document, dict) and isinstance(document.get("text"), str):
             texts.append(document["text"])
         else:
-            raise ValidationError(
-                '`documents` elements must be strings or {"text": string} objects'
-            )
+            raise BodyError('`documents` elements must be strings or {"text": string} objects')
     return texts
 
 
@@ -435,13 +425,13 @@ def parse_decode(data: Any) -> DecodeRequest:
     value = fields.required("ids")
     expected = "`ids` must be a list of token ids or a list of lists of token ids"
     if not isinstance(value, list):
-        raise ValidationError(f"{expected}, got {_type_name(value)}")
+        raise BodyError(f"{expected}, got {_type_name(value)}")
     if not value or all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         ids, single = [_token_ids(value, "ids")], True
     elif all(isinstance(v, list) for v in value):
         ids, single = [_token_ids(v, "ids") for v in value], False
     else:
-        raise ValidationError(expected)
+        raise BodyError(expected)
     return DecodeRequest(
         ids=ids, single=single, skip_special_tokens=fields.boolean("skip_special_tokens", True)
     )
@@ -464,7 +454,7 @@ def parse_openai(data: Any) -> OpenAIRequest:
     if encoding is None:
         encoding = "float"
     if encoding not in ("float", "base64"):
-        raise ValidationError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
+        raise BodyError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
     return OpenAIRequest(
         inputs=inputs,
         single=single,
@@ -478,5 +468,5 @@ def parse_vertex(data: Any) -> list[Any]:
     fields = Fields(data, ("instances",))
     instances = fields.required("instances")
     if not isinstance(instances, list):
-        raise ValidationError(f"`instances` must be a list, got {_type_name(instances)}")
+        raise BodyError(f"`instances` must be a list, got {_type_name(instances)}")
     return instances

@@ -194,8 +194,6 @@ def test_in_process_matches_transformers(served: Served) -> None:
 
 @pytest.mark.anyio
 async def test_http_matches_transformers(served: Served) -> None:
-    if served.name == "Qwen3-Reranker-tiny":
-        pytest.skip("the server does not apply the Qwen3-Reranker template yet (tei_ort/infer.py)")
     async with serve(create_app(settings(), served.model.loaded)) as client:
         if served.name in EMBEDDERS:
             response = await client.post("/embed", json={"inputs": TEXTS, "normalize": False})

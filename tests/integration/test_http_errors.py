@@ -103,28 +103,28 @@ async def test_empty_inputs_are_400(make_model: Any) -> None:
             assert response.json()["error_type"] == "Empty"
 
 
-async def test_too_many_inputs_is_422(make_model: Any) -> None:
+async def test_too_many_inputs_is_413(make_model: Any) -> None:
     async with serve(create_app(settings(max_client_batch_size=3), make_model())) as client:
         response = await client.post("/embed", json={"inputs": ["a"] * 4})
-        assert response.status_code == 422
+        assert response.status_code == 413
         assert response.json() == {
             "error": "batch size 4 > maximum allowed batch size 3",
             "error_type": "Validation",
         }
         assert (await client.post("/embed", json={"inputs": ["a"] * 3})).status_code == 200
         similarity = {"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d"]}}
-        assert (await client.post("/similarity", json=similarity)).status_code == 422
+        assert (await client.post("/similarity", json=similarity)).status_code == 413
         openai = await client.post("/v1/embeddings", json={"input": ["a"] * 4})
         assert openai.json() == {
             "message": "batch size 4 > maximum allowed batch size 3",
-            "code": 422,
+            "code": 413,
             "type": "Validation",
         }
     async with serve(
         create_app(settings(max_client_batch_size=2), make_model("reranker"))
     ) as client:
         rerank = await client.post("/rerank", json={"query": "q", "texts": ["a", "b", "c"]})
-        assert rerank.status_code == 422
+        assert rerank.status_code == 413
 
 
 async def test_too_long_without_truncation(make_model: Any) -> None:
@@ -132,14 +132,14 @@ async def test_too_long_without_truncation(make_model: Any) -> None:
         create_app(settings(auto_truncate=False), make_model(max_input_length=16))
     ) as client:
         response = await client.post("/embed", json={"inputs": "word " * 20})
-        assert response.status_code == 422
+        assert response.status_code == 413
         assert response.json()["error"] == (
             "Input validation error: `inputs` must have less than 16 tokens. Given: 22"
         )
         ids = await client.post("/embed", json={"inputs": list(range(1000, 1020))})
-        assert ids.status_code == 422
+        assert ids.status_code == 413
         chars = await client.post("/embed", json={"inputs": "a" * (16 * 250 + 1)})
-        assert chars.status_code == 422
+        assert chars.status_code == 413
         assert "must have less than 4000 characters" in chars.json()["error"]
         metrics = (await client.get("/metrics")).text
         assert 'te_request_failure{err="tokenization"} 3' in metrics
@@ -148,7 +148,7 @@ async def test_too_long_without_truncation(make_model: Any) -> None:
 async def test_out_of_vocabulary_ids(make_model: Any) -> None:
     async with serve(create_app(settings(), make_model())) as client:
         response = await client.post("/embed", json={"inputs": [101, 99999, 102]})
-    assert response.status_code == 422 and "out of the vocabulary" in response.json()["error"]
+    assert response.status_code == 413 and "out of the vocabulary" in response.json()["error"]
 
 
 async def test_payload_over_the_limit_is_413(make_model: Any) -> None:

@@ -174,4 +174,4 @@ async def test_prompt_template_reranker(make_model: Any) -> None:
         )
         np.testing.assert_array_equal(seen[-1], expected.input_ids)
         single = await client.post("/predict", json={"inputs": "just a text"})
-        assert single.status_code == 422 and "pairs" in single.json()["error"]
+        assert single.status_code == 413 and "pairs" in single.json()["error"]

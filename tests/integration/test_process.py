@@ -159,7 +159,7 @@ def test_embed_equals_in_process_api(http: httpx.Client, model: Any) -> None:
     truncated = http.post("/embed", json={"inputs": long})
     assert truncated.status_code == 200 and truncated.headers["x-compute-tokens"] == "256"
     np.testing.assert_allclose(truncated.json()[0], model.embed(long)[0], rtol=1e-4, atol=1e-5)
-    assert http.post("/embed", json={"inputs": long, "truncate": False}).status_code == 422
+    assert http.post("/embed", json={"inputs": long, "truncate": False}).status_code == 413
 
 
 def test_similarity_tokenize_decode(http: httpx.Client, model: Any) -> None:
@@ -239,7 +239,7 @@ def test_limits_auth_and_overload(servers: Servers) -> None:
         big = client.post("/embed", json={"inputs": "x" * 30000}, headers=AUTH)
         assert big.status_code == 413
         many = client.post("/embed", json={"inputs": ["x"] * 9}, headers=AUTH)
-        assert many.status_code == 422
+        assert many.status_code == 413
         info = client.get("/info", headers=AUTH).json()
         assert info["max_concurrent_requests"] == 8 and info["max_batch_requests"] == 1
     long = {"inputs": "word " * 200}
