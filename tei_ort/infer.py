@@ -34,16 +34,15 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import Engine, EngineInputs, OutputName
+from engines.base import Engine, EngineInputs
 from tei_ort.batching import BUCKET_MULTIPLE, bucket_length, pad_batch
+from tei_ort.encoding import MAX_CHAR_MULTIPLIER, InputEncoder, Item
 from tei_ort.errors import (
     BackendError,
     ConfigurationError,
     EmptyError,
-    ModelTypeError,
     OverloadedError,
     RequestError,
-    TeiOrtError,
     TokenizerError,
     UnhealthyError,
     ValidationError,
@@ -52,20 +51,14 @@ from tei_ort.metrics import Metrics
 from tei_ort.model_info import ModelInfo, ModelKind, Pooling
 from tei_ort.postprocess import Mode, OutputSpec, postprocess
 from tei_ort.queue import Budget, Entry, Queue, Ticket
-from tei_ort.rerank_templates import encode_rerank_pairs
 from tei_ort.settings import Settings
 from tei_ort.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
 
 logger = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
-#: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
-MAX_CHAR_MULTIPLIER = 250
 #: how long /health waits for its probe through the engine
 HEALTH_PROBE_TIMEOUT_S = 30.0
-
-#: one input: a text, token ids, or a (text, text) pair for classifiers and re-rankers
-Item = str | list[int] | tuple[str, str]
 
 
 class ServedModel(Protocol):
@@ -266,6 +259,13 @@ class Infer:
         self.dense = dense
         self.max_input_length = effective_max_input_length(settings, model.info)
         self.default_prompt = resolve_default_prompt(settings, model.info)
+        self.encoder = InputEncoder(
+            model.info,
+            model.tokenizer,
+            self.max_input_length,
+            default_prompt=self.default_prompt,
+            on_length=metrics.input_length.observe,
+        )
         max_batch_requests = settings.max_batch_requests
         engine_limit = self.engine.max_batch_size
         if engine_limit is not None and (
@@ -308,11 +308,15 @@ class Infer:
 
     @property
     def is_splade(self) -> bool:
-        return self.engine.output_name is OutputName.SPARSE_EMBEDDING
+        return self.encoder.is_splade
 
     @property
     def is_classifier(self) -> bool:
-        return self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER)
+        return self.encoder.is_classifier
+
+    @property
+    def embedding_size(self) -> int | None:
+        return self.encoder.embedding_size
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -381,29 +385,8 @@ class Infer:
         single: bool = False,
     ) -> Outcome:
         """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input."""
-        if self.is_classifier:
-            raise ModelTypeError("Backend error: Inference error: Model is not an embedding model")
-        if spec.mode is Mode.SPARSE and not self.is_splade:
-            raise ModelTypeError(
-                "Backend error: Inference error: "
-                "Model is not an embedding model with SPLADE pooling"
-            )
-        if spec.mode is Mode.TOKENS and self.is_splade:
-            raise ModelTypeError(
-                "Backend error: Inference error: `embed_all` is not available for SPLADE models"
-            )
-        if spec.mode is Mode.POOLED and self.is_splade and spec.normalize:
-            raise ModelTypeError(
-                "Backend error: Inference error: `normalize` is not available for SPLADE models"
-            )
-        if spec.dimensions is not None:
-            size = self.embedding_size
-            if spec.dimensions < 1 or (size is not None and spec.dimensions > size):
-                raise ValidationError(
-                    f"Input validation error: `dimensions` must be between 1 and {size}, "
-                    f"got {spec.dimensions}"
-                )
-        prompt = self._prompt(prompt_name)
+        self.encoder.check_embed(spec)
+        prompt = self.encoder.prompt(prompt_name)
         held = self._take_single_permit(single)
         self.metrics.embed_count.inc(len(items))
         outcome = await self._submit(items, spec, truncate, direction, prompt, held)
@@ -424,8 +407,7 @@ class Infer:
 
         ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker).
         """
-        if not self.is_classifier:
-            raise ModelTypeError("Backend error: Inference error: Model is not a classifier model")
+        self.encoder.check_predict()
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
         held = self._take_single_permit(single)
         self.metrics.predict_count.inc(len(items))
@@ -436,7 +418,7 @@ class Infer:
     async def tokenize(
         self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
     ) -> list[list[Token]]:
-        prompt = self._prompt(prompt_name)
+        prompt = self.encoder.prompt(prompt_name)
         limit = self.max_input_length * MAX_CHAR_MULTIPLIER
 
         def work() -> list[list[Token]]:
@@ -476,32 +458,7 @@ class Infer:
         done = await asyncio.to_thread(probe.done.wait, HEALTH_PROBE_TIMEOUT_S)
         return done and probe.ok
 
-    @property
-    def embedding_size(self) -> int | None:
-        """The pooled vector length (after Dense layers), when known."""
-        if self.is_splade:
-            return self.tokenizer.vocab_size
-        if self.info.dense_layers:
-            return self.info.dense_layers[-1].out_features
-        return self.info.hidden_size or None
-
     # -- internals -----------------------------------------------------------------------
-
-    def _prompt(self, prompt_name: str | None) -> str | None:
-        if prompt_name is None:
-            return self.default_prompt
-        if not self.info.prompts:
-            raise ValidationError(
-                f"Input validation error: `prompt_name` is set to `{prompt_name}` but no prompts "
-                f"were found in the Sentence Transformers configuration"
-            )
-        if prompt_name not in self.info.prompts:
-            raise ValidationError(
-                f"Input validation error: `prompt_name` is set to `{prompt_name}` but it was not "
-                f"found in the Sentence Transformers prompts. Available prompts: "
-                f"{sorted(self.info.prompts)}"
-            )
-        return self.info.prompts[prompt_name]
 
     async def _in_pool(self, work: Callable[[], Any]) -> Any:
         assert self._loop is not None and self._pool is not None, "Infer.start() was not awaited"
@@ -544,7 +501,7 @@ class Infer:
         ticket = Ticket(len(items), spec, loop.create_future())
         try:
             encoded: list[Encoded] = await self._in_pool(
-                lambda: self._encode(items, truncate, direction, prompt, instruction)
+                lambda: self.encoder.encode(items, truncate, direction, prompt, instruction)
             )
             tokenization = time.perf_counter() - started
             position = 0
@@ -575,126 +532,6 @@ class Infer:
             queue=ticket.queue_time / size,
             inference=ticket.inference_time / size,
         )
-
-    def _encode(
-        self,
-        items: Sequence[Item],
-        truncate: bool,
-        direction: Direction,
-        prompt: str | None,
-        instruction: str | None = None,
-    ) -> list[Encoded]:
-        """Validate and tokenize one request's inputs (runs in the tokenization pool)."""
-        if self.info.rerank_template is not None:
-            return self._encode_template(items, truncate, direction, instruction)
-        max_length = self.max_input_length
-        limit = max_length * MAX_CHAR_MULTIPLIER
-        texts: list[str | tuple[str, str]] = []
-        text_rows: list[int] = []
-        out: list[Encoded | None] = [None] * len(items)
-        for row, item in enumerate(items):
-            if isinstance(item, str):
-                if not item:
-                    raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if len(item) > limit:
-                    if not truncate:
-                        raise ValidationError(
-                            f"Input validation error: `inputs` must have less than {limit} "
-                            f"characters. Given: {len(item)}"
-                        )
-                    item = item[:limit]
-                texts.append(apply_prompt(item, prompt))
-                text_rows.append(row)
-            elif isinstance(item, tuple):
-                first, second = item
-                if not first and not second:
-                    raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if len(first) + len(second) > limit:
-                    if not truncate:
-                        raise ValidationError(
-                            f"Input validation error: `inputs` must have less than {limit} "
-                            f"characters. Given: {len(first) + len(second)}"
-                        )
-                    first, second = first[: limit // 2], second[: limit // 2]
-                texts.append((first, second))
-                text_rows.append(row)
-            else:
-                if not item:
-                    raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if max(item) >= self.tokenizer.vocab_size:
-                    raise ValidationError(
-                        f"Input validation error: token id {max(item)} is out of the vocabulary "
-                        f"(size {self.tokenizer.vocab_size})"
-                    )
-                if prompt:
-                    text = self.tokenizer.decode(item, skip_special_tokens=True)
-                    texts.append(apply_prompt(text, prompt))
-                    text_rows.append(row)
-                else:
-                    ids = np.asarray(item, dtype=np.int64)
-                    if ids.shape[0] > max_length and truncate:
-                        ids = ids[:max_length] if direction == "right" else ids[-max_length:]
-                    out[row] = Encoded(ids, np.zeros_like(ids))
-        if texts:
-            encodings = self.tokenizer.encode_batch(
-                texts, max_length=max_length if truncate else None, direction=direction
-            )
-            for row, encoding in zip(text_rows, encodings, strict=True):
-                out[row] = encoding
-        result: list[Encoded] = []
-        for maybe in out:
-            assert maybe is not None
-            encoding = maybe
-            if len(encoding) > max_length:
-                raise ValidationError(
-                    f"Input validation error: `inputs` must have less than {max_length} tokens. "
-                    f"Given: {len(encoding)}"
-                )
-            self.metrics.input_length.observe(len(encoding))
-            result.append(encoding)
-        return result
-
-    def _encode_template(
-        self,
-        items: Sequence[Item],
-        truncate: bool,
-        direction: Direction,
-        instruction: str | None,
-    ) -> list[Encoded]:
-        """(query, document) pairs in a prompt-template re-ranker's template."""
-        assert self.info.rerank_template is not None
-        pairs: list[tuple[str, str]] = []
-        for item in items:
-            if not isinstance(item, tuple):
-                raise ValidationError(
-                    "Input validation error: this re-ranker scores (query, document) pairs, "
-                    "not single texts"
-                )
-            if not item[0] or not item[1]:
-                raise EmptyError("Input validation error: `inputs` cannot be empty")
-            pairs.append(item)
-        max_length = self.max_input_length
-        try:
-            encoded = encode_rerank_pairs(
-                self.info.rerank_template,
-                self.tokenizer,
-                pairs,
-                instruction=instruction,
-                max_length=max_length if truncate else None,
-                direction=direction,
-            )
-        except TeiOrtError as exc:
-            if isinstance(exc, RequestError):
-                raise
-            raise ValidationError(f"Input validation error: {exc}") from exc
-        for encoding in encoded:
-            if len(encoding) > max_length:
-                raise ValidationError(
-                    f"Input validation error: `inputs` must have less than {max_length} tokens. "
-                    f"Given: {len(encoding)}"
-                )
-            self.metrics.input_length.observe(len(encoding))
-        return encoded
 
     def _engine_inputs(self, rows: Sequence[Encoded], longest: int) -> EngineInputs:
         padded = bucket_length(longest, multiple=self.pad_multiple, cap=self.max_input_length)

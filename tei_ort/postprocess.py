@@ -98,3 +98,9 @@ def sparsify(vector: F32) -> list[dict[str, float | int]]:
     return [
         {"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)
     ]
+
+
+def rank_order(scores: F32) -> list[int]:
+    """Indices best first, as TEI orders them: a stable ascending sort, reversed, so tied
+    scores come out with the later index first."""
+    return list(np.argsort(scores, kind="stable")[::-1].tolist())

@@ -38,7 +38,7 @@ from tei_ort.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tei_ort.metrics import Metrics
 from tei_ort.model_info import ModelKind
 from tei_ort.openapi import SWAGGER_HTML, openapi_document
-from tei_ort.postprocess import Mode, OutputSpec, sparsify
+from tei_ort.postprocess import Mode, OutputSpec, rank_order, sparsify
 from tei_ort.schemas import (
     Item,
     parse_decode,
@@ -287,13 +287,10 @@ class Api:
         if np.isnan(scores).any():
             raise _nan()
         labels = self.info.id2label
-        predictions = [
-            {"score": score, "label": labels.get(i, f"LABEL_{i}")}
-            for i, score in enumerate(scores.tolist())
+        values = scores.tolist()
+        return [
+            {"score": values[i], "label": labels.get(i, f"LABEL_{i}")} for i in rank_order(scores)
         ]
-        predictions.sort(key=lambda p: p["score"])  # TEI: ascending sort, then reversed
-        predictions.reverse()
-        return predictions
 
     async def _predict(self, data: Any) -> Reply:
         started = time.perf_counter()
@@ -331,7 +328,7 @@ class Api:
         scores = np.asarray([scores[0] for scores in outcome.results], dtype=np.float32)
         if np.isnan(scores).any():
             raise _nan()
-        order = np.argsort(scores, kind="stable")[::-1].tolist()  # TEI: ascending, reversed
+        order = rank_order(scores)
         values = scores.tolist()
         chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)
         content: Any
