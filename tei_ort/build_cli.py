@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from tei_ort.errors import TeiOrtError
@@ -17,58 +18,37 @@ from tei_ort.errors import TeiOrtError
 #: ``--target`` -> execution provider
 TARGETS = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}
 
-#: (flag, env var, help) for the model flags that decide which engine is built
-MODEL_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--model-id", "MODEL_ID", "hub id or local directory (default: all-MiniLM-L6-v2)"),
-    ("--revision", "REVISION", "hub revision (branch, tag or commit)"),
-    ("--dtype", "DTYPE", "float32 (CPU default), float16 (GPU default), int8"),
-    ("--pooling", "POOLING", "cls, mean, splade or last-token (overrides the model's)"),
-    ("--dense-path", "DENSE_PATH", "folder of the Dense module to use"),
-    ("--hf-token", "HF_TOKEN", "Hugging Face Hub token"),
-    ("--huggingface-hub-cache", "HUGGINGFACE_HUB_CACHE", "Hugging Face cache directory"),
-    (
-        "--engine-cache",
-        "ENGINE_CACHE",
-        "engine cache directory (default: <hub cache>/tei-ort-engines)",
-    ),
-)
-
 
 def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
+    # imported here: tei_ort.cli imports this module to register the subcommand
+    from tei_ort.cli import add_flags, add_model_arguments
+
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "build",
         help="export a model's engine into the engine cache ahead of time",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for flag, env, text in MODEL_FLAGS:
-        parser.add_argument(flag, default=os.environ.get(env), help=f"{text} [env: {env}]")
+    add_model_arguments(parser)
+    # TensorRT profiles and GPU buffers are sized from the server's batch limits: build
+    # with the values the server will run with, or it rebuilds the engine at start-up
+    add_flags(parser, _batch_flags())
     parser.add_argument(
         "--target",
         choices=sorted(TARGETS),
         default=os.environ.get("TARGET"),
         help="cpu (ONNX Runtime, float32), cuda (ONNX Runtime CUDA, float16) or trt "
-        "(TensorRT engine for this GPU, float16) [env: TARGET]",
+        "(TensorRT engine for this GPU, float16); --execution-provider wins [env: TARGET]",
     )
-    parser.add_argument(
-        "--execution-provider",
-        "--provider",
-        dest="execution_provider",
-        default=os.environ.get("EXECUTION_PROVIDER"),
-        help="cpu, cuda, tensorrt, cann, coreml or openvino; overrides --target "
-        "[env: EXECUTION_PROVIDER]",
-    )
-    # TensorRT profiles and GPU buffers are sized from the server's batch limits: build
-    # with the values the server will run with, or it rebuilds the engine at start-up
-    for flag, env, default in (
-        ("--max-batch-tokens", "MAX_BATCH_TOKENS", "16384"),
-        ("--max-batch-requests", "MAX_BATCH_REQUESTS", None),
-    ):
-        parser.add_argument(
-            flag, type=int, default=os.environ.get(env, default), help=f"as serve's [env: {env}]"
-        )
-    parser.set_defaults(handler=run_build)
+    parser.set_defaults(handler=run_build, parser=parser)
     return parser
+
+
+def _batch_flags() -> tuple[Any, ...]:
+    """serve's batch-limit flags (tei_ort.cli imports this module, so looked up late)."""
+    from tei_ort.cli import SERVER_FLAGS
+
+    return tuple(f for f in SERVER_FLAGS if f.dest in ("max_batch_tokens", "max_batch_requests"))
 
 
 class _Progress:
@@ -82,26 +62,15 @@ class _Progress:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from tei_ort.cli import MODEL_FLAGS, settings_from_args
     from tei_ort.loading import ModelOptions, prepare_engine
-    from tei_ort.settings import parse_pooling
 
+    settings = settings_from_args(args.parser, args, MODEL_FLAGS + _batch_flags())
+    if settings.execution_provider is None and args.target is not None:
+        settings = replace(settings, execution_provider=TARGETS[args.target])
     progress = _Progress()
     try:
-        options = ModelOptions(
-            model_id=args.model_id,
-            revision=args.revision,
-            hf_token=args.hf_token,
-            huggingface_hub_cache=args.huggingface_hub_cache,
-            pooling=parse_pooling(args.pooling) if args.pooling else None,
-            dense_path=args.dense_path,
-            dtype=args.dtype,
-            engine_cache=args.engine_cache,
-            provider=args.execution_provider or TARGETS.get(args.target or "cpu"),
-            max_batch_tokens=int(args.max_batch_tokens),
-            max_batch_requests=(
-                int(args.max_batch_requests) if args.max_batch_requests is not None else None
-            ),
-        )
+        options = ModelOptions.from_settings(settings)
         prepared = prepare_engine(options, progress)
     except TeiOrtError as exc:
         print(f"error: {exc}", file=sys.stderr)

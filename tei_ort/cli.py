@@ -65,6 +65,25 @@ def _dtype(value: str) -> str:
     return value
 
 
+def _provider(value: str) -> str:
+    from engines.providers import parse_provider
+
+    try:
+        return parse_provider(value).name
+    except TeiOrtError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def _pooling(value: str) -> Any:
     try:
         return parse_pooling(value)
@@ -125,6 +144,20 @@ MODEL_FLAGS: tuple[Flag, ...] = (
     Flag("--hf-api-token", "Deprecated alias of --hf-token.", hidden=True),
     Flag("--huggingface-hub-cache", "The Hugging Face Hub cache folder (mounted disk, ...)."),
     Flag("--engine-cache", "Where tei-ort keeps built engines (ONNX graphs, TensorRT plans)."),
+    Flag(
+        "--execution-provider",
+        "Where the model runs: cpu (default), cuda (ONNX Runtime CUDA), tensorrt (a TensorRT "
+        "engine built for this GPU), cann (Huawei NPU), coreml or openvino.",
+        parse=_provider,
+    ),
+    Flag("--device-id", "The GPU to run on.", parse=_non_negative_int, default=0),
+    Flag(
+        "--cuda-graphs",
+        "Capture a CUDA graph per shape bucket (ONNX Runtime CUDA).",
+        parse=parse_bool,
+        default=False,
+        kind="bool",
+    ),
 )
 
 SERVER_FLAGS: tuple[Flag, ...] = (

@@ -92,10 +92,9 @@ class ModelOptions:
             dense_path=settings.dense_path,
             dtype=settings.dtype,
             engine_cache=settings.engine_cache,
-            # the server's provider flags; read with getattr until Settings has them
-            provider=getattr(settings, "execution_provider", None),
-            device_id=int(getattr(settings, "device_id", 0) or 0),
-            cuda_graphs=bool(getattr(settings, "cuda_graphs", False)),
+            provider=settings.execution_provider,
+            device_id=settings.device_id,
+            cuda_graphs=settings.cuda_graphs,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_requests=settings.max_batch_requests,
         )

@@ -74,6 +74,9 @@ class Settings:
     hf_token: str | None = None
     huggingface_hub_cache: str | None = None
     engine_cache: str | None = None  # tei-ort: where built engines are kept
+    execution_provider: str | None = None  # tei-ort: cpu, cuda, tensorrt, cann, ... (None: cpu)
+    device_id: int = 0  # tei-ort: which GPU
+    cuda_graphs: bool = False  # tei-ort: capture CUDA graphs per shape bucket (ORT CUDA)
     # batching and limits
     tokenization_workers: int = field(default_factory=cpu_count)
     max_concurrent_requests: int = 512
