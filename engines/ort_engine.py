@@ -31,7 +31,9 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int | None, optimized_path: Path | None) -> ort.SessionOptions:
+def session_options(
+    threads: int | None, optimized_path: Path | None, external_data_name: str | None = None
+) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
@@ -39,6 +41,14 @@ def session_options(threads: int | None, optimized_path: Path | None) -> ort.Ses
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
+        if external_data_name is not None:
+            # a graph over 2 GB cannot be saved as one protobuf: its weights go beside it
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", external_data_name
+            )
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
     opts.log_severity_level = 3
     return opts
 
@@ -76,7 +86,12 @@ class OrtEngine(Engine):
                 path = optimized_path
             else:  # written beside, then renamed: a reader never sees half a file
                 save_to = optimized_path.with_name(f".{optimized_path.name}.{os.getpid()}.tmp")
-        opts = session_options(threads, save_to)
+        # weights beside the graph stay beside the optimized graph too, in a file named for
+        # this writer so that two processes saving at once never write the same one
+        data_name = None
+        if optimized_path is not None and model_path.with_name(model_path.name + ".data").is_file():
+            data_name = f"{optimized_path.name}.{os.getpid()}.data"
+        opts = session_options(threads, save_to, data_name)
         try:
             self.session = ort.InferenceSession(
                 str(path),

@@ -38,10 +38,17 @@ from exporters.cache import (
     default_cache_root,
     weights_digest,
 )
-from exporters.export import EXPORTER_VERSION, Variant, export_onnx
+from exporters.export import (
+    EXPORTER_VERSION,
+    EXTERNAL_DATA_THRESHOLD,
+    Variant,
+    export_onnx,
+    export_to_file,
+)
 from exporters.tensorrt import PLAN_FILE, ProfilePlan, plan_profiles
+from exporters.weights import WeightStore
 from tei_ort.dense import DenseStack
-from tei_ort.errors import ConfigurationError, EngineError
+from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
 from tei_ort.hub import resolve_model
 from tei_ort.inspect import inspect_model
 from tei_ort.model_info import ModelInfo, Pooling
@@ -145,7 +152,7 @@ def select_target(options: ModelOptions) -> EngineTarget:
     if dtype == "int8":
         from exporters.quantize import QUANTIZER_VERSION
 
-        # the fp32 graph, quantized in build_graph; the scheme's version keys the cache
+        # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
         return EngineTarget(
             CPU_TARGET,
             dtype,
@@ -222,19 +229,44 @@ def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions
     return replace(target, limits=limits, profiles=plan, extra=plan.describe())
 
 
-def build_graph(info: ModelInfo, target: EngineTarget) -> onnx.ModelProto:
-    """The graph the target runs, exported from the checkpoint."""
-    graph = export_onnx(info.config, info.weight_files, info.head, target.variant)
-    if target.dtype == "float16" and target.engine == "ort-cuda":
+def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
+    """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
+    post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
+        target.dtype == "int8"
+    )
+    if not post_pass:
+        export_to_file(
+            info.config,
+            info.weight_files,
+            info.head,
+            path,
+            target.variant,
+            yes_no_token_ids=info.yes_no_token_ids,
+        )
+        return
+    if WeightStore(info.weight_files).nbytes_float32() > EXTERNAL_DATA_THRESHOLD:
+        # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
+        raise UnsupportedModelError(
+            f"{info.model_id} has more than 1 GiB of weights: --dtype {target.dtype} engines "
+            "are built in memory and cannot hold it; use float32 (ONNX Runtime) or tensorrt"
+        )
+    graph = export_onnx(
+        info.config,
+        info.weight_files,
+        info.head,
+        target.variant,
+        yes_no_token_ids=info.yes_no_token_ids,
+    )
+    if target.dtype == "float16":
         from exporters.fp16 import to_float16
 
         # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
         graph = to_float16(graph)
-    if target.dtype == "int8":
+    else:
         from exporters.quantize import quantize_int8
 
         graph = quantize_int8(graph)
-    return graph
+    onnx.save_model(graph, str(path))
 
 
 def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
@@ -303,9 +335,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
 
     def build(tmp: Path) -> None:
         progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
-        graph = build_graph(info, target)
-        progress(f"writing {tmp / ENGINE_FILE}")
-        onnx.save_model(graph, str(tmp / ENGINE_FILE))
+        write_graph(info, target, tmp / ENGINE_FILE)
         if target.profiles is not None:
             from exporters.tensorrt import build_engine
 
