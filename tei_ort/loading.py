@@ -51,7 +51,7 @@ from tei_ort.dense import DenseStack
 from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
 from tei_ort.hub import resolve_model
 from tei_ort.inspect import inspect_model
-from tei_ort.model_info import ModelInfo, Pooling
+from tei_ort.model_info import Head, ModelInfo, Pooling
 from tei_ort.tokenization import Tokenizer
 
 if TYPE_CHECKING:
@@ -319,7 +319,10 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
     cache = EngineCache(root)
     t = time.perf_counter()
     progress(f"hashing the weights of {info.model_id}")
-    digest = weights_digest([info.path / "config.json", *info.weight_files], memo_dir=root)
+    digested = [info.path / "config.json", *info.weight_files]
+    if info.head is Head.YES_NO_LOGIT:  # the yes/no token ids come from the tokenizer
+        digested.append(info.path / "tokenizer.json")
+    digest = weights_digest(digested, memo_dir=root)
     seconds["digest"] = time.perf_counter() - t
     key = CacheKey(
         model_id=info.model_id,
