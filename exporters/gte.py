@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import OutputName
-from exporters import heads, layers, rotary
+from exporters import blocks, heads, layers, rotary
 from exporters.bert import Encoder, EncoderConfig
 from exporters.export import ExportContext, GraphOutput
 from exporters.graph import INT64, GraphBuilder
@@ -132,36 +132,34 @@ def build_encoder(
         )
         q, k = rotary.rotate(g, q, tables), rotary.rotate(g, k, tables)
         attn = layers.multi_head_attention(g, q, k, v, cfg.heads, head_dim, mask, fused)
-        attn = layers.linear(
-            g, attn, store.take(p + "attention.o_proj.weight", (h, h)), None, name + ".out"
-        )
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
+            store,
             attn,
             x,
-            store.take(p + "attention.o_proj.bias", (h,)),
-            store.take(p + "attn_ln.weight", (h,)),
-            store.take(p + "attn_ln.bias", (h,)),
-            cfg.eps,
-            name + ".ln1",
-            fused,
+            projection=p + "attention.o_proj",
+            norm=p + "attn_ln",
+            in_features=h,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".out",
+            fused=fused,
         )
         packed = store.take(p + "mlp.up_gate_proj.weight", (2 * inter, h))
         # first half the value, second half the gate
         up = layers.gated_mlp(g, x, packed[inter:], packed[:inter], cfg.act, name + ".mlp", fused)
-        down = layers.linear(
-            g, up, store.take(p + "mlp.down_proj.weight", (h, inter)), None, name + ".down"
-        )
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
-            down,
+            store,
+            up,
             x,
-            store.take(p + "mlp.down_proj.bias", (h,)),
-            store.take(p + "mlp_ln.weight", (h,)),
-            store.take(p + "mlp_ln.bias", (h,)),
-            cfg.eps,
-            name + ".ln2",
-            fused,
+            projection=p + "mlp.down_proj",
+            norm=p + "mlp_ln",
+            in_features=inter,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".down",
+            fused=fused,
         )
     return Encoder(hidden_state=x, word_embeddings=word, cfg=cfg)
 

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import OutputName
-from exporters import heads, layers
+from exporters import blocks, heads, layers
 from exporters.bert import Encoder, EncoderConfig
 from exporters.export import ExportContext, GraphOutput
 from exporters.graph import INT64, GraphBuilder
@@ -110,46 +110,40 @@ def build_encoder(
     mask = g.op("Cast", attention_mask, to=6) if fused else layers.additive_mask(g, attention_mask)
     for i in range(cfg.layers):
         p, name = f"encoder.layer.{i}.", f"layer{i}"
-        qkv = [
-            store.take(p + f"attention.self.{n}.weight", (h, h)) for n in ("query", "key", "value")
-        ]
-        qkv_bias = [
-            store.take(p + f"attention.self.{n}.bias", (h,)) for n in ("query", "key", "value")
-        ]
-        w_qkv = np.concatenate([w.T for w in qkv], axis=1)  # (H, 3H)
+        w_qkv, b_qkv = blocks.packed_qkv(
+            store, [p + f"attention.self.{n}" for n in ("query", "key", "value")], h
+        )
         attn = layers.self_attention(
-            g, x, w_qkv, np.concatenate(qkv_bias), cfg.heads, mask, name + ".attn", fused, alibi
+            g, x, w_qkv, b_qkv, cfg.heads, mask, name + ".attn", fused, alibi
         )
-        attn = layers.linear(
-            g, attn, store.take(p + "attention.output.dense.weight", (h, h)), None, name + ".out"
-        )
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
+            store,
             attn,
             x,
-            store.take(p + "attention.output.dense.bias", (h,)),
-            store.take(p + "attention.output.LayerNorm.weight", (h,)),
-            store.take(p + "attention.output.LayerNorm.bias", (h,)),
-            cfg.eps,
-            name + ".ln1",
-            fused,
+            projection=p + "attention.output.dense",
+            norm=p + "attention.output.LayerNorm",
+            in_features=h,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".out",
+            fused=fused,
         )
         packed = store.take(p + "mlp.gated_layers.weight", (2 * inter, h))
         # first half gated (activated), second half not
         up = layers.gated_mlp(g, x, packed[:inter], packed[inter:], cfg.act, name + ".mlp", fused)
-        down = layers.linear(
-            g, up, store.take(p + "mlp.wo.weight", (h, inter)), None, name + ".down"
-        )
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
-            down,
+            store,
+            up,
             x,
-            store.take(p + "mlp.wo.bias", (h,)),
-            store.take(p + "mlp.layernorm.weight", (h,)),
-            store.take(p + "mlp.layernorm.bias", (h,)),
-            cfg.eps,
-            name + ".ln2",
-            fused,
+            projection=p + "mlp.wo",
+            norm=p + "mlp.layernorm",
+            in_features=inter,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".down",
+            fused=fused,
         )
     return Encoder(hidden_state=x, word_embeddings=word, cfg=cfg)
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import OutputName
-from exporters import heads, layers
+from exporters import blocks, heads, layers
 from exporters.bert import FAMILIES, Encoder, EncoderConfig
 from exporters.export import ExportContext, GraphOutput
 from exporters.graph import GraphBuilder
@@ -130,24 +130,22 @@ def build_encoder(
     mask = g.op("Cast", attention_mask, to=6) if fused else layers.additive_mask(g, attention_mask)
     for i in range(cfg.layers):
         p, name = f"encoder.layer.{i}.", f"layer{i}"
-        qkv = [store.take(p + f"attention.attn.{x}.weight", (h, h)) for x in "qkv"]
-        qkv_bias = [store.take(p + f"attention.attn.{x}.bias", (h,)) for x in "qkv"]
-        w_qkv = np.concatenate([w.T for w in qkv], axis=1)  # (H, 3H)
+        w_qkv, b_qkv = blocks.packed_qkv(store, [p + f"attention.attn.{n}" for n in "qkv"], h)
         attn = layers.self_attention(
-            g, x, w_qkv, np.concatenate(qkv_bias), cfg.heads, mask, name + ".attn", fused, bias
+            g, x, w_qkv, b_qkv, cfg.heads, mask, name + ".attn", fused, bias
         )
-        w_o = store.take(p + "attention.attn.o.weight", (h, h))
-        attn = g.op("MatMul", attn, g.weight(f"{name}.attn_out.weight_t", w_o.T.copy()))
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
+            store,
             attn,
             x,
-            store.take(p + "attention.attn.o.bias", (h,)),
-            store.take(p + "attention.LayerNorm.weight", (h,)),
-            store.take(p + "attention.LayerNorm.bias", (h,)),
-            cfg.eps,
-            name + ".ln1",
-            fused,
+            projection=p + "attention.attn.o",
+            norm=p + "attention.LayerNorm",
+            in_features=h,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".out",
+            fused=fused,
         )
         w_up = store.take(p + "intermediate.dense.weight", (inter, h))
         up = g.op("MatMul", x, g.weight(f"{name}.up.weight_t", w_up.T.copy()))  # (B, T, I)
@@ -159,18 +157,18 @@ def build_encoder(
             name + ".act",
             fused,
         )
-        w_down = store.take(p + "output.dense.weight", (h, inter))
-        down = g.op("MatMul", up, g.weight(f"{name}.down.weight_t", w_down.T.copy()))
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
-            down,
+            store,
+            up,
             x,
-            store.take(p + "output.dense.bias", (h,)),
-            store.take(p + "output.LayerNorm.weight", (h,)),
-            store.take(p + "output.LayerNorm.bias", (h,)),
-            cfg.eps,
-            name + ".ln2",
-            fused,
+            projection=p + "output.dense",
+            norm=p + "output.LayerNorm",
+            in_features=inter,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".down",
+            fused=fused,
         )
     return Encoder(hidden_state=x, word_embeddings=word, cfg=cfg)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.base import OutputName
-from exporters import layers, rotary
+from exporters import blocks, layers, rotary
 from exporters.export import ExportContext, GraphOutput
 from exporters.graph import INT64, GraphBuilder
 from exporters.weights import WeightStore
@@ -134,19 +134,19 @@ def build_encoder(
         q, k, v = g.op_multi("Split", qkv, g.const([h, h, h]), axis=-1, outputs=3)
         q, k = rotary.rotate(g, q, tables), rotary.rotate(g, k, tables)
         attn = layers.multi_head_attention(g, q, k, v, cfg.heads, head_dim, mask, fused)
-        attn = layers.linear(
-            g, attn, store.take(p + "attn.out_proj.weight", (h, h)), None, name + ".out"
-        )
-        x = layers.skip_layer_norm(
+        x = blocks.project_add_norm(
             g,
+            store,
             attn,
             x,
-            store.take_optional(p + "attn.out_proj.bias", (h,)),
-            store.take(p + "norm1.weight", (h,)),
-            store.take(p + "norm1.bias", (h,)),
-            cfg.eps,
-            name + ".ln1",
-            fused,
+            projection=p + "attn.out_proj",
+            norm=p + "norm1",
+            in_features=h,
+            hidden=h,
+            eps=cfg.eps,
+            name=name + ".out",
+            fused=fused,
+            bias_optional=True,
         )
         x = _mlp(g, store, x, cfg, p, name, fused)
     return x, cfg
@@ -166,17 +166,19 @@ def _mlp(
     if p + "mlp.fc11.bias" in store or p + "mlp.fc12.bias" in store:
         raise UnsupportedModelError("nomic_bert with mlp_fc1_bias is not supported")
     up = layers.gated_mlp(g, x, gate, value, "silu", name + ".mlp", fused)  # (B, T, I)
-    down = layers.linear(g, up, store.take(p + "mlp.fc2.weight", (h, inter)), None, name + ".down")
-    return layers.skip_layer_norm(
+    return blocks.project_add_norm(
         g,
-        down,
+        store,
+        up,
         x,
-        store.take_optional(p + "mlp.fc2.bias", (h,)),
-        store.take(p + "norm2.weight", (h,)),
-        store.take(p + "norm2.bias", (h,)),
-        cfg.eps,
-        name + ".ln2",
-        fused,
+        projection=p + "mlp.fc2",
+        norm=p + "norm2",
+        in_features=inter,
+        hidden=h,
+        eps=cfg.eps,
+        name=name + ".down",
+        fused=fused,
+        bias_optional=True,
     )
 
 
