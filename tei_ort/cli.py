@@ -16,11 +16,14 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tei_ort.build_cli import add_build_parser
 from tei_ort.errors import TeiOrtError
 from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, listen_address, parse_pooling
+
+if TYPE_CHECKING:
+    from tei_ort.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
 
@@ -237,18 +240,35 @@ SERVER_FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "--disable-spans",
-        "Accepted for TEI compatibility: leave span fields out of the logs.",
+        "Turn tracing off: no spans are created or exported, even with --otlp-endpoint.",
         parse=parse_bool,
         default=False,
         kind="bool",
     ),
     Flag(
-        "--otlp-endpoint", "Accepted for TEI compatibility; OpenTelemetry export is not built in."
+        "--otlp-endpoint",
+        "Export OpenTelemetry spans over OTLP/gRPC to this endpoint (e.g. "
+        "`http://localhost:4317`): one span per request with tokenization, queue and "
+        "inference children; a caller's W3C `traceparent` is honoured.",
     ),
     Flag(
         "--otlp-service-name",
-        "Accepted for TEI compatibility.",
+        "The `service.name` of the exported spans.",
         default="text-embeddings-inference.server",
+    ),
+    Flag(
+        "--grpc",
+        "Serve TEI's gRPC API (tei.v1, with health and reflection) on --port instead of "
+        "HTTP, as TEI's -grpc images do; /metrics stays on --prometheus-port.",
+        parse=parse_bool,
+        default=False,
+        kind="bool",
+    ),
+    Flag(
+        "--grpc-port",
+        "Also serve TEI's gRPC API on this port, beside HTTP on --port, from the same queue "
+        "and engine.",
+        parse=_port,
     ),
     Flag(
         "--prometheus-port",
@@ -398,17 +418,61 @@ def serve(settings: Settings) -> int:
     logger.info("Args %s", _redacted(settings))
     if listen_address(settings.hostname) != settings.hostname:
         logger.warning("invalid hostname %r, defaulting to 0.0.0.0", settings.hostname)
-    if settings.otlp_endpoint:
-        logger.warning("--otlp-endpoint is accepted but tei-ort does not export OpenTelemetry")
+    from tei_ort.tracing import setup_tracing
+
+    tracer = setup_tracing(settings)
+    try:
+        if settings.grpc:
+            return _serve_grpc(settings, tracer)
+        return _serve_http(settings, tracer)
+    finally:
+        if tracer is not None:
+            tracer.shutdown()
+
+
+def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
+    """``--grpc``: gRPC on --port (no HTTP), /metrics on --prometheus-port."""
+    import asyncio
+
+    from tei_ort.grpc_server import serve_grpc
+    from tei_ort.infer import Infer
+    from tei_ort.loading import load_from_settings
+    from tei_ort.metrics import Metrics, start_prometheus_listener
+
+    try:
+        model = load_from_settings(settings)
+        metrics = Metrics(max_input_length=model.info.max_input_length)
+        infer = Infer(settings, model, metrics, dense=getattr(model, "dense", None), tracer=tracer)
+    except TeiOrtError as exc:
+        logger.error("%s", exc)
+        return 1
+    listener = start_prometheus_listener(metrics, "0.0.0.0", settings.prometheus_port)
+    try:
+        return asyncio.run(serve_grpc(settings, infer))
+    except TeiOrtError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
+    """HTTP on --port (and gRPC on --grpc-port), /metrics also on --prometheus-port."""
     try:
         import uvicorn
 
-        from tei_ort.http_app import create_app
+        from tei_ort.http_app import Companion, create_app
         from tei_ort.loading import load_from_settings
         from tei_ort.metrics import start_prometheus_listener
 
         model = load_from_settings(settings)
-        app = create_app(settings, model)
+        companions: list[Companion] = []
+        if settings.grpc_port is not None:
+            from tei_ort.grpc_server import grpc_companion
+
+            companions.append(grpc_companion(settings, settings.bind_host, settings.grpc_port))
+        app = create_app(settings, model, tracer=tracer, companions=companions)
     except TeiOrtError as exc:
         logger.error("%s", exc)
         return 1

@@ -9,18 +9,23 @@
     │   ├── UnsupportedModelError    architecture / head we cannot serve
     │   └── WeightMappingError       a tensor missing, unknown, unused or of the wrong shape
     ├── EngineError                  an engine cannot be built or loaded (start-up)
-    └── RequestError                 one request failed; has a status and an ``error_type``
-        ├── ValidationError          413 "Validation" (TEI's code answers its Validation with 413)
-        │   ├── BatchSizeError       413 "Validation", counted as batch_size
+    └── RequestError                 one request failed; HTTP status, gRPC code, ``error_type``
+        ├── ValidationError          413 INVALID_ARGUMENT "Validation" (TEI's HTTP code answers
+        │   │                        its Validation with 413)
+        │   ├── BatchSizeError       413 INVALID_ARGUMENT "Validation", counted as batch_size
         │   └── BodyError            422 "Validation": the body is not what the route takes
         │       └── JsonSyntaxError  400 "Validation": the body is not JSON
-        ├── TokenizerError           422 "Tokenizer"
-        ├── EmptyError               400 "Empty"
-        ├── OverloadedError          429 "Overloaded"
-        ├── BackendError             424 "Backend"
-        ├── UnhealthyError           503 "Unhealthy"
-        ├── PayloadTooLargeError     413 "PayloadTooLarge"
-        └── UnauthorizedError        401 "Unauthorized"
+        ├── TokenizerError           422 FAILED_PRECONDITION "Tokenizer"
+        ├── EmptyError               400 INVALID_ARGUMENT "Empty"
+        ├── OverloadedError          429 RESOURCE_EXHAUSTED "Overloaded"
+        ├── BackendError             424 FAILED_PRECONDITION "Backend"
+        ├── UnhealthyError           503 UNAVAILABLE "Unhealthy"
+        ├── PayloadTooLargeError     413 "PayloadTooLarge" (HTTP only)
+        └── UnauthorizedError        401 UNAUTHENTICATED "Unauthorized"
+
+The two front ends' mappings live on the classes, side by side: ``status_code`` for HTTP
+(``routes.error_response``), ``grpc_code`` (a ``grpc.StatusCode`` name, as TEI's gRPC server
+maps its error types) for gRPC (``grpc_server``).
 
 ``RequestError.metric_label`` is the ``err`` label of ``te_request_failure``.
 """
@@ -62,6 +67,7 @@ class RequestError(TeiOrtError):
     """A failure of one request, answered to its client as TEI answers it."""
 
     status_code: ClassVar[int] = 500
+    grpc_code: ClassVar[str] = "FAILED_PRECONDITION"
     error_type: ClassVar[str] = "Backend"
     metric_label: ClassVar[str] = "inference"
 
@@ -81,6 +87,7 @@ class ValidationError(RequestError):
     """
 
     status_code = 413
+    grpc_code = "INVALID_ARGUMENT"
     error_type = "Validation"
     metric_label = "validation"
 
@@ -108,24 +115,28 @@ class BatchSizeError(ValidationError):
 
 class TokenizerError(RequestError):
     status_code = 422
+    grpc_code = "FAILED_PRECONDITION"
     error_type = "Tokenizer"
     metric_label = "tokenization"
 
 
 class EmptyError(RequestError):
     status_code = 400
+    grpc_code = "INVALID_ARGUMENT"
     error_type = "Empty"
     metric_label = "validation"
 
 
 class OverloadedError(RequestError):
     status_code = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
     error_type = "Overloaded"
     metric_label = "overloaded"
 
 
 class BackendError(RequestError):
     status_code = 424
+    grpc_code = "FAILED_PRECONDITION"
     error_type = "Backend"
     metric_label = "inference"
 
@@ -138,17 +149,20 @@ class ModelTypeError(BackendError):
 
 class UnhealthyError(RequestError):
     status_code = 503
+    grpc_code = "UNAVAILABLE"
     error_type = "Unhealthy"
     metric_label = "inference"
 
 
 class PayloadTooLargeError(RequestError):
     status_code = 413
+    grpc_code = "INVALID_ARGUMENT"
     error_type = "PayloadTooLarge"
     metric_label = "validation"
 
 
 class UnauthorizedError(RequestError):
     status_code = 401
+    grpc_code = "UNAUTHENTICATED"
     error_type = "Unauthorized"
     metric_label = "validation"

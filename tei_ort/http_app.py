@@ -3,14 +3,18 @@
 ``create_app(settings, model)`` takes a loaded model (``tei_ort.loading.LoadedModel`` or
 anything with ``info``, ``tokenizer`` and ``engine``; an optional ``dense`` callable maps
 pooled vectors through the model's Dense layers) and returns an ASGI app whose lifespan
-starts and stops the inference threads.
+starts and stops the inference threads. ``companions`` run beside HTTP on the same
+``Infer`` (one queue, batcher and engine): each is entered after the engine threads start
+and left before they stop (the gRPC server of ``--grpc-port``). ``tracer`` turns tracing on
+(see tracing.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,6 +28,10 @@ from tei_ort.infer import Infer, ServedModel
 from tei_ort.metrics import Metrics
 from tei_ort.routes import Api, error_response
 from tei_ort.settings import Settings
+from tei_ort.tracing import Tracer, TracingMiddleware
+
+#: something that serves beside HTTP on the app's Infer while the app runs
+Companion = Callable[[Infer], AbstractAsyncContextManager[Any]]
 
 #: routes that stay open with --api-key (GET / is health; POST / is inference)
 PUBLIC_PATHS = frozenset({"/health", "/ping", "/metrics", "/docs", "/api-doc/openapi.json"})
@@ -58,19 +66,27 @@ class ApiKeyMiddleware:
 
 
 def create_app(
-    settings: Settings, model: ServedModel, *, metrics: Metrics | None = None
+    settings: Settings,
+    model: ServedModel,
+    *,
+    metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
+    companions: Sequence[Companion] = (),
 ) -> Starlette:
     """The HTTP server for ``model`` under ``settings`` (see the module docstring)."""
     dense: Callable[..., Any] | None = getattr(model, "dense", None)
     metrics = metrics or Metrics(max_input_length=model.info.max_input_length)
-    infer = Infer(settings, model, metrics, dense=dense)
+    infer = Infer(settings, model, metrics, dense=dense, tracer=tracer)
     api = Api(settings, infer, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await infer.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(infer))
+                yield
         finally:
             await infer.stop()
 
@@ -108,6 +124,8 @@ def create_app(
     ]
     if settings.api_key:
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
+    if tracer is not None:  # outermost: the span covers refusals too
+        middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.infer = infer

@@ -53,6 +53,7 @@ from tei_ort.postprocess import Mode, OutputSpec, postprocess
 from tei_ort.queue import Budget, Entry, Queue, Ticket
 from tei_ort.settings import Settings
 from tei_ort.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
+from tei_ort.tracing import RequestTrace, Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -250,8 +251,12 @@ class Infer:
         metrics: Metrics,
         *,
         dense: Callable[[F32], F32] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
+        # None when tracing is off: then no request keeps a RequestTrace (see tracing.py)
+        self.tracer = tracer
+        self._traced: dict[Ticket, RequestTrace] = {}
         self.info = model.info
         self.tokenizer = model.tokenizer
         self.engine = model.engine
@@ -499,11 +504,17 @@ class Infer:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ticket = Ticket(len(items), spec, loop.create_future())
+        span = None if self.tracer is None else self.tracer.current()
+        if span is not None:
+            self._traced[ticket] = RequestTrace()
+        tokenized: float | None = None
+        encoded: list[Encoded] = []
         try:
-            encoded: list[Encoded] = await self._in_pool(
+            encoded = await self._in_pool(
                 lambda: self.encoder.encode(items, truncate, direction, prompt, instruction)
             )
-            tokenization = time.perf_counter() - started
+            tokenized = time.perf_counter()
+            tokenization = tokenized - started
             position = 0
             while position < len(encoded):
                 if held == 0:
@@ -524,6 +535,16 @@ class Infer:
             ticket.dropped = isinstance(exc, asyncio.CancelledError)
             ticket.finished = True
             raise
+        finally:
+            if span is not None:
+                assert self.tracer is not None
+                self.tracer.finish_request(
+                    span,
+                    self._traced.pop(ticket, None),
+                    tokenize=(started, tokenized or time.perf_counter()),
+                    inputs=len(items),
+                    tokens=sum(len(e) for e in encoded) if tokenized is not None else None,
+                )
         size = len(items)
         return Outcome(
             results=ticket.results,
@@ -640,6 +661,8 @@ class Infer:
     ) -> None:
         """On the event loop: give permits back and answer the entries' requests."""
         self.permits.release(len(entries))
+        if self._traced and error is None and results is not None:
+            self._trace_batch(entries, started, ended)
         for position, entry in enumerate(entries):
             ticket = entry.ticket
             if ticket.finished:
@@ -659,6 +682,14 @@ class Infer:
                 ticket.finished = True
                 if not ticket.future.done():
                     ticket.future.set_result(None)
+
+    def _trace_batch(self, entries: list[Entry], started: float, ended: float) -> None:
+        """Note this batch in the RequestTrace of each traced request it carried."""
+        tokens = sum(entry.length for entry in entries)
+        for entry in entries:
+            record = self._traced.get(entry.ticket)
+            if record is not None:
+                record.add(entry.queued_at, started, ended, len(entries), tokens)
 
     def _discard(self, entries: list[Entry]) -> None:
         """Entries the queue removed (dropped clients, failed requests): free their permits."""

@@ -1,4 +1,9 @@
-"""Logging set-up: TEI-like text lines, or one JSON object per line (``--json-output``)."""
+"""Logging set-up: TEI-like text lines, or one JSON object per line (``--json-output``).
+
+A JSON line written while a request span is active (tracing on, see tracing.py) carries
+its ``trace_id`` and ``span_id`` (hex, as tracing backends show them), so logs and traces
+can be joined.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import sys
 
 import orjson
+from opentelemetry import trace
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +28,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "target": record.name,
         }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = format(span_context.trace_id, "032x")
+            entry["span_id"] = format(span_context.span_id, "016x")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -521,32 +521,37 @@ class Api:
         return HTMLResponse(SWAGGER_HTML)
 
     def info_document(self) -> dict[str, Any]:
-        info = self.info
-        model_type: dict[str, Any]
-        if info.kind is ModelKind.EMBEDDING:
-            pooling = info.pooling.value if info.pooling is not None else "cls"
-            model_type = {"embedding": {"pooling": pooling}}
-        else:
-            labels = {str(i): label for i, label in sorted(info.id2label.items())}
-            classifier = {"id2label": labels, "label2id": info.label2id}
-            model_type = {info.kind.value: classifier}
-        return {
-            "model_id": self.settings.model_id,
-            "model_sha": info.revision,
-            "model_dtype": self.settings.dtype or "float32",
-            "served_model_name": self.settings.model_name,
-            "model_type": model_type,
-            "max_concurrent_requests": self.settings.max_concurrent_requests,
-            "max_input_length": self.infer.max_input_length,
-            "max_batch_tokens": self.settings.max_batch_tokens,
-            "max_batch_requests": self.infer.max_batch_requests,
-            "max_client_batch_size": self.settings.max_client_batch_size,
-            "auto_truncate": self.settings.auto_truncate,
-            "tokenization_workers": self.settings.tokenization_workers,
-            "version": VERSION,
-            "sha": os.environ.get("TEI_ORT_GIT_SHA"),
-            "docker_label": os.environ.get("DOCKER_LABEL"),
-        }
+        return info_document(self.settings, self.infer)
+
+
+def info_document(settings: Settings, infer: Infer) -> dict[str, Any]:
+    """/info (and gRPC's Info): the model and the server's limits."""
+    info = infer.info
+    model_type: dict[str, Any]
+    if info.kind is ModelKind.EMBEDDING:
+        pooling = info.pooling.value if info.pooling is not None else "cls"
+        model_type = {"embedding": {"pooling": pooling}}
+    else:
+        labels = {str(i): label for i, label in sorted(info.id2label.items())}
+        classifier = {"id2label": labels, "label2id": info.label2id}
+        model_type = {info.kind.value: classifier}
+    return {
+        "model_id": settings.model_id,
+        "model_sha": info.revision,
+        "model_dtype": settings.dtype or "float32",
+        "served_model_name": settings.model_name,
+        "model_type": model_type,
+        "max_concurrent_requests": settings.max_concurrent_requests,
+        "max_input_length": infer.max_input_length,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_requests": infer.max_batch_requests,
+        "max_client_batch_size": settings.max_client_batch_size,
+        "auto_truncate": settings.auto_truncate,
+        "tokenization_workers": settings.tokenization_workers,
+        "version": VERSION,
+        "sha": os.environ.get("TEI_ORT_GIT_SHA"),
+        "docker_label": os.environ.get("DOCKER_LABEL"),
+    }
 
 
 def _nan() -> RequestError:

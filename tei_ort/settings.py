@@ -94,6 +94,8 @@ class Settings:
     api_key: str | None = None
     cors_allow_origin: tuple[str, ...] | None = None
     prometheus_port: int = 9000
+    grpc: bool = False  # serve TEI's gRPC API on `port` instead of HTTP (TEI's -grpc images)
+    grpc_port: int | None = None  # tei-ort: gRPC on this port beside HTTP on `port`
     # logging and telemetry
     json_output: bool = False
     disable_spans: bool = False
@@ -124,6 +126,15 @@ class Settings:
         for name in ("port", "prometheus_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigurationError(f"`{name}` must be between 0 and 65535")
+        if self.grpc_port is not None:
+            if not 0 <= self.grpc_port <= 65535:
+                raise ConfigurationError("`grpc_port` must be between 0 and 65535")
+            if self.grpc:
+                raise ConfigurationError(
+                    "`--grpc-port` cannot be used with `--grpc` (which serves gRPC on `--port`)"
+                )
+            if self.grpc_port == self.port and self.port != 0:
+                raise ConfigurationError("`--grpc-port` must differ from `--port`")
 
     @property
     def model_name(self) -> str:
