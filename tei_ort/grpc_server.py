@@ -185,6 +185,7 @@ class GrpcServer:
         token = tracer.activate(span)
         try:
             reply = await work()
+            span.set_attribute("rpc.grpc.status_code", 0)
         except RequestError as exc:
             span.set_attribute("rpc.grpc.status_code", grpc_status(exc).value[0])
             Tracer.fail(span, exc, exc.error_type)
@@ -195,7 +196,6 @@ class GrpcServer:
         finally:
             tracer.deactivate(token)
             span.end()
-        span.set_attribute("rpc.grpc.status_code", 0)
         return reply
 
     def _unary(self, name: str, core: Core) -> Callable[[Any, Any], Any]:
