@@ -17,10 +17,15 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from engines.base import Engine, EngineInputs, OutputName
+from engines.chunking import CPU_CHUNK_TOKENS, plan_chunks
 from engines.providers import PACKAGES
 from tei_ort.errors import EngineError
 
 logger = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
+# ORT's CPU SkipLayerNormalization is slower than the ops it fuses (exporters/cpu_graph.py)
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def physical_cores() -> int:
@@ -32,13 +37,20 @@ def physical_cores() -> int:
 
 
 def session_options(
-    threads: int | None, optimized_path: Path | None, external_data_name: str | None = None
+    threads: int | None,
+    optimized_path: Path | None,
+    external_data_name: str | None = None,
+    *,
+    cpu: bool = False,
 ) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cpu:
+        # denormal activations (tiny attention probabilities) cost x87-like slow paths
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
         if external_data_name is not None:
@@ -91,13 +103,15 @@ class OrtEngine(Engine):
         data_name = None
         if optimized_path is not None and model_path.with_name(model_path.name + ".data").is_file():
             data_name = f"{optimized_path.name}.{os.getpid()}.data"
-        opts = session_options(threads, save_to, data_name)
+        self.cpu = tuple(providers) == (CPU_PROVIDER,)
+        opts = session_options(threads, save_to, data_name, cpu=self.cpu)
         try:
             self.session = ort.InferenceSession(
                 str(path),
                 sess_options=opts,
                 providers=list(providers),
                 provider_options=list(provider_options) if provider_options is not None else None,
+                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if self.cpu else None,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
@@ -109,8 +123,47 @@ class OrtEngine(Engine):
             raise EngineError(f"{path}: unexpected graph outputs {outputs}")
         self.output_name = OutputName(outputs[0])
         self.uses_token_type_ids = "token_type_ids" in self._input_names
+        if self.cpu:
+            # CPU shapes need not repeat: exact lengths are least compute (the batcher pads
+            # to this multiple), and big batches run as cache-sized pieces
+            self.pad_multiple = 1
+            self.chunk_tokens: int | None = CPU_CHUNK_TOKENS
+        else:
+            self.chunk_tokens = None
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
+            return self._run_chunked(inputs, self.chunk_tokens)
+        return self._run(inputs)
+
+    def _run_chunked(self, inputs: EngineInputs, max_tokens: int) -> NDArray[np.float32]:
+        """The batch as pieces of at most ``max_tokens`` padded tokens, rows sorted by length
+        (inputs are right-padded); outputs go back to their rows, padding positions zero."""
+        lengths = inputs.attention_mask.sum(axis=1)  # (B,)
+        out: NDArray[np.float32] | None = None
+        for chunk in plan_chunks(lengths, max_tokens):
+            rows, t = chunk.rows, chunk.length
+            types = inputs.token_type_ids
+            part = self._run(
+                EngineInputs(
+                    inputs.input_ids[rows, :t],
+                    inputs.attention_mask[rows, :t],
+                    None if types is None else types[rows, :t],
+                )
+            )
+            if out is None:
+                shape = (inputs.batch_size, *part.shape[1:])
+                if self.output_name is OutputName.LAST_HIDDEN_STATE:
+                    shape = (inputs.batch_size, inputs.seq_len, *part.shape[2:])  # (B, T, H)
+                out = np.zeros(shape, dtype=part.dtype)
+            if self.output_name is OutputName.LAST_HIDDEN_STATE:
+                out[rows, :t] = part  # (b, t, H) into (B, T, H)
+            else:
+                out[rows] = part  # (b, L) or (b, V)
+        assert out is not None  # a batch has at least one row
+        return out
+
+    def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         feed: dict[str, NDArray[np.int64]] = {
             "input_ids": inputs.input_ids,
             "attention_mask": inputs.attention_mask,

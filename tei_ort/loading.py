@@ -243,6 +243,12 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
             target.variant,
             yes_no_token_ids=info.yes_no_token_ids,
         )
+        if target.name == CPU_TARGET:
+            from exporters.cpu_graph import unfuse_skip_layer_norm
+
+            # nodes only: tensors in external data stay where they are
+            graph = unfuse_skip_layer_norm(onnx.load(str(path), load_external_data=False))
+            onnx.save_model(graph, str(path))
         return
     if WeightStore(info.weight_files).nbytes_float32() > EXTERNAL_DATA_THRESHOLD:
         # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
@@ -263,9 +269,10 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
         # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
         graph = to_float16(graph)
     else:
+        from exporters.cpu_graph import unfuse_skip_layer_norm
         from exporters.quantize import quantize_int8
 
-        graph = quantize_int8(graph)
+        graph = quantize_int8(unfuse_skip_layer_norm(graph))
     onnx.save_model(graph, str(path))
 
 

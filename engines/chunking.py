@@ -1,0 +1,46 @@
+"""Running one big CPU batch as several small ones (pure functions, no engine).
+
+On a CPU the activations of a batch of 16k tokens leave the caches: MiniLM runs 512 x 16
+tokens at ~680 texts/s in one call and ~850 texts/s as 1024-token pieces (bench/README.md).
+The server keeps TEI's token budget (``--max-batch-tokens`` 16384) for queueing; the CPU
+engine cuts what it gets. Rows are sorted by real length first, so each piece is padded
+only to its own longest row (the server's batches are FIFO, in arrival order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: tokens per piece on the CPU provider (measured best of 256 .. 8192, bench/README.md)
+CPU_CHUNK_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Chunk:
+    rows: NDArray[np.intp]  # (b,) rows of the batch, longest first
+    length: int  # the longest real length among them: the piece's padded length
+
+
+def plan_chunks(lengths: Sequence[int] | NDArray[np.int64], max_tokens: int) -> list[Chunk]:
+    """Pieces of a batch whose padded size (rows x longest) stays within ``max_tokens``.
+
+    ``lengths`` are the real token counts of the batch's rows. Rows go longest first; a
+    piece always takes at least one row, so a row longer than ``max_tokens`` runs alone.
+    Every row is in exactly one piece; a row of length 0 is run with length 1.
+    """
+    counts = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # (B,)
+    order = np.argsort(-counts, kind="stable")  # longest first, ties in batch order
+    chunks: list[Chunk] = []
+    start = 0
+    while start < len(order):
+        longest = int(counts[order[start]])
+        # rows after the first are no longer, so the piece's padded length is ``longest``
+        take = max(1, max_tokens // longest)
+        rows = order[start : start + take]
+        chunks.append(Chunk(rows=rows.astype(np.intp), length=longest))
+        start += take
+    return chunks

@@ -1,0 +1,72 @@
+"""CPU micro-batching: the pure plan (engines.chunking) and OrtEngine's chunked run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from engines.base import EngineInputs, OutputName
+from engines.chunking import plan_chunks
+from engines.ort_engine import OrtEngine
+from exporters.cpu_graph import unfuse_skip_layer_norm
+from exporters.export import Variant, export_onnx
+from exporters.weights import safetensors_files
+from tei_ort.model_info import Head
+from tests.unit._tiny_models import make_model, mixed_batch
+
+
+def test_every_row_once_longest_first_within_budget() -> None:
+    lengths = [5, 40, 7, 7, 300, 1, 40]
+    chunks = plan_chunks(lengths, 64)
+    rows = np.concatenate([c.rows for c in chunks])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    assert rows.tolist() == [4, 1, 6, 2, 3, 0, 5]  # longest first, ties in batch order
+    for chunk in chunks:
+        assert chunk.length == max(lengths[r] for r in chunk.rows)
+        # over budget only when one row alone is
+        assert len(chunk.rows) * chunk.length <= 64 or len(chunk.rows) == 1
+    assert [len(c.rows) for c in chunks] == [1, 1, 1, 4]
+
+
+def test_budget_fills_pieces() -> None:
+    chunks = plan_chunks([16] * 200, 1024)
+    assert [len(c.rows) for c in chunks] == [64, 64, 64, 8]
+    assert {c.length for c in chunks} == {16}
+
+
+def test_zero_length_rows_run_with_one_token() -> None:
+    chunks = plan_chunks([0, 0], 4)
+    assert [c.length for c in chunks] == [1]
+    assert plan_chunks([], 4) == []
+
+
+pytest.importorskip("torch")  # the tiny checkpoints are written by transformers
+
+
+@pytest.mark.parametrize("head", [Head.BASE, Head.CLASSIFIER])
+def test_chunked_run_equals_one_run(tmp_path: Path, head: Head) -> None:
+    make_model("bert", "base" if head is Head.BASE else "classifier", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    graph = unfuse_skip_layer_norm(
+        export_onnx(config, safetensors_files(tmp_path), head, Variant.ORT)
+    )
+    onnx.save_model(graph, str(tmp_path / "model.onnx"))
+    engine = OrtEngine(tmp_path / "model.onnx", threads=1)
+    assert engine.pad_multiple == 1 and engine.chunk_tokens is not None
+    batch = mixed_batch("bert")  # lengths 3, 17, 9, 24, padded to 24
+    inputs = EngineInputs(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    engine.chunk_tokens = None
+    whole = engine.run(inputs)
+    engine.chunk_tokens = 30  # pieces: [24], [17], [9, 3]
+    pieces = engine.run(inputs)
+    assert pieces.shape == whole.shape
+    if engine.output_name is OutputName.LAST_HIDDEN_STATE:
+        mask = batch["attention_mask"].astype(bool)
+        np.testing.assert_allclose(pieces[mask], whole[mask], atol=1e-5)
+        assert not pieces[1, 17:].any()  # past its piece's length: zeros, not stale memory
+    else:
+        np.testing.assert_allclose(pieces, whole, atol=1e-5)
