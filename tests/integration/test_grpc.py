@@ -491,3 +491,26 @@ async def test_health_and_reflection_stay_open_with_an_api_key(make_model: Any) 
             "tei.v1.Tokenize",
             "grpc.health.v1.Health",
         } <= names
+
+
+def test_grpc_flags_and_their_environment_variables() -> None:
+    from tei_ort.cli import build_parser, settings_from_args
+
+    parser, serve_parser = build_parser()
+
+    def parse(argv: list[str], environ: dict[str, str] | None = None) -> Any:
+        return settings_from_args(
+            serve_parser, parser.parse_args(["serve", *argv]), environ=environ or {}
+        )
+
+    assert parse([]).grpc is False and parse([]).grpc_port is None
+    assert parse(["--grpc"]).grpc is True
+    assert parse([], {"GRPC": "true"}).grpc is True
+    assert parse(["--grpc-port", "50051"]).grpc_port == 50051
+    assert parse([], {"GRPC_PORT": "50051"}).grpc_port == 50051
+    with pytest.raises(SystemExit):
+        parse(["--grpc", "--grpc-port", "50051"])  # --grpc already serves gRPC on --port
+    with pytest.raises(SystemExit):
+        parse(["--port", "8080", "--grpc-port", "8080"])
+    traced = parse(["--otlp-endpoint", "http://127.0.0.1:4317", "--otlp-service-name", "svc"])
+    assert (traced.otlp_endpoint, traced.otlp_service_name) == ("http://127.0.0.1:4317", "svc")
