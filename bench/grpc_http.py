@@ -6,8 +6,10 @@ Starts ``tei-ort serve --grpc-port`` (all-MiniLM-L6-v2, HTTP and gRPC from one I
 127.0.0.1 and alternates, ``--repeats`` times: gRPC ``tei.v1.Embed/Embed`` from a Python
 ``grpc.aio`` client, HTTP ``POST /embed`` from a Python ``httpx`` client (the same client
 cost as gRPC's), and HTTP from ``wrk`` (C, one thread) when installed. Each step keeps
-``--concurrency`` calls in flight for ``--seconds`` and counts answers. Texts:
-``bench/texts.py`` ``short`` (~16 tokens). Prints one JSON line per step and medians.
+``--concurrency`` calls in flight for ``--seconds`` and counts answers, and reads the
+server's CPU time per answer from /proc (what each protocol costs the server, which moves
+far less than requests/s when other work shares the cores). Texts: ``bench/texts.py``
+``short`` (~16 tokens). Prints one JSON line per step and medians.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -91,6 +94,12 @@ def wrk_rate(url: str, bodies: Path, seconds: float, concurrency: int) -> float 
     return float(result["requests"]) / (result["duration_us"] / 1e6)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -108,6 +117,8 @@ def main() -> int:
             log=root / "server.log",
         )
         rates: dict[str, list[float]] = {"grpc": [], "http-httpx": [], "http-wrk": []}
+        costs: dict[str, list[float]] = {name: [] for name in rates}
+        pid = server.process.pid
         try:
             for repeat in range(args.repeats):
                 steps = {
@@ -122,15 +133,25 @@ def main() -> int:
                     ),
                 }
                 for name, step in steps.items():
+                    cpu = cpu_seconds(pid)
                     rate = step()
                     if rate is None:
                         continue
+                    # includes the 1 s warm-up of the Python clients: an estimate per answer
+                    answers = rate * (args.seconds + (0.0 if name == "http-wrk" else 1.0))
+                    cost_ms = 1000 * (cpu_seconds(pid) - cpu) / answers
                     rates[name].append(rate)
-                    print(json.dumps({"repeat": repeat, "step": name, "requests_per_s": rate}))
+                    costs[name].append(cost_ms)
+                    line = {"repeat": repeat, "step": name, "requests_per_s": round(rate, 1)}
+                    line["server_cpu_ms_per_request"] = round(cost_ms, 2)
+                    print(json.dumps(line))
         finally:
             server.stop()
     medians = {name: round(statistics.median(v), 1) for name, v in rates.items() if v}
-    print(json.dumps({"concurrency": args.concurrency, "median_requests_per_s": medians}))
+    cpu_ms = {name: round(statistics.median(v), 2) for name, v in costs.items() if v}
+    summary = {"concurrency": args.concurrency, "median_requests_per_s": medians}
+    summary["median_server_cpu_ms_per_request"] = cpu_ms
+    print(json.dumps(summary))
     return 0
 
 
