@@ -77,7 +77,8 @@ class GrpcServer:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> int:
-        server = grpc.aio.server()
+        # no SO_REUSEPORT: a second server on a port in use must fail, not share it
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(tuple(self._handlers()))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
