@@ -12,13 +12,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
-from exporters import layers
+from exporters import blocks, layers
 from exporters.export import ExportContext, GraphOutput
-from exporters.graph import INT64, GraphBuilder
+from exporters.graph import GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head
 
 F32 = NDArray[np.float32]
 
@@ -179,14 +177,7 @@ def build_encoder(
     positions = store.take("embeddings.position_embeddings.weight", (cfg.max_positions, h))
     x = g.op("Gather", g.weight("embeddings.word", word), input_ids)  # (B, T, H)
     x = g.op("Add", x, _position_embeddings(g, positions, input_ids, cfg, family))
-    if cfg.type_vocab >= 2:
-        types = store.take("embeddings.token_type_embeddings.weight", (cfg.type_vocab, h))
-        token_type_ids = g.input("token_type_ids", INT64, ["batch", "sequence"])
-        x = g.op("Add", x, g.op("Gather", g.weight("embeddings.token_type", types), token_type_ids))
-    elif cfg.type_vocab == 1:
-        # one type: every token adds the same row, so it is a constant bias
-        types = store.take("embeddings.token_type_embeddings.weight", (1, h))
-        x = g.op("Add", x, g.weight("embeddings.token_type_row", types[0]))
+    x = blocks.add_token_types(g, store, x, cfg.type_vocab, h)
     ln = (
         store.take("embeddings.LayerNorm.weight", (h,)),
         store.take("embeddings.LayerNorm.bias", (h,)),
@@ -218,22 +209,10 @@ def build(ctx: ExportContext) -> GraphOutput:
     enc = build_encoder(
         g, store, ctx.config, ctx.model_type, ctx.fused, ctx.input_ids, ctx.attention_mask
     )
-    if ctx.head is Head.BASE:
-        # a pooler or an MLM head in the checkpoint is not part of an embedding model
-        for prefix in ("pooler.", *MLM_PREFIXES):
-            store.ignore(prefix)
-        out = GraphOutput(
-            enc.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", enc.cfg.hidden]
-        )
-    elif ctx.head is Head.CLASSIFIER:
-        logits = heads.classifier(g, store, enc, ctx.model_type)
-        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
-    else:
-        store.ignore("pooler.")
-        sparse = heads.splade(g, store, enc, ctx.model_type, ctx.attention_mask)
-        out = GraphOutput(sparse, OutputName.SPARSE_EMBEDDING, ["batch", enc.cfg.vocab])
-    store.finish()
-    return out
+    # a pooler or an MLM head in the checkpoint is not part of an embedding model
+    return heads.encoder_output(
+        ctx, store, enc, layout=ctx.model_type, unused_by_embeddings=("pooler.", *MLM_PREFIXES)
+    )
 
 
 def _position_embeddings(

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exporters import layers
-from exporters.graph import GraphBuilder
+from exporters.graph import INT64, GraphBuilder
 from exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
@@ -66,3 +66,22 @@ def project_add_norm(
         name + ".ln",
         fused,
     )
+
+
+def add_token_types(
+    g: GraphBuilder, store: WeightStore, x: str, type_vocab: int, hidden: int
+) -> str:
+    """x + the token-type embedding of each token (B, T, H).
+
+    Only a model with two or more types reads ``token_type_ids`` (a graph input then);
+    with one type every token adds the same row, a constant; with none, nothing.
+    """
+    if type_vocab >= 2:
+        types = store.take("embeddings.token_type_embeddings.weight", (type_vocab, hidden))
+        token_type_ids = g.input("token_type_ids", INT64, ["batch", "sequence"])
+        table = g.weight("embeddings.token_type", types)
+        return g.op("Add", x, g.op("Gather", table, token_type_ids))
+    if type_vocab == 1:
+        row = store.take("embeddings.token_type_embeddings.weight", (1, hidden))[0]
+        return g.op("Add", x, g.weight("embeddings.token_type_row", row))
+    return x

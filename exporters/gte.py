@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
 from exporters import blocks, heads, layers, rotary
 from exporters.bert import Encoder, EncoderConfig
 from exporters.export import ExportContext, GraphOutput
-from exporters.graph import INT64, GraphBuilder
+from exporters.graph import GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head
 
 F32 = NDArray[np.float32]
 
@@ -84,14 +82,7 @@ def _embeddings(
     h = cfg.hidden
     word = store.take("embeddings.word_embeddings.weight", (cfg.vocab, h))
     x = g.op("Gather", g.weight("embeddings.word", word), input_ids)  # (B, T, H)
-    if cfg.type_vocab >= 2:
-        types = store.take("embeddings.token_type_embeddings.weight", (cfg.type_vocab, h))
-        token_type_ids = g.input("token_type_ids", INT64, ["batch", "sequence"])
-        x = g.op("Add", x, g.op("Gather", g.weight("embeddings.token_type", types), token_type_ids))
-    elif cfg.type_vocab == 1:
-        # gte-multilingual-base: one type, so every token adds the same row
-        types = store.take("embeddings.token_type_embeddings.weight", (1, h))
-        x = g.op("Add", x, g.weight("embeddings.token_type_row", types[0]))
+    x = blocks.add_token_types(g, store, x, cfg.type_vocab, h)  # gte-multilingual-base: 1
     gamma = store.take("embeddings.LayerNorm.weight", (h,))
     beta = store.take("embeddings.LayerNorm.bias", (h,))
     return layers.layer_norm(g, x, gamma, beta, cfg.eps, "embeddings.ln"), word
@@ -173,15 +164,11 @@ def build(ctx: ExportContext) -> GraphOutput:
     store = WeightStore(ctx.weight_files, strip_prefixes=("new.",))
     g = ctx.g
     enc = build_encoder(g, store, ctx.config, ctx.fused, ctx.input_ids, ctx.attention_mask)
-    if ctx.head is Head.BASE:
-        store.ignore("pooler.")  # NewModel(add_pooling_layer=True) checkpoints
-        out = GraphOutput(
-            enc.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", enc.cfg.hidden]
-        )
-    elif ctx.head is Head.CLASSIFIER:
-        logits = heads.classifier(g, store, enc, "bert")
-        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
-    else:
-        raise UnsupportedModelError("GTE 'new' SPLADE (NewForMaskedLM) is not supported")
-    store.finish()
-    return out
+    return heads.encoder_output(
+        ctx,
+        store,
+        enc,
+        layout="bert",
+        unused_by_embeddings=("pooler.",),  # NewModel(add_pooling_layer=True) checkpoints
+        no_splade="GTE 'new' SPLADE (NewForMaskedLM) is not supported",
+    )

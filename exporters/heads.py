@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
+from engines.base import OutputName
 from exporters import layers
 from exporters.bert import Encoder
+from exporters.export import ExportContext, GraphOutput
 from exporters.graph import GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError, WeightMappingError
+from tei_ort.model_info import Head
 
 F32 = NDArray[np.float32]
 
@@ -175,3 +180,37 @@ def _decoder_bias(store: WeightStore, names: list[str], vocab: int) -> F32 | Non
         if not np.array_equal(found[0], other):
             raise WeightMappingError(f"decoder biases {names} differ; cannot tell which one to use")
     return found[0]
+
+
+def encoder_output(
+    ctx: ExportContext,
+    store: WeightStore,
+    enc: Encoder,
+    *,
+    layout: str,
+    unused_by_embeddings: Sequence[str],
+    no_splade: str | None = None,
+) -> GraphOutput:
+    """The graph output ``ctx.head`` asks for on top of a BERT-like encoder.
+
+    ``layout`` names whose head tensors the checkpoint has ("bert", "roberta",
+    "distilbert", ...); ``unused_by_embeddings`` the tensor prefixes (a pooler, an MLM
+    head) an embedding model does not run; ``no_splade`` the reason a family has no
+    masked-LM head to serve. Checks that every checkpoint tensor was used.
+    """
+    if ctx.head is Head.BASE:
+        for prefix in unused_by_embeddings:
+            store.ignore(prefix)
+        shape: list[int | str] = ["batch", "sequence", enc.cfg.hidden]
+        out = GraphOutput(enc.hidden_state, OutputName.LAST_HIDDEN_STATE, shape)
+    elif ctx.head is Head.CLASSIFIER:
+        logits = classifier(ctx.g, store, enc, layout)
+        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
+    elif ctx.head is Head.SPLADE and no_splade is None:
+        store.ignore("pooler.")
+        sparse = splade(ctx.g, store, enc, layout, ctx.attention_mask)
+        out = GraphOutput(sparse, OutputName.SPARSE_EMBEDDING, ["batch", enc.cfg.vocab])
+    else:
+        raise UnsupportedModelError(no_splade or f"head {ctx.head.value!r} is not supported")
+    store.finish()
+    return out

@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
 from exporters import blocks, heads, layers
 from exporters.bert import FAMILIES, Encoder, EncoderConfig
 from exporters.export import ExportContext, GraphOutput
 from exporters.graph import GraphBuilder
 from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -179,18 +177,6 @@ def build(ctx: ExportContext) -> GraphOutput:
     g = ctx.g
     enc = build_encoder(g, store, ctx.config, ctx.fused, ctx.input_ids, ctx.attention_mask)
     # MPNet's classification head and LM head have RoBERTa's structure and tensor names
-    if ctx.head is Head.BASE:
-        for prefix in ("pooler.", "lm_head."):
-            store.ignore(prefix)
-        out = GraphOutput(
-            enc.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", enc.cfg.hidden]
-        )
-    elif ctx.head is Head.CLASSIFIER:
-        logits = heads.classifier(g, store, enc, "roberta")
-        out = GraphOutput(logits, OutputName.LOGITS, ["batch", "labels"])
-    else:
-        store.ignore("pooler.")
-        sparse = heads.splade(g, store, enc, "roberta", ctx.attention_mask)
-        out = GraphOutput(sparse, OutputName.SPARSE_EMBEDDING, ["batch", enc.cfg.vocab])
-    store.finish()
-    return out
+    return heads.encoder_output(
+        ctx, store, enc, layout="roberta", unused_by_embeddings=("pooler.", "lm_head.")
+    )
