@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tei_ort.cli import MODEL_FLAGS, SERVER_FLAGS
+
 SCRIPTS = Path(sys.executable).parent
 
 
@@ -21,21 +23,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# variables a CI machine or container may set that would change the server under test
-_CLEARED = (
-    "HOSTNAME",
-    "PORT",
-    "MODEL_ID",
-    "API_KEY",
-    "MAX_BATCH_TOKENS",
-    "MAX_CONCURRENT_REQUESTS",
-    "MAX_CLIENT_BATCH_SIZE",
-    "PAYLOAD_LIMIT",
-    "AUTO_TRUNCATE",
-    "PROMETHEUS_PORT",
-    "POOLING",
-    "JSON_OUTPUT",
-)
+# every variable a flag reads (a CI machine or container may set PORT, HOSTNAME, ...):
+# the server under test gets only what the test gives it
+_CLEARED = frozenset(flag.env for flag in (*MODEL_FLAGS, *SERVER_FLAGS))
 
 
 class ServerProcess:
