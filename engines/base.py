@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from tei_ort.batching import BUCKET_MULTIPLE
+
 
 class OutputName(str, enum.Enum):
     LAST_HIDDEN_STATE = "last_hidden_state"
@@ -53,6 +55,9 @@ class Engine(ABC):
     output_name: OutputName
     #: the largest batch the engine accepts (None: no limit beyond the token budget)
     max_batch_size: int | None = None
+    #: batches are padded to a multiple of this many tokens: shapes that repeat suit
+    #: TensorRT profiles and CUDA graphs; 1 (exact lengths) is least compute on a CPU
+    pad_multiple: int = BUCKET_MULTIPLE
 
     @abstractmethod
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import EngineInputs
-from tei_ort.batching import BUCKET_MULTIPLE, pad_batch, plan_batch
+from tei_ort.batching import pad_batch, plan_batch
 from tei_ort.encoding import InputEncoder, Item
 from tei_ort.errors import EmptyError, ModelTypeError
 from tei_ort.loading import LoadedModel, ModelOptions, load_model
@@ -65,7 +65,7 @@ class Model:
         self.loaded = loaded
         self.max_batch_tokens = max_batch_tokens
         # as the server: the engine may ask for exact lengths (the CPU engine does)
-        self.pad_multiple = max(1, int(getattr(loaded.engine, "pad_multiple", BUCKET_MULTIPLE)))
+        self.pad_multiple = max(1, loaded.engine.pad_multiple)
         # as the server with --auto-truncate: inputs never exceed one batch
         self.encoder = InputEncoder(
             loaded.info, loaded.tokenizer, min(loaded.info.max_input_length, max_batch_tokens)

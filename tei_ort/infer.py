@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engines.base import Engine, EngineInputs
-from tei_ort.batching import BUCKET_MULTIPLE, bucket_length, pad_batch
+from tei_ort.batching import bucket_length, pad_batch
 from tei_ort.encoding import MAX_CHAR_MULTIPLIER, InputEncoder, Item
 from tei_ort.errors import (
     BackendError,
@@ -285,7 +285,7 @@ class Infer:
         self.max_batch_requests = max_batch_requests
         # engines whose shapes must repeat (TensorRT profiles, CUDA graphs) pad to buckets;
         # an engine may ask for another multiple (1: exact lengths, least compute on CPU)
-        self.pad_multiple = max(1, int(getattr(self.engine, "pad_multiple", BUCKET_MULTIPLE)))
+        self.pad_multiple = max(1, self.engine.pad_multiple)
         self.permits = Permits(settings.max_concurrent_requests)
         self.queue = Queue(
             Budget(
