@@ -56,6 +56,29 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class EngineHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """``grpc.health.v1`` that answers what ``/health`` answers: each Check asks the engine.
+
+    NOT_SERVING while the engine cannot run (a probe through it fails), SERVING again once
+    it can; after shutdown begins, grpcio's servicer keeps every service NOT_SERVING.
+    """
+
+    def __init__(self, infer: Infer) -> None:
+        super().__init__()
+        self._infer = infer
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        healthy = await self._infer.health()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if healthy
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.set(name, status)  # ignored by grpcio once shutting down
+        return await super().Check(request, context)
+
+
 class GrpcServer:
     """The gRPC server of one ``Infer``; ``start`` binds ``host:port`` (0: any free port)."""
 
@@ -67,7 +90,7 @@ class GrpcServer:
         self.host = host
         self.requested_port = port
         self.port = port
-        self.health = health.aio.HealthServicer()
+        self.health = EngineHealth(infer)
         self._expected = (
             f"Bearer {settings.api_key}".encode() if settings.api_key is not None else None
         )

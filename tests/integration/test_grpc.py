@@ -420,6 +420,22 @@ async def test_engine_failure_is_failed_precondition(make_model: Any) -> None:
         assert await _code(call) == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_health_follows_the_engine(make_model: Any) -> None:
+    model = make_model("embedding")
+    async with both(model) as s:
+        health = health_pb2_grpc.HealthStub(s.channel)
+        check = health_pb2.HealthCheckRequest(service="tei.v1.Embed")
+        assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        model.engine.fail_always = True
+        call = rpc.EmbedStub(s.channel).Embed(pb.EmbedRequest(inputs="hello"))
+        assert await _code(call) == grpc.StatusCode.FAILED_PRECONDITION
+        answer = await health.Check(check)
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (await s.http.get("/health")).status_code == 503  # the same verdict as HTTP
+        model.engine.fail_always = False
+        assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+
+
 async def test_unary_overload_is_resource_exhausted_while_streams_wait(make_model: Any) -> None:
     model = make_model("embedding", delay_s=0.05)
     async with both(model, max_concurrent_requests=2) as s:
