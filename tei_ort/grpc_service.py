@@ -23,7 +23,7 @@ from tei_ort.metrics import Metrics
 from tei_ort.model_info import ModelKind
 from tei_ort.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.proto import tei_pb2 as pb
-from tei_ort.routes import Reply, info_document
+from tei_ort.routes import Reply, info_document, record_success
 from tei_ort.settings import Settings
 from tei_ort.tokenization import Direction
 
@@ -87,20 +87,7 @@ class GrpcService:
         return time.perf_counter()
 
     def _done(self, reply: Reply, outcome: Outcome, method: str = "single") -> Reply:
-        """Fill the timings of ``reply`` and record the request as TEI does (te_request_*)."""
-        reply.tokens = outcome.prompt_tokens
-        reply.tokenization = outcome.tokenization
-        reply.queue = outcome.queue
-        reply.inference = outcome.inference
-        reply.timed = True
-        self.metrics.request_success.labels(method=method).inc()
-        self.metrics.request.observe(
-            time.perf_counter() - reply.started,
-            outcome.tokenization,
-            outcome.queue,
-            outcome.inference,
-        )
-        return reply
+        return record_success(self.metrics, reply, outcome, method)
 
     def headers(self, reply: Reply) -> tuple[tuple[str, str], ...]:
         """The ``x-compute-*`` / ``x-*-time`` response metadata of an inference call."""

@@ -92,6 +92,24 @@ class Reply:
         }
 
 
+def record_success(metrics: Metrics, reply: Reply, outcome: Outcome, method: str) -> Reply:
+    """Fill ``reply``'s timings from ``outcome`` and record the request as TEI does
+    (``te_request_success`` and the ``te_request_*`` durations); HTTP and gRPC share it."""
+    reply.tokens = outcome.prompt_tokens
+    reply.tokenization = outcome.tokenization
+    reply.queue = outcome.queue
+    reply.inference = outcome.inference
+    reply.timed = True
+    metrics.request_success.labels(method=method).inc()
+    metrics.request.observe(
+        time.perf_counter() - reply.started,
+        outcome.tokenization,
+        outcome.queue,
+        outcome.inference,
+    )
+    return reply
+
+
 def json_response(
     content: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
@@ -219,19 +237,7 @@ class Api:
             )
 
     def _finish(self, single: bool, reply: Reply, outcome: Outcome) -> Reply:
-        reply.tokens = outcome.prompt_tokens
-        reply.tokenization = outcome.tokenization
-        reply.queue = outcome.queue
-        reply.inference = outcome.inference
-        reply.timed = True
-        self.metrics.request_success.labels(method="single" if single else "batch").inc()
-        self.metrics.request.observe(
-            time.perf_counter() - reply.started,
-            outcome.tokenization,
-            outcome.queue,
-            outcome.inference,
-        )
-        return reply
+        return record_success(self.metrics, reply, outcome, "single" if single else "batch")
 
     def _truncate(self, truncate: bool | None) -> bool:
         return self.settings.auto_truncate if truncate is None else truncate
