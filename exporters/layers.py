@@ -231,21 +231,27 @@ def alibi_slopes(num_heads: int) -> F32:
     return np.asarray(slopes, dtype=np.float32)
 
 
+def token_distance(g: GraphBuilder, like: str) -> str:
+    """|i - j| between every pair of positions, (T, T) int64, T read from dim 1 of ``like``
+    (B, T, ...), so one graph serves every length."""
+    seq_len = g.op("Gather", g.op("Shape", like), g.const(1))  # () int64
+    positions = g.op("Range", g.const(0), seq_len, g.const(1))  # (T,)
+    return g.op(
+        "Abs",
+        g.op(
+            "Sub",
+            g.op("Unsqueeze", positions, g.const([1])),
+            g.op("Unsqueeze", positions, g.const([0])),
+        ),
+    )  # (T, T)
+
+
 def alibi_bias(g: GraphBuilder, slopes: F32, like: str, name: str) -> str:
     """Symmetric ALiBi: -slope_h * |i - j| as a (1, N, T, T) additive score bias.
 
     T is read from dim 1 of ``like`` (B, T, ...), so one graph serves every length.
     """
-    seq_len = g.op("Gather", g.op("Shape", like), g.const(1))  # () int64
-    positions = g.op("Cast", g.op("Range", g.const(0), seq_len, g.const(1)), to=1)  # (T,) float
-    distance = g.op(
-        "Abs",
-        g.op(
-            "Sub",
-            g.op("Unsqueeze", positions, g.const([0])),
-            g.op("Unsqueeze", positions, g.const([1])),
-        ),
-    )  # (T, T): |j - i|
+    distance = g.op("Cast", token_distance(g, like), to=1)  # (T, T) float
     neg_slopes = g.weight(f"{name}.slopes", (-slopes).reshape(1, -1, 1, 1))  # (1, N, 1, 1)
     return g.op("Mul", neg_slopes, distance)  # (1, N, T, T)
 

@@ -177,16 +177,7 @@ def _masks(g: GraphBuilder, cfg: ModernBertConfig, attention_mask: str) -> Masks
     key_bias = layers.additive_mask(g, attention_mask)  # (B, 1, 1, T)
     bias = {FULL: key_bias}
     if SLIDING in cfg.layer_types:
-        seq_len = g.op("Gather", g.op("Shape", attention_mask), g.const(1))  # ()
-        positions = g.op("Range", g.const(0), seq_len, g.const(1))  # (T,)
-        distance = g.op(
-            "Abs",
-            g.op(
-                "Sub",
-                g.op("Unsqueeze", positions, g.const([1])),
-                g.op("Unsqueeze", positions, g.const([0])),
-            ),
-        )  # (T, T)
+        distance = layers.token_distance(g, attention_mask)  # (T, T)
         outside = g.op("Greater", distance, g.const(cfg.half_window))
         window = g.op(
             "Where", outside, g.const(layers.MASK_FILL, np.float32), g.const(0.0, np.float32)
