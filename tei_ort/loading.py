@@ -396,10 +396,9 @@ def load_from_settings(settings: Settings, progress: Progress = _quiet) -> Loade
 
 def warm_up(engine: Engine, pad_id: int) -> None:
     """Run one small batch, so the first request is not the one that pays for it."""
-    ids = np.full((2, 8), pad_id, dtype=np.int64)
-    ids[:, :4] = [[101, 2000, 2001, 102], [101, 2002, 102, pad_id]]
-    mask = (np.arange(8)[None, :] < np.array([[4], [3]])).astype(np.int64)
-    ids = np.where(mask == 1, np.minimum(ids, 99), pad_id)  # ids every vocabulary has
+    # two rows of 4 and 3 tokens, padded to 8; ids below 100 exist in every vocabulary
+    mask = (np.arange(8)[None, :] < np.array([[4], [3]])).astype(np.int64)  # (2, 8)
+    ids = np.where(mask == 1, 99, pad_id).astype(np.int64)  # (2, 8)
     try:
         engine.run(EngineInputs(ids, mask, np.zeros_like(ids)))
     except Exception as exc:
