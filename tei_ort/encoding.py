@@ -126,12 +126,7 @@ class InputEncoder:
             if isinstance(item, str):
                 if not item:
                     raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if len(item) > limit:
-                    if not truncate:
-                        raise ValidationError(
-                            f"Input validation error: `inputs` must have less than {limit} "
-                            f"characters. Given: {len(item)}"
-                        )
+                if _over_char_limit(len(item), limit, truncate):
                     item = item[:limit]
                 texts.append(apply_prompt(item, prompt))
                 text_rows.append(row)
@@ -139,12 +134,7 @@ class InputEncoder:
                 first, second = item
                 if not first and not second:
                     raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if len(first) + len(second) > limit:
-                    if not truncate:
-                        raise ValidationError(
-                            f"Input validation error: `inputs` must have less than {limit} "
-                            f"characters. Given: {len(first) + len(second)}"
-                        )
+                if _over_char_limit(len(first) + len(second), limit, truncate):
                     first, second = first[: limit // 2], second[: limit // 2]
                 texts.append((first, second))
                 text_rows.append(row)
@@ -171,18 +161,9 @@ class InputEncoder:
             )
             for row, encoding in zip(text_rows, encodings, strict=True):
                 out[row] = encoding
-        result: list[Encoded] = []
-        for maybe in out:
-            assert maybe is not None
-            encoding = maybe
-            if len(encoding) > max_length:
-                raise ValidationError(
-                    f"Input validation error: `inputs` must have less than {max_length} tokens. "
-                    f"Given: {len(encoding)}"
-                )
-            self._on_length(len(encoding))
-            result.append(encoding)
-        return result
+        result = [encoding for encoding in out if encoding is not None]
+        assert len(result) == len(items)  # every row was encoded, ids or text
+        return self._checked(result)
 
     def _encode_template(
         self,
@@ -217,11 +198,27 @@ class InputEncoder:
             if isinstance(exc, RequestError):
                 raise
             raise ValidationError(f"Input validation error: {exc}") from exc
+        return self._checked(encoded)
+
+    def _checked(self, encoded: list[Encoded]) -> list[Encoded]:
+        """Refuse an input still over ``max_input_length`` tokens; record every length."""
         for encoding in encoded:
-            if len(encoding) > max_length:
+            if len(encoding) > self.max_input_length:
                 raise ValidationError(
-                    f"Input validation error: `inputs` must have less than {max_length} tokens. "
-                    f"Given: {len(encoding)}"
+                    "Input validation error: `inputs` must have less than "
+                    f"{self.max_input_length} tokens. Given: {len(encoding)}"
                 )
             self._on_length(len(encoding))
         return encoded
+
+
+def _over_char_limit(chars: int, limit: int, truncate: bool) -> bool:
+    """Whether an input must be cut to ``limit`` characters; refused when not truncating."""
+    if chars <= limit:
+        return False
+    if not truncate:
+        raise ValidationError(
+            f"Input validation error: `inputs` must have less than {limit} characters. "
+            f"Given: {chars}"
+        )
+    return True
