@@ -245,10 +245,11 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
         )
         if target.name == CPU_TARGET:
             from exporters.cpu_graph import unfuse_skip_layer_norm
+            from exporters.token_packing import pack_tokens
 
             # nodes only: tensors in external data stay where they are
             graph = unfuse_skip_layer_norm(onnx.load(str(path), load_external_data=False))
-            onnx.save_model(graph, str(path))
+            onnx.save_model(pack_tokens(graph), str(path))
         return
     if WeightStore(info.weight_files).nbytes_float32() > EXTERNAL_DATA_THRESHOLD:
         # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
@@ -271,8 +272,9 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
     else:
         from exporters.cpu_graph import unfuse_skip_layer_norm
         from exporters.quantize import quantize_int8
+        from exporters.token_packing import pack_tokens
 
-        graph = quantize_int8(unfuse_skip_layer_norm(graph))
+        graph = quantize_int8(pack_tokens(unfuse_skip_layer_norm(graph)))
     onnx.save_model(graph, str(path))
 
 

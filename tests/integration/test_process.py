@@ -265,6 +265,12 @@ def test_disconnecting_clients_are_dropped(servers: Servers) -> None:
                     return float(line.split()[-1])
             return 0.0
 
+        def queued() -> float:
+            for line in client.get("/metrics").text.splitlines():
+                if line.startswith("te_queue_size "):
+                    return float(line.split()[-1])
+            return 0.0
+
         before = dropped()
         body = json.dumps({"inputs": ["word " * 200] * 8}).encode()
         request = (
@@ -276,7 +282,11 @@ def test_disconnecting_clients_are_dropped(servers: Servers) -> None:
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(request)
             sockets.append(sock)
-        time.sleep(0.3)  # tokenized; 8 permits: 1 input runs, 1 waits in the slot, 6 queue
+        # 8 permits: 1 input runs, 1 waits in the slot, the rest queue; close while they do
+        # (not after a fixed sleep: a fast engine may have answered everything by then)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and queued() < 2:
+            time.sleep(0.005)
         for sock in sockets:
             sock.close()  # the clients go away mid-request
         deadline = time.monotonic() + 30
