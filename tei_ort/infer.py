@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,6 +109,36 @@ def resolve_default_prompt(settings: Settings, info: ModelInfo) -> str | None:
             f"Transformers prompts. Available prompts: {sorted(info.prompts)}"
         )
     return info.prompts[name]
+
+
+# A request of one input up to this many characters is tokenized on the event loop: a
+# sentence takes the tokenizer ~20 us, less than the hand-over to a pool thread and back,
+# which under load also costs the engine's threads CPU (bench/README.md, "Serving")
+INLINE_TOKENIZE_CHARS = 2048
+
+
+def tokenize_inline(items: Sequence[Item]) -> bool:
+    """Whether ``items`` is small enough to tokenize on the event loop."""
+    if len(items) != 1:
+        return False
+    item = items[0]
+    if isinstance(item, str):
+        return len(item) <= INLINE_TOKENIZE_CHARS
+    if isinstance(item, tuple):
+        return len(item[0]) + len(item[1]) <= INLINE_TOKENIZE_CHARS
+    return len(item) <= INLINE_TOKENIZE_CHARS  # token ids
+
+
+@contextlib.contextmanager
+def tokenization_errors() -> Iterator[None]:
+    """A tokenizer failure as the client sees it: a RequestError of the tokenization phase."""
+    try:
+        yield
+    except RequestError as exc:
+        raise mark_phase(exc, "tokenization") from None
+    except Exception as exc:
+        logger.exception("tokenization failed")
+        raise mark_phase(TokenizerError(f"tokenizer error {exc}"), "tokenization") from exc
 
 
 def mark_phase(exc: RequestError, label: str) -> RequestError:
@@ -465,15 +495,17 @@ class Infer:
 
     # -- internals -----------------------------------------------------------------------
 
+    async def _tokenize(self, work: Callable[[], Any], *, inline: bool) -> Any:
+        """``work()`` on the event loop when ``inline``, else in the tokenization pool."""
+        if not inline:
+            return await self._in_pool(work)
+        with tokenization_errors():
+            return work()
+
     async def _in_pool(self, work: Callable[[], Any]) -> Any:
         assert self._loop is not None and self._pool is not None, "Infer.start() was not awaited"
-        try:
+        with tokenization_errors():
             return await self._loop.run_in_executor(self._pool, work)
-        except RequestError as exc:
-            raise mark_phase(exc, "tokenization") from None
-        except Exception as exc:
-            logger.exception("tokenization failed")
-            raise mark_phase(TokenizerError(f"tokenizer error {exc}"), "tokenization") from exc
 
     def _observe(self, stage: Any, success: Any, outcome: Outcome, count: int) -> None:
         """te_embed_* / te_predict_*: TEI records them per input."""
@@ -510,8 +542,9 @@ class Infer:
         tokenized: float | None = None
         encoded: list[Encoded] = []
         try:
-            encoded = await self._in_pool(
-                lambda: self.encoder.encode(items, truncate, direction, prompt, instruction)
+            encoded = await self._tokenize(
+                lambda: self.encoder.encode(items, truncate, direction, prompt, instruction),
+                inline=tokenize_inline(items),
             )
             tokenized = time.perf_counter()
             tokenization = tokenized - started

@@ -10,11 +10,13 @@ import pytest
 
 from tei_ort.errors import ConfigurationError, ValidationError
 from tei_ort.infer import (
+    INLINE_TOKENIZE_CHARS,
     Permits,
     effective_max_input_length,
     failure_label,
     mark_phase,
     resolve_default_prompt,
+    tokenize_inline,
 )
 from tei_ort.settings import Settings
 
@@ -81,3 +83,14 @@ def test_phase_labels() -> None:
     error = ValidationError("too long")
     assert failure_label(error) == "validation"
     assert failure_label(mark_phase(error, "tokenization")) == "tokenization"
+
+
+def test_only_one_small_input_is_tokenized_on_the_event_loop() -> None:
+    limit = INLINE_TOKENIZE_CHARS
+    assert tokenize_inline(["a sentence"])
+    assert tokenize_inline([("q" * (limit // 2), "d" * (limit // 2))])
+    assert tokenize_inline([[101, 2023, 102]])
+    assert not tokenize_inline(["one", "two"])  # a batch goes to the pool
+    assert not tokenize_inline(["x" * (limit + 1)])
+    assert not tokenize_inline([("q" * limit, "d")])
+    assert not tokenize_inline([])
