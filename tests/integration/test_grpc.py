@@ -291,14 +291,15 @@ async def test_streams_and_http_batch_together_and_keep_order(make_model: Any) -
         model.engine.on_run = record
         alpha = _token(model, "alpha")
         omega = _token(model, "omega")
-        # one batch holds the engine and a second fills the batcher's hand-off slot, so
-        # that everything sent next waits in the queue and goes into one later batch
+        # one batch holds the engine; a second request and everything sent next wait in
+        # the queue (the batcher forms a batch only when the engine asks for one) and go
+        # into one later batch
         running = asyncio.ensure_future(s.http.post("/embed", json={"inputs": "running"}))
         while not batches:
             await asyncio.sleep(0.005)
         waiting = asyncio.ensure_future(s.http.post("/embed", json={"inputs": "waiting"}))
         permits = s.infer.permits
-        while permits.free > permits.total - 2 or len(s.infer.queue):
+        while permits.free > permits.total - 2 or len(s.infer.queue) != 1:
             await asyncio.sleep(0.005)
         stub = rpc.EmbedStub(s.channel)
 
@@ -313,7 +314,7 @@ async def test_streams_and_http_batch_together_and_keep_order(make_model: Any) -
 
         sides = asyncio.gather(grpc_side(), http_side())
         for _ in range(500):
-            if len(s.infer.queue) == len(grpc_texts) + len(http_texts):
+            if len(s.infer.queue) == 1 + len(grpc_texts) + len(http_texts):
                 break
             await asyncio.sleep(0.01)
         gate.set()

@@ -282,7 +282,7 @@ def test_disconnecting_clients_are_dropped(servers: Servers) -> None:
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(request)
             sockets.append(sock)
-        # 8 permits: 1 input runs, 1 waits in the slot, the rest queue; close while they do
+        # 8 permits: 1 input runs, the rest queue; close the clients while they do
         # (not after a fixed sleep: a fast engine may have answered everything by then)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and queued() < 2:
