@@ -23,7 +23,10 @@ never correctness. Padded positions of an unpacked tensor hold a copy of a real 
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -48,7 +51,28 @@ Shape = list[int | str | None]
 
 
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
-    # imported here: only needed when a CPU engine is built
+    """Tensor shapes (ints, or symbols such as "batch") of ``model``; {} if none could be had.
+
+    ORT's symbolic shape inference runs in a child process: it imports sympy (~1 s and
+    ~270 MB measured) that a server building its engine at start-up would otherwise keep.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "exporters.token_packing"],
+        input=_skeleton(model).SerializeToString(),
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        logger.warning("token packing skipped: shape inference failed: %s", " ".join(tail))
+        return {}
+    shapes: dict[str, Shape] = json.loads(done.stdout)
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _symbolic_shapes(skeleton: onnx.ModelProto) -> dict[str, Shape]:
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     # infer_shapes() refuses a graph with any operator it cannot type (GroupQueryAttention)
@@ -58,7 +82,7 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     inference = SymbolicShapeInference(
         int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0
     )
-    inference._preprocess(model)
+    inference._preprocess(skeleton)
     while inference.run_:
         inference._infer_impl()
     inferred = inference.out_mp_
@@ -70,9 +94,36 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
             shapes[info.name] = [
                 d.dim_param if d.HasField("dim_param") else (d.dim_value or None) for d in dims
             ]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
     return shapes
+
+
+# initializers up to this many elements keep their values for shape inference (shapes,
+# axes, slice bounds); larger ones (weights) are given to it by shape alone
+_SHAPE_CONSTANT_ELEMENTS = 64
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without its weights: each large initializer becomes a typed graph input.
+
+    Shape inference copies the model it is given; a copy of the weights would stay in the
+    server process's memory after the build (measured: RSS 603 MB after an in-process
+    build of MiniLM with the weights, against 302 MB before token packing).
+    """
+    graph = model.graph
+    weights = [t for t in graph.initializer if int(np.prod(t.dims)) > _SHAPE_CONSTANT_ELEMENTS]
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.graph.name = graph.name
+    skeleton.graph.node.extend(graph.node)
+    skeleton.graph.input.extend(graph.input)
+    skeleton.graph.output.extend(graph.output)
+    big = {t.name for t in weights}
+    skeleton.graph.initializer.extend(t for t in graph.initializer if t.name not in big)
+    skeleton.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights
+    )
+    return skeleton
 
 
 def _attribute(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
@@ -237,6 +288,8 @@ def pack_tokens(model: onnx.ModelProto) -> onnx.ModelProto:
     if MASK_INPUT not in {i.name for i in model.graph.input}:
         return model
     shapes = _inferred_shapes(model)
+    if MASK_INPUT not in shapes:
+        return model
     packer = _Packer(model, shapes)
     packer.preamble()
     for node in model.graph.node:
@@ -250,3 +303,7 @@ def pack_tokens(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     logger.debug("token packing: %d operators run on real tokens only", packer.packed_ops)
     return model
+
+
+if __name__ == "__main__":  # the child process of _inferred_shapes
+    json.dump(_symbolic_shapes(onnx.load_from_string(sys.stdin.buffer.read())), sys.stdout)
