@@ -138,3 +138,23 @@ def make_served_model(model_type: str, head: str, out_dir: Path, num_labels: int
     for name in TOKENIZER_FILES:
         shutil.copy(default_model_path() / name, out_dir / name)
     return model
+
+
+def run_graph(
+    model: Any, feed: dict[str, np.ndarray], disabled: list[str] | None = None
+) -> np.ndarray:
+    """The first output of ``model`` (an onnx.ModelProto) on ONNX Runtime's CPU, one thread;
+    ``feed`` entries the graph does not take are left out."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(),
+        opts,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=disabled,
+    )
+    names = {i.name for i in session.get_inputs()}
+    result: np.ndarray = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+    return result

@@ -15,24 +15,13 @@ from exporters.cpu_graph import unfuse_skip_layer_norm
 from exporters.export import Variant, export_onnx
 from exporters.weights import safetensors_files
 from tei_ort.model_info import Head
-from tests.unit._tiny_models import make_model, mixed_batch
+from tests.unit._tiny_models import make_model, mixed_batch, run_graph
 
 pytest.importorskip("torch")  # the tiny checkpoints are written by transformers
 
 
 def _run(model: onnx.ModelProto, disabled: list[str] | None = None) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(),
-        opts,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=disabled,
-    )
-    names = {i.name for i in session.get_inputs()}
-    feed = {k: v for k, v in mixed_batch("bert").items() if k in names}
-    result: np.ndarray = session.run(None, feed)[0]
-    return result
+    return run_graph(model, mixed_batch("bert"), disabled)
 
 
 def _optimized_ops(model: onnx.ModelProto, path: Path, disabled: list[str]) -> list[str]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -21,24 +20,14 @@ from exporters.token_packing import pack_tokens
 from exporters.weights import safetensors_files
 from tei_ort.model_info import Head
 from tests.unit._tiny_decoders import decoder_batch, make_decoder, make_modernbert
-from tests.unit._tiny_models import make_model, mixed_batch
+from tests.unit._tiny_models import make_model, mixed_batch, run_graph
 from tests.unit.test_export_mpnet import make_mpnet
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(),
-        opts,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS),
-    )
-    names = {i.name for i in session.get_inputs()}
-    result: np.ndarray = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
-    return result
+    return run_graph(model, feed, list(CPU_DISABLED_OPTIMIZERS))
 
 
 def _packed_matmuls(model: onnx.ModelProto) -> int:
