@@ -181,13 +181,16 @@ class _Packer:
             return False
         return all(d == 1 for d in shape[:-1])
 
+    def feature_dims(self, name: str) -> list[int]:
+        """The dimensions after (B, T) of a per-token tensor."""
+        return [int(d) for d in self.shapes[name][2:]]  # type: ignore[arg-type]
+
     # -- layout changes ----------------------------------------------------------------
 
     def pack(self, name: str) -> str:
         """(B, T, ...) -> (N, ...), once per tensor."""
         if name not in self.packed:
-            rest = [int(d) for d in self.shapes[name][2:]]  # type: ignore[arg-type]
-            flat_shape = self.const(f"{name}.flat_shape", [-1, *rest])
+            flat_shape = self.const(f"{name}.flat_shape", [-1, *self.feature_dims(name)])
             flat, out = f"{name}.tokens_flat", f"{name}.packed"
             self.nodes.append(helper.make_node("Reshape", [name, flat_shape], [flat]))
             self.nodes.append(helper.make_node("Gather", [flat, "pack.index"], [out], axis=0))
@@ -198,8 +201,7 @@ class _Packer:
         """Write the padded tensor ``name`` from its packed form, once."""
         if name not in self.missing:
             return
-        rest = [int(d) for d in self.shapes[name][2:]]  # type: ignore[arg-type]
-        tail = self.const(f"{name}.rest_shape", rest)
+        tail = self.const(f"{name}.rest_shape", self.feature_dims(name))
         shape, flat = f"{name}.padded_shape", f"{name}.padded_flat"
         self.nodes += [
             helper.make_node("Gather", [self.packed[name], "pack.inverse"], [flat], axis=0),
@@ -264,9 +266,12 @@ class _Packer:
                 if name:
                     self.packed[name] = node.output[i] = f"{name}.packed"
                     self.missing.add(name)
-            axis = _attribute(node, "axis")
+            # a last axis counted from the front would be past the end of (N, ...)
+            axis, axes = _attribute(node, "axis"), _attribute(node, "axes")
             if axis is not None and axis.i == rank - 1:
                 axis.i = -1
+            if axes is not None and list(axes.ints) == [rank - 1]:
+                axes.ints[:] = [-1]
             self.packed_ops += 1
         else:
             for name in node.input:

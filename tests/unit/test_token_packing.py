@@ -156,6 +156,23 @@ def test_an_operator_across_tokens_reads_the_padded_tensor() -> None:
     np.testing.assert_allclose(y, np.stack([x[0].sum(0), 3 * x[1, 0]]))
 
 
+def test_a_last_axis_counted_from_the_front_still_works_packed() -> None:
+    """axis=2 / axes=[2] of (B, T, 4) is axis 1 of packed (N, 4): the pass rewrites it."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 1], [1, 1, 0]], np.int64)
+    mean = pack_tokens(
+        _toy_graph(helper.make_node("ReduceMean", ["xw"], ["y"], axes=[2], keepdims=1))
+    )
+    softmax = pack_tokens(_toy_graph(helper.make_node("Softmax", ["xw"], ["y"], axis=2)))
+    assert _packed_matmuls(mean) == _packed_matmuls(softmax) == 1
+    real = mask.astype(bool)
+    got = _run(mean, {"x": x, "attention_mask": mask})
+    np.testing.assert_allclose(got[real], x.mean(-1, keepdims=True)[real], rtol=1e-5)
+    exp = np.exp(x - x.max(-1, keepdims=True))
+    got = _run(softmax, {"x": x, "attention_mask": mask})
+    np.testing.assert_allclose(got[real], (exp / exp.sum(-1, keepdims=True))[real], rtol=1e-5)
+
+
 def test_a_graph_without_a_mask_is_left_alone() -> None:
     model = _toy_graph(helper.make_node("Relu", ["xw"], ["y"]))
     del model.graph.input[1]
