@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.texts import text_sets
-from tei_ort.hub import default_model_path
+from tei_ort.model.hub import default_model_path
 
 TEXTS = 256
 
 _BUILD = """
 import json, sys, time
-from tei_ort.loading import ModelOptions, load_model
+from tei_ort.model.loading import ModelOptions, load_model
 t = time.perf_counter()
 model = load_model(ModelOptions(model_id=sys.argv[1], engine_cache=sys.argv[2]))
 print(json.dumps({"total": time.perf_counter() - t, "built": model.built, **model.seconds}))

@@ -36,11 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.base import Engine, EngineInputs
-from tei_ort.hub import default_model_path
-from tei_ort.loading import ModelOptions, load_model
-from tei_ort.model_info import Pooling
-from tei_ort.pooling import pool
+from tei_ort.engines.base import Engine, EngineInputs
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.info import Pooling
+from tei_ort.model.loading import ModelOptions, load_model
+from tei_ort.serving.pooling import pool
 
 MIN_COSINE = 0.999
 BERT_BASE = {

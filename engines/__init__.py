@@ -1,5 +1,5 @@
 """Run time: engines that execute a built graph behind one small interface."""
 
-from engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.base import Engine, EngineInputs, OutputName
 
 __all__ = ["Engine", "EngineInputs", "OutputName"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.batching import BUCKET_MULTIPLE
+from tei_ort.engines.shapes import BUCKET_MULTIPLE
 
 
 class OutputName(str, enum.Enum):

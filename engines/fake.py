@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.base import Engine, EngineInputs, OutputName
 
 F32 = NDArray[np.float32]
 

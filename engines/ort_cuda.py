@@ -26,10 +26,10 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from engines.base import EngineInputs, OutputName
-from engines.ort_engine import OrtEngine
-from engines.shapes import BatchLimits, graph_batch
-from tei_ort.errors import EngineError
+from tei_ort.engines.base import EngineInputs, OutputName
+from tei_ort.engines.errors import EngineError
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.shapes import BatchLimits, graph_batch
 
 logger = logging.getLogger(__name__)
 

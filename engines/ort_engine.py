@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from engines.base import Engine, EngineInputs, OutputName
-from engines.chunking import CPU_CHUNK_TOKENS, plan_chunks
-from engines.providers import PACKAGES
-from tei_ort.errors import EngineError
+from tei_ort.engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, plan_chunks
+from tei_ort.engines.errors import EngineError
+from tei_ort.engines.providers import PACKAGES
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``cpu``, ``cuda``, ``cann`` (Huawei Ascend NPU), ``coreml`` and ``openvino`` are ONNX
 Runtime execution providers; ``tensorrt`` is tei-ort's own TensorRT engine
-(``engines.trt_engine``), which refuses shapes outside its profiles instead of rebuilding
+(``tei_ort.engines.trt_engine``), which refuses shapes outside its profiles instead of rebuilding
 an engine mid-traffic as ONNX Runtime's TensorRT provider would.
 
 A provider that is asked for and missing is an ``EngineError`` at start-up that names the
@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tei_ort.errors import ConfigurationError, EngineError
+from tei_ort.engines.errors import EngineError, UnknownProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def parse_provider(value: str | None) -> Provider:
             return provider
     if key in ("trt", "tensorrtexecutionprovider"):
         return PROVIDERS["tensorrt"]
-    raise ConfigurationError(
+    raise UnknownProviderError(
         f"invalid execution provider {value!r}: expected one of {', '.join(PROVIDERS)}"
     )
 
@@ -160,7 +160,7 @@ def query_compute_capability(device_id: int = 0) -> tuple[int, int] | None:
                 return parse_compute_capability(lines[0])
         except (OSError, subprocess.SubprocessError, EngineError):
             pass  # an old driver without compute_cap: ask the runtime library instead
-    from engines import _cudart
+    from tei_ort.engines import _cudart
 
     return _cudart.compute_capability(device_id)
 

@@ -1,6 +1,6 @@
 """The batch shapes a GPU engine is given, as pure functions.
 
-The batcher pads every batch to a sequence-length bucket (``tei_ort.batching``) and keeps
+The batcher pads every batch to a sequence-length bucket (``tei_ort.serving.batching``) and keeps
 ``padded_length * batch <= max_batch_tokens`` (its first entry is always taken, so a batch
 of one may be over the budget). TensorRT profiles, preallocated device buffers and CUDA
 graphs are all sized from these functions, so they agree with the batcher by construction.
@@ -10,7 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tei_ort.batching import BUCKET_MULTIPLE, bucket_length
+#: sequence lengths are padded up to a multiple of this
+BUCKET_MULTIPLE = 16
+
+
+def bucket_length(length: int, *, multiple: int = BUCKET_MULTIPLE, cap: int | None = None) -> int:
+    """The padded length of a batch whose longest entry has ``length`` tokens.
+
+    Rounds up to a multiple of ``multiple``; ``cap`` (the model's maximum input length)
+    bounds the rounding but never cuts below ``length`` itself.
+    """
+    if length <= 0:
+        return 0
+    padded = -(-length // multiple) * multiple
+    if cap is not None:
+        padded = min(padded, max(cap, length))
+    return padded
 
 
 @dataclass(frozen=True)

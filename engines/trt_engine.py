@@ -1,8 +1,8 @@
 """A TensorRT engine behind the same Engine interface as ONNX Runtime.
 
-The serialized engine (``model.plan``, built by ``exporters.tensorrt``) holds one
+The serialized engine (``model.plan``, built by ``tei_ort.exporters.tensorrt``) holds one
 optimization profile per sequence-length segment. A run picks the profile that covers the
-batch's shape (:func:`exporters.tensorrt.select_profile`; a shape outside every profile is
+batch's shape (:func:`tei_ort.engines.trt_profiles.select_profile`; a shape outside every profile is
 an error, never a rebuild), copies the inputs into device buffers allocated once for the
 largest profile, runs ``execute_async_v3`` on the engine's stream and copies back only the
 graph output. ``tensorrt`` and the CUDA runtime are loaded when the engine is created.
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engines import _cudart
-from engines.base import Engine, EngineInputs, OutputName
-from exporters.tensorrt import ProfilePlan, import_tensorrt, select_profile
-from tei_ort.errors import EngineError
+from tei_ort.engines import _cudart
+from tei_ort.engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.errors import EngineError
+from tei_ort.engines.trt_profiles import ProfilePlan, import_tensorrt, select_profile
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters import blocks, layers
-from exporters.export import ExportContext, GraphOutput
-from exporters.graph import GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError
+from tei_ort.exporters import blocks, layers
+from tei_ort.exporters.errors import UnsupportedModelError
+from tei_ort.exporters.export import ExportContext, GraphOutput
+from tei_ort.exporters.graph import GraphBuilder
+from tei_ort.exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
 
@@ -201,7 +201,7 @@ def build_encoder(
 
 def build(ctx: ExportContext) -> GraphOutput:
     """The graph for ``ctx.head``: hidden states, classifier logits or SPLADE vectors."""
-    from exporters import heads
+    from tei_ort.exporters import heads
 
     family = FAMILIES[ctx.model_type]
     store = WeightStore(ctx.weight_files, strip_prefixes=(family.prefix,))

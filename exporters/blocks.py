@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters import layers
-from exporters.graph import INT64, GraphBuilder
-from exporters.weights import WeightStore
+from tei_ort.exporters import layers
+from tei_ort.exporters.graph import INT64, GraphBuilder
+from tei_ort.exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from exporters.graph import MS_DOMAIN
+from tei_ort.exporters.graph import MS_DOMAIN
 
 
 def unfuse_skip_layer_norm(model: onnx.ModelProto) -> onnx.ModelProto:

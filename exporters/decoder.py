@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
-from exporters import layers, rotary
-from exporters.export import ExportContext, GraphOutput
-from exporters.graph import MS_DOMAIN, GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError, WeightMappingError
-from tei_ort.model_info import Head
-from tei_ort.rerank_templates import yes_no_token_ids
+from tei_ort.engines.base import OutputName
+from tei_ort.exporters import layers, rotary
+from tei_ort.exporters.errors import UnsupportedModelError, WeightMappingError
+from tei_ort.exporters.export import ExportContext, GraphOutput
+from tei_ort.exporters.graph import MS_DOMAIN, GraphBuilder
+from tei_ort.exporters.head_kind import Head
+from tei_ort.exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
 
@@ -483,8 +481,8 @@ def build(ctx: ExportContext) -> GraphOutput:
         out = GraphOutput(logits, OutputName.LOGITS, ["batch", shape[0]])
     elif ctx.head is Head.YES_NO_LOGIT:
         token_ids = ctx.yes_no_token_ids
-        if token_ids is None:  # the tokenizer sits beside the checkpoint
-            token_ids = yes_no_token_ids(Path(ctx.weight_files[0]).parent)
+        if token_ids is None:  # they come from the tokenizer, which the caller reads
+            raise UnsupportedModelError("a yes/no re-ranker graph needs the ids of 'yes' and 'no'")
         pooled = last_token(g, dec.hidden_state, ctx.attention_mask)
         logit = _yes_no_logit(g, store, dec, pooled, token_ids)
         store.ignore("lm_head.")  # the other rows of the LM head are never scored

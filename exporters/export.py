@@ -15,11 +15,11 @@ from typing import Any
 
 import onnx
 
-from engines.base import OutputName
-from exporters.graph import FLOAT, INT64, ExternalData, GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head
+from tei_ort.engines.base import OutputName
+from tei_ort.exporters.errors import UnsupportedModelError
+from tei_ort.exporters.graph import FLOAT, INT64, ExternalData, GraphBuilder
+from tei_ort.exporters.head_kind import Head
+from tei_ort.exporters.weights import WeightStore
 
 # Bump when any builder changes the graphs it writes: it is part of the engine cache key.
 EXPORTER_VERSION = "4"
@@ -72,20 +72,20 @@ def _lazy(module: str) -> Builder:
 
 
 BUILDERS: dict[str, Builder] = {
-    "bert": _lazy("exporters.bert"),
-    "roberta": _lazy("exporters.bert"),
-    "xlm-roberta": _lazy("exporters.bert"),
-    "camembert": _lazy("exporters.bert"),
-    "distilbert": _lazy("exporters.bert"),
-    "mpnet": _lazy("exporters.mpnet"),
-    "nomic_bert": _lazy("exporters.nomic_bert"),
-    "jina_bert": _lazy("exporters.jina_bert"),
-    "new": _lazy("exporters.gte"),
-    "modernbert": _lazy("exporters.modernbert"),
-    "qwen2": _lazy("exporters.decoder"),
-    "qwen3": _lazy("exporters.decoder"),
-    "mistral": _lazy("exporters.decoder"),
-    "llama": _lazy("exporters.decoder"),
+    "bert": _lazy("tei_ort.exporters.bert"),
+    "roberta": _lazy("tei_ort.exporters.bert"),
+    "xlm-roberta": _lazy("tei_ort.exporters.bert"),
+    "camembert": _lazy("tei_ort.exporters.bert"),
+    "distilbert": _lazy("tei_ort.exporters.bert"),
+    "mpnet": _lazy("tei_ort.exporters.mpnet"),
+    "nomic_bert": _lazy("tei_ort.exporters.nomic_bert"),
+    "jina_bert": _lazy("tei_ort.exporters.jina_bert"),
+    "new": _lazy("tei_ort.exporters.gte"),
+    "modernbert": _lazy("tei_ort.exporters.modernbert"),
+    "qwen2": _lazy("tei_ort.exporters.decoder"),
+    "qwen3": _lazy("tei_ort.exporters.decoder"),
+    "mistral": _lazy("tei_ort.exporters.decoder"),
+    "llama": _lazy("tei_ort.exporters.decoder"),
 }
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.base import OutputName
+from tei_ort.engines.base import OutputName
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
-from exporters import layers
-from exporters.bert import Encoder
-from exporters.export import ExportContext, GraphOutput
-from exporters.graph import GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError, WeightMappingError
-from tei_ort.model_info import Head
+from tei_ort.engines.base import OutputName
+from tei_ort.exporters import layers
+from tei_ort.exporters.bert import Encoder
+from tei_ort.exporters.errors import UnsupportedModelError, WeightMappingError
+from tei_ort.exporters.export import ExportContext, GraphOutput
+from tei_ort.exporters.graph import GraphBuilder
+from tei_ort.exporters.head_kind import Head
+from tei_ort.exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters import blocks, heads, layers
-from exporters.bert import Encoder, EncoderConfig
-from exporters.export import ExportContext, GraphOutput
-from exporters.graph import GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError
+from tei_ort.exporters import blocks, heads, layers
+from tei_ort.exporters.bert import Encoder, EncoderConfig
+from tei_ort.exporters.errors import UnsupportedModelError
+from tei_ort.exporters.export import ExportContext, GraphOutput
+from tei_ort.exporters.graph import GraphBuilder
+from tei_ort.exporters.weights import WeightStore
 
 F32 = NDArray[np.float32]
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters.graph import MS_DOMAIN, GraphBuilder
-from tei_ort.errors import UnsupportedModelError
+from tei_ort.exporters.errors import UnsupportedModelError
+from tei_ort.exporters.graph import MS_DOMAIN, GraphBuilder
 
 F32 = NDArray[np.float32]
 

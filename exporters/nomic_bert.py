@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engines.base import OutputName
-from exporters import blocks, layers, rotary
-from exporters.export import ExportContext, GraphOutput
-from exporters.graph import INT64, GraphBuilder
-from exporters.weights import WeightStore
-from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head
+from tei_ort.engines.base import OutputName
+from tei_ort.exporters import blocks, layers, rotary
+from tei_ort.exporters.errors import UnsupportedModelError
+from tei_ort.exporters.export import ExportContext, GraphOutput
+from tei_ort.exporters.graph import INT64, GraphBuilder
+from tei_ort.exporters.head_kind import Head
+from tei_ort.exporters.weights import WeightStore
 
 # options of the remote NomicBertConfig that change the computation: the value this
 # exporter implements for each; anything else is refused by name

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters.graph import GraphBuilder
+from tei_ort.exporters.graph import GraphBuilder
 
 F32 = NDArray[np.float32]
 

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from exporters.graph import MS_DOMAIN
+from tei_ort.exporters.graph import MS_DOMAIN
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     ~270 MB measured) that a server building its engine at start-up would otherwise keep.
     """
     done = subprocess.run(
-        [sys.executable, "-m", "exporters.token_packing"],
+        [sys.executable, "-m", "tei_ort.exporters.token_packing"],
         input=_skeleton(model).SerializeToString(),
         capture_output=True,
         check=False,

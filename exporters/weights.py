@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.errors import ModelError, WeightMappingError
+from tei_ort.exporters.errors import ModelError, WeightMappingError
 
 F32 = NDArray[np.float32]
 

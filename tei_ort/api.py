@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import EngineInputs
-from tei_ort.batching import pad_batch, plan_batch
-from tei_ort.encoding import InputEncoder, Item
+from tei_ort.engines.base import EngineInputs
 from tei_ort.errors import EmptyError, ModelTypeError
-from tei_ort.loading import LoadedModel, ModelOptions, load_model
-from tei_ort.model_info import ModelInfo, ModelKind
-from tei_ort.postprocess import Mode, OutputSpec, postprocess, rank_order
-from tei_ort.tokenization import Direction, Encoded, TextInput
+from tei_ort.model.info import ModelInfo, ModelKind
+from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
+from tei_ort.model.tokenization import Direction, Encoded, TextInput
+from tei_ort.serving.batching import pad_batch, plan_batch
+from tei_ort.serving.encoding import InputEncoder, Item
+from tei_ort.serving.postprocess import Mode, OutputSpec, postprocess, rank_order
 
 F32 = NDArray[np.float32]
 
@@ -50,7 +50,7 @@ def load(
 ) -> Model:
     """Load a model (hub id or local directory; None = all-MiniLM-L6-v2).
 
-    ``options`` are the fields of :class:`tei_ort.loading.ModelOptions`: ``revision``,
+    ``options`` are the fields of :class:`tei_ort.model.loading.ModelOptions`: ``revision``,
     ``hf_token``, ``huggingface_hub_cache``, ``pooling``, ``dense_path``, ``dtype``,
     ``engine_cache``, ``threads``, ``provider``.
     """

@@ -1,17 +1,15 @@
 """Every error tei-ort raises, and the one place they map to TEI's wire format.
 
+The lower layers raise their own errors (``tei_ort.engines.errors``,
+``tei_ort.exporters.errors``); this module re-exports them so the server names one module,
+and :data:`START_ERRORS` is what a failed start-up can raise.
+
 ::
 
-    TeiOrtError                      base; never raised itself
+    TeiOrtError                      base of the server's own errors; never raised itself
     ├── ConfigurationError           bad flags or settings; start-up fails
-    ├── ModelError                   the model cannot be resolved, read or exported
-    │   ├── ModelNotFoundError       not on disk, not in the hub cache while offline
-    │   ├── UnsupportedModelError    architecture / head we cannot serve
-    │   └── WeightMappingError       a tensor missing, unknown, unused or of the wrong shape
-    ├── EngineError                  an engine cannot be built or loaded (start-up)
     └── RequestError                 one request failed; HTTP status, gRPC code, ``error_type``
-        ├── ValidationError          413 INVALID_ARGUMENT "Validation" (TEI's HTTP code answers
-        │   │                        its Validation with 413)
+        ├── ValidationError          413 INVALID_ARGUMENT "Validation"
         │   ├── BatchSizeError       413 INVALID_ARGUMENT "Validation", counted as batch_size
         │   └── BodyError            422 "Validation": the body is not what the route takes
         │       └── JsonSyntaxError  400 "Validation": the body is not JSON
@@ -19,13 +17,21 @@
         ├── EmptyError               400 INVALID_ARGUMENT "Empty"
         ├── OverloadedError          429 RESOURCE_EXHAUSTED "Overloaded"
         ├── BackendError             424 FAILED_PRECONDITION "Backend"
+        │   └── ModelTypeError       424 "Backend", counted as model_type
         ├── UnhealthyError           503 UNAVAILABLE "Unhealthy"
         ├── PayloadTooLargeError     413 "PayloadTooLarge" (HTTP only)
         └── UnauthorizedError        401 UNAUTHENTICATED "Unauthorized"
 
+    ModelError (exporters)           the model cannot be resolved, read or exported
+    ├── ModelNotFoundError           not on disk, not in the hub cache while offline
+    ├── UnsupportedModelError        architecture / head we cannot serve (exporters)
+    └── WeightMappingError           a tensor missing, unknown, unused or of the wrong shape
+    EngineError (engines)            an engine cannot be built, loaded or run
+    └── UnknownProviderError         an execution provider we do not know
+
 The two front ends' mappings live on the classes, side by side: ``status_code`` for HTTP
-(``routes.error_response``), ``grpc_code`` (a ``grpc.StatusCode`` name, as TEI's gRPC server
-maps its error types) for gRPC (``grpc_server``).
+(``tei_ort.http.responses``), ``grpc_code`` (a ``grpc.StatusCode`` name, as TEI's gRPC
+server maps its error types) for gRPC (``tei_ort.grpc.server``).
 
 ``RequestError.metric_label`` is the ``err`` label of ``te_request_failure``.
 """
@@ -33,6 +39,34 @@ maps its error types) for gRPC (``grpc_server``).
 from __future__ import annotations
 
 from typing import ClassVar
+
+from tei_ort.engines.errors import EngineError, UnknownProviderError
+from tei_ort.exporters.errors import ModelError, UnsupportedModelError, WeightMappingError
+
+__all__ = [
+    "START_ERRORS",
+    "BackendError",
+    "BatchSizeError",
+    "BodyError",
+    "ConfigurationError",
+    "EmptyError",
+    "EngineError",
+    "JsonSyntaxError",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelTypeError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "RequestError",
+    "TeiOrtError",
+    "TokenizerError",
+    "UnauthorizedError",
+    "UnhealthyError",
+    "UnknownProviderError",
+    "UnsupportedModelError",
+    "ValidationError",
+    "WeightMappingError",
+]
 
 
 class TeiOrtError(Exception):
@@ -43,24 +77,8 @@ class ConfigurationError(TeiOrtError):
     """Flags or settings that cannot work together."""
 
 
-class ModelError(TeiOrtError):
-    """The model cannot be resolved, read or exported."""
-
-
 class ModelNotFoundError(ModelError):
     """The model is neither a local directory nor reachable on the hub (or in its cache)."""
-
-
-class UnsupportedModelError(ModelError):
-    """An architecture, head or pooling that tei-ort cannot serve."""
-
-
-class WeightMappingError(ModelError):
-    """A checkpoint tensor is missing, unknown, unused or has the wrong shape."""
-
-
-class EngineError(TeiOrtError):
-    """An engine cannot be built, loaded or started."""
 
 
 class RequestError(TeiOrtError):
@@ -166,3 +184,8 @@ class UnauthorizedError(RequestError):
     grpc_code = "UNAUTHENTICATED"
     error_type = "Unauthorized"
     metric_label = "validation"
+
+
+#: what a failed start-up (resolve, inspect, build, load) raises: the CLI reports these
+#: with their message and exits 1; anything else is a bug and keeps its traceback
+START_ERRORS: tuple[type[Exception], ...] = (TeiOrtError, ModelError, EngineError)

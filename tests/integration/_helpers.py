@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from engines.base import OutputName
-from engines.fake import FakeEngine
-from tei_ort.model_info import Head, ModelInfo, ModelKind, Pooling
+from tei_ort.engines.base import OutputName
+from tei_ort.engines.fake import FakeEngine
+from tei_ort.model.info import Head, ModelInfo, ModelKind, Pooling
+from tei_ort.model.tokenization import Tokenizer
 from tei_ort.settings import Settings
-from tei_ort.tokenization import Tokenizer
 
 
 def _minilm_dir() -> Path:
@@ -135,7 +135,7 @@ def reference(
     """The engine output for one input run alone, unpadded: what batching must not change."""
     import numpy as np
 
-    from engines.base import EngineInputs
+    from tei_ort.engines.base import EngineInputs
 
     (encoded,) = model.tokenizer.encode_batch([text], max_length=max_length)
     ids = encoded.input_ids[None, :]
@@ -144,7 +144,7 @@ def reference(
 
 
 def reference_embedding(model: FakeModel, text: str, *, normalize: bool = True) -> Any:
-    from tei_ort.pooling import l2_normalize, pool
+    from tei_ort.serving.pooling import l2_normalize, pool
 
     output, mask = reference(model, text)
     assert model.info.pooling is not None

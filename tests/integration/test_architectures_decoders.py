@@ -17,9 +17,9 @@ import tokenizers
 
 import tei_ort
 from tei_ort.api import Model
-from tei_ort.http_app import create_app
-from tei_ort.model_info import Head, ModelKind, Pooling
-from tei_ort.rerank_templates import format_qwen3_rerank_pair
+from tei_ort.http.app import create_app
+from tei_ort.model.info import Head, ModelKind, Pooling
+from tei_ort.model.rerank_templates import format_qwen3_rerank_pair
 from tests.integration._helpers import serve, settings
 from tests.unit._tiny_decoders import make_decoder, make_modernbert, write_bpe_tokenizer
 

@@ -13,8 +13,8 @@ import pytest
 
 import tei_ort
 from tei_ort.api import Model
-from tei_ort.http_app import create_app
-from tei_ort.model_info import Pooling
+from tei_ort.http.app import create_app
+from tei_ort.model.info import Pooling
 from tests.integration._helpers import serve, settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

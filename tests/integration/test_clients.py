@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from tei_ort.http_app import create_app
+from tei_ort.http.app import create_app
 from tests.integration._helpers import reference_embedding, settings
 
 openai = pytest.importorskip("openai")

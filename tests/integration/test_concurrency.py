@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from engines.base import EngineInputs
-from tei_ort.http_app import create_app
+from tei_ort.engines.base import EngineInputs
+from tei_ort.http.app import create_app
 from tests.integration._helpers import lifespan, reference_embedding, serve, settings
 
 pytestmark = pytest.mark.anyio

@@ -18,13 +18,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from engines.base import EngineInputs
 from tei_ort import errors
-from tei_ort.grpc_server import GrpcServer, grpc_companion, grpc_status
-from tei_ort.http_app import create_app
-from tei_ort.infer import Infer
+from tei_ort.engines.base import EngineInputs
+from tei_ort.grpc.server import GrpcServer, grpc_companion, grpc_status
+from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
+from tei_ort.serving.infer import Infer
 from tests.integration._helpers import FakeModel, serve, settings
 
 pytestmark = pytest.mark.anyio
@@ -511,7 +511,7 @@ async def test_health_and_reflection_stay_open_with_an_api_key(make_model: Any) 
 
 
 def test_grpc_flags_and_their_environment_variables() -> None:
-    from tei_ort.cli import build_parser, settings_from_args
+    from tei_ort.cli.commands import build_parser, settings_from_args
 
     parser, serve_parser = build_parser()
 

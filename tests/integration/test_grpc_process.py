@@ -237,8 +237,8 @@ def _in_process_http(
     servers: Servers, args: dict[str, Any], calls: list[tuple[str, Any]]
 ) -> list[Any]:
     """POST ``calls`` to the HTTP routes of an app over the same model (the server's engine)."""
-    from tei_ort.http_app import create_app
-    from tei_ort.loading import load_from_settings
+    from tei_ort.http.app import create_app
+    from tei_ort.model.loading import load_from_settings
     from tei_ort.settings import Settings
 
     settings = Settings(tokenization_workers=1, **args)
@@ -333,7 +333,7 @@ def test_embed_sparse_matches_http(servers: Servers) -> None:
 
 
 def _splade_pooling() -> Any:
-    from tei_ort.model_info import Pooling
+    from tei_ort.model.info import Pooling
 
     return Pooling.SPLADE
 

@@ -190,13 +190,3 @@ def test_checked_in_code_matches_the_proto(tmp_path: Path) -> None:
         fresh = _normalized((proto_dir / name).read_text())
         checked_in = _normalized((PROTO_PATH.parent / name).read_text())
         assert fresh == checked_in, f"{name} is stale: regenerate with `{REGENERATE}`"
-
-
-def test_the_proto_ships_with_the_package() -> None:
-    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
-    root = Path(__file__).resolve().parents[2]
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    setuptools = pyproject["tool"]["setuptools"]
-    assert "tei_ort.proto" in setuptools["packages"]
-    assert "tei.proto" in setuptools["package-data"]["tei_ort.proto"]
-    assert PROTO_PATH.is_file()

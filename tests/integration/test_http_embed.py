@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tei_ort.http_app import create_app
+from tei_ort.http.app import create_app
 from tests.integration._helpers import reference, reference_embedding, serve, settings
 
 pytestmark = pytest.mark.anyio

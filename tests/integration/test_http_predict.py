@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tei_ort.http_app import create_app
-from tei_ort.pooling import classifier_scores
+from tei_ort.http.app import create_app
+from tei_ort.serving.pooling import classifier_scores
 from tests.integration._helpers import reference, serve, settings
 
 pytestmark = pytest.mark.anyio
@@ -154,7 +154,7 @@ async def test_prompt_template_reranker(make_model: Any) -> None:
     """Qwen3-Reranker-style models: pairs are encoded in the model's prompt template."""
     from dataclasses import replace
 
-    from tei_ort.rerank_templates import encode_rerank_pairs
+    from tei_ort.model.rerank_templates import encode_rerank_pairs
 
     model = make_model("reranker")
     model.info = replace(model.info, rerank_template="qwen3")

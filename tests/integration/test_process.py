@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tei_ort.model_info import Pooling
+from tei_ort.model.info import Pooling
 from tests.integration._process import ServerProcess
 from tests.integration._tiny import make_classifier
 

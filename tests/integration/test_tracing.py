@@ -21,12 +21,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tei_ort.grpc_server import GrpcServer, grpc_companion
-from tei_ort.http_app import create_app
-from tei_ort.infer import Infer
+from tei_ort.grpc.server import GrpcServer, grpc_companion
+from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
-from tei_ort.tracing import Tracer, TracingMiddleware
+from tei_ort.serving.infer import Infer
+from tei_ort.serving.tracing import Tracer, TracingMiddleware
 from tests.integration._helpers import FakeModel, serve, settings
 from tests.integration._process import ServerProcess, free_port
 

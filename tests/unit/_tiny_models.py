@@ -132,7 +132,7 @@ def make_served_model(model_type: str, head: str, out_dir: Path, num_labels: int
     """A tiny model that the loader can serve: MiniLM's tokenizer and a vocabulary to match."""
     import shutil
 
-    from tei_ort.hub import default_model_path
+    from tei_ort.model.hub import default_model_path
 
     model = make_model(model_type, head, out_dir, num_labels=num_labels, vocab=MINILM_VOCAB)
     for name in TOKENIZER_FILES:

@@ -9,7 +9,7 @@ import pytest
 
 import tei_ort
 from tei_ort.errors import EmptyError, ModelTypeError
-from tei_ort.model_info import ModelKind
+from tei_ort.model.info import ModelKind
 from tests.unit._tiny_models import make_served_model
 
 torch = pytest.importorskip("torch")

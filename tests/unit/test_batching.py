@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tei_ort.batching import bucket_length, fits, pad_batch, padding_waste, plan_batch
+from tei_ort.serving.batching import bucket_length, fits, pad_batch, padding_waste, plan_batch
 
 
 @pytest.mark.parametrize(

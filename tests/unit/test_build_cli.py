@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from exporters.cache import ENGINE_FILE, KEY_FILE
-from tei_ort.cli import main
-from tei_ort.hub import default_model_path
-from tei_ort.loading import ModelOptions, load_model
+from tei_ort.cli.commands import main
+from tei_ort.model.cache import ENGINE_FILE, KEY_FILE
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.loading import ModelOptions, load_model
 
 
 def test_build_then_serve_path_reuses_the_engine(

@@ -1,4 +1,4 @@
-"""CPU micro-batching: the pure plan (engines.chunking) and OrtEngine's chunked run."""
+"""CPU micro-batching: the pure plan (tei_ort.engines.chunking) and OrtEngine's chunked run."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.base import EngineInputs, OutputName
-from engines.chunking import plan_chunks
-from engines.ort_engine import OrtEngine
-from exporters.cpu_graph import unfuse_skip_layer_norm
-from exporters.export import Variant, export_onnx
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head
+from tei_ort.engines.base import EngineInputs, OutputName
+from tei_ort.engines.chunking import plan_chunks
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_models import make_model, mixed_batch
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tei_ort import cli
-from tei_ort.model_info import Pooling
+from tei_ort.cli import commands as cli
+from tei_ort.model.info import Pooling
 from tei_ort.settings import Settings
 
 
@@ -194,8 +194,8 @@ def test_tei_ort_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model that cannot be loaded ends `serve` with exit code 1 and a log line."""
-    from tei_ort import loading
     from tei_ort.errors import ModelNotFoundError
+    from tei_ort.model import loading
 
     def fail(settings: Settings) -> None:
         raise ModelNotFoundError("no such model")

@@ -10,11 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engines.ort_engine import CPU_DISABLED_OPTIMIZERS
-from exporters.cpu_graph import unfuse_skip_layer_norm
-from exporters.export import Variant, export_onnx
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head
+from tei_ort.engines.ort_engine import CPU_DISABLED_OPTIMIZERS
+from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_models import make_model, mixed_batch, run_graph
 
 pytest.importorskip("torch")  # the tiny checkpoints are written by transformers

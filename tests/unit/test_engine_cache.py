@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from exporters import cache as cache_module
-from exporters.cache import CacheKey, EngineCache, model_slug, weights_digest
-from tei_ort import loading
-from tei_ort.hub import default_model_path
-from tei_ort.loading import ModelOptions, load_model, prepare_engine
+from tei_ort.model import cache as cache_module
+from tei_ort.model import loading
+from tei_ort.model.cache import CacheKey, EngineCache, model_slug, weights_digest
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.loading import ModelOptions, load_model, prepare_engine
 
 
 def _key(**changes: str) -> CacheKey:

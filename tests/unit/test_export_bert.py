@@ -9,11 +9,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engines.base import EngineInputs
-from exporters.export import Variant, export_onnx
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head, Pooling
-from tei_ort.pooling import pool
+from tei_ort.engines.base import EngineInputs
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head, Pooling
+from tei_ort.serving.pooling import pool
 from tests.unit._tiny_models import HEAD_CLASSES, make_model, mixed_batch
 
 torch = pytest.importorskip("torch")

@@ -15,11 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from exporters.export import Variant, export_onnx, export_to_file
-from exporters.weights import safetensors_files
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head, Pooling
-from tei_ort.pooling import pool
+from tei_ort.exporters.export import Variant, export_onnx, export_to_file
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head, Pooling
+from tei_ort.serving.pooling import pool
 from tests.unit._tiny_decoders import DECODER_CLASSES, decoder_batch, make_decoder
 
 torch = pytest.importorskip("torch")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from exporters.export import Variant, export_onnx
-from exporters.weights import WeightStore, normalise_name, safetensors_files
 from tei_ort.errors import ModelError, UnsupportedModelError, WeightMappingError
-from tei_ort.model_info import Head
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.weights import WeightStore, normalise_name, safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_models import make_model
 
 pytest.importorskip("torch")

@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from exporters import layers
-from exporters.export import Variant, architecture_of, export_onnx
-from exporters.weights import safetensors_files
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import Head, Pooling
-from tei_ort.pooling import pool
+from tei_ort.exporters import layers
+from tei_ort.exporters.export import Variant, architecture_of, export_onnx
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head, Pooling
+from tei_ort.serving.pooling import pool
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POOLING = {

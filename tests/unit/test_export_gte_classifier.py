@@ -18,9 +18,9 @@ import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from exporters.export import Variant, export_onnx
 from tei_ort.errors import WeightMappingError
-from tei_ort.model_info import Head
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.model.info import Head
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PREFIX = {"gte_new_tiny": "new.", "jina_bert_v2_tiny": "bert."}

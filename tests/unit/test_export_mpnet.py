@@ -11,11 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from exporters.export import Variant, export_onnx
-from exporters.mpnet import relative_position_bucket
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head, Pooling
-from tei_ort.pooling import pool
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.mpnet import relative_position_bucket
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head, Pooling
+from tei_ort.serving.pooling import pool
 from tests.unit._tiny_models import VOCAB, mixed_batch
 
 torch = pytest.importorskip("torch")

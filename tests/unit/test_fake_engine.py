@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.base import EngineInputs, OutputName
-from engines.fake import FakeEngine, FakeEngineError
+from tei_ort.engines.base import EngineInputs, OutputName
+from tei_ort.engines.fake import FakeEngine, FakeEngineError
 
 
 def batch(rows: list[list[int]], pad_to: int) -> EngineInputs:

@@ -20,14 +20,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from exporters import layers
-from exporters.export import Variant, export_onnx
-from exporters.fp16 import FP16_MAX, count_by_precision, node_precision, to_float16
-from exporters.graph import INT64, GraphBuilder
-from exporters.weights import safetensors_files
-from tei_ort.hub import default_model_path
-from tei_ort.model_info import Head, Pooling
-from tei_ort.pooling import pool
+from tei_ort.exporters import layers
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.fp16 import FP16_MAX, count_by_precision, node_precision, to_float16
+from tei_ort.exporters.graph import INT64, GraphBuilder
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.info import Head, Pooling
+from tei_ort.serving.pooling import pool
 from tests.unit._tiny_models import make_model, mixed_batch
 
 MIN_COSINE = 0.999

@@ -10,9 +10,9 @@ import huggingface_hub.constants
 import pytest
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-import tei_ort.hub as hub
+import tei_ort.model.hub as hub
 from tei_ort.errors import ModelNotFoundError
-from tei_ort.hub import (
+from tei_ort.model.hub import (
     DEFAULT_MODEL_ID,
     ResolvedModel,
     default_model_path,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tei_ort.errors import ConfigurationError, ValidationError
-from tei_ort.infer import (
+from tei_ort.serving.infer import (
     INLINE_TOKENIZE_CHARS,
     Permits,
     effective_max_input_length,

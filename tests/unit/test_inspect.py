@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tei_ort.errors import ModelError, UnsupportedModelError
-from tei_ort.hub import ResolvedModel, resolve_model
-from tei_ort.inspect import inspect_model
-from tei_ort.model_info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
+from tei_ort.model.hub import ResolvedModel, resolve_model
+from tei_ort.model.info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
+from tei_ort.model.inspect import inspect_model
 from tests.unit._model_dirs import (
     make_model,
     modules,
@@ -160,7 +160,7 @@ def test_classifier_ignores_pooling_like_tei(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     make_model(tmp_path, {"architectures": ["BertForSequenceClassification"]})
-    with caplog.at_level(logging.WARNING, logger="tei_ort.inspect"):
+    with caplog.at_level(logging.WARNING, logger="tei_ort.model.inspect"):
         info = inspect(tmp_path, pooling=Pooling.MEAN)
     assert info.pooling is None
     assert info.head is Head.CLASSIFIER

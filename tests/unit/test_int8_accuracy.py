@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import tei_ort
-from tei_ort.hub import default_model_path
-from tei_ort.model_info import Pooling
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.info import Pooling
 
 MIN_COSINE = 0.99
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.base import EngineInputs
-from engines.ort_engine import OrtEngine
-from exporters.export import Variant, export_onnx, export_to_file
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head
+from tei_ort.engines.base import EngineInputs
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.exporters.export import Variant, export_onnx, export_to_file
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_models import make_model, mixed_batch
 
 pytest.importorskip("torch")
@@ -48,9 +48,9 @@ def test_external_data_engine_saves_and_reloads_its_optimized_graph(tmp_path: Pa
 def test_in_memory_passes_refuse_graphs_over_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tei_ort import loading
     from tei_ort.errors import UnsupportedModelError
-    from tei_ort.hub import default_model_path
+    from tei_ort.model import loading
+    from tei_ort.model.hub import default_model_path
 
     monkeypatch.setattr(loading, "EXTERNAL_DATA_THRESHOLD", 0)
     options = loading.ModelOptions(

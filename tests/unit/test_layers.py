@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from exporters import layers, rotary
-from exporters.graph import FLOAT, GraphBuilder
+from tei_ort.exporters import layers, rotary
+from tei_ort.exporters.graph import FLOAT, GraphBuilder
 
 
 def _run(g: GraphBuilder, out: str, **feeds: np.ndarray) -> np.ndarray:

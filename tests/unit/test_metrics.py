@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tei_ort.metrics import (
+from tei_ort.serving.metrics import (
     BATCH_SIZE_BUCKETS,
     BATCH_TOKENS_BUCKETS,
     Metrics,

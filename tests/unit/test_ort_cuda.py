@@ -14,15 +14,15 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.base import EngineInputs, OutputName
-from engines.ort_cuda import OrtCudaEngine, output_elements, run_shape
-from engines.ort_engine import OrtEngine
-from engines.shapes import BatchLimits
-from exporters.export import Variant, export_onnx
-from exporters.fp16 import to_float16
-from exporters.weights import safetensors_files
+from tei_ort.engines.base import EngineInputs, OutputName
+from tei_ort.engines.ort_cuda import OrtCudaEngine, output_elements, run_shape
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.shapes import BatchLimits
 from tei_ort.errors import EngineError
-from tei_ort.model_info import Head
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.fp16 import to_float16
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_models import make_model, mixed_batch
 
 LIMITS = BatchLimits(max_input_length=64, max_batch_tokens=256)
@@ -120,9 +120,9 @@ def test_oversized_batch_is_refused(graphs: dict[str, Path]) -> None:
 def test_cuda_target_caches_a_float16_graph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from exporters.fp16 import count_by_precision
-    from tei_ort import loading
-    from tei_ort.hub import default_model_path
+    from tei_ort.exporters.fp16 import count_by_precision
+    from tei_ort.model import loading
+    from tei_ort.model.hub import default_model_path
 
     target = loading.EngineTarget(
         "onnx-cuda-sm90", "float16", Variant.ORT, ("CUDAExecutionProvider",), engine="ort-cuda"

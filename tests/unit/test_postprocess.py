@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.base import OutputName
-from tei_ort.model_info import Pooling
-from tei_ort.pooling import classifier_scores, l2_normalize, pool
-from tei_ort.postprocess import Mode, OutputSpec, postprocess, sparsify
+from tei_ort.engines.base import OutputName
+from tei_ort.model.info import Pooling
+from tei_ort.serving.pooling import classifier_scores, l2_normalize, pool
+from tei_ort.serving.postprocess import Mode, OutputSpec, postprocess, sparsify
 
 RNG = np.random.default_rng(0)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from engines import _cudart, providers
-from engines.ort_engine import OrtEngine
-from engines.providers import (
+from tei_ort.engines import _cudart, providers
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.providers import (
     PROVIDERS,
     check_compute_capability,
     default_dtype,
@@ -23,9 +23,9 @@ from engines.providers import (
     require,
     sm_tag,
 )
-from exporters.export import Variant
-from tei_ort.errors import ConfigurationError, EngineError
-from tei_ort.loading import ModelOptions, select_target
+from tei_ort.errors import ConfigurationError, EngineError, UnknownProviderError
+from tei_ort.exporters.export import Variant
+from tei_ort.model.loading import ModelOptions, select_target
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_parse_provider(value: str | None, name: str) -> None:
 
 
 def test_unknown_provider_lists_the_choices() -> None:
-    with pytest.raises(ConfigurationError, match="cpu, cuda, tensorrt, cann, coreml, openvino"):
+    with pytest.raises(UnknownProviderError, match="cpu, cuda, tensorrt, cann, coreml, openvino"):
         parse_provider("rocm")
 
 
@@ -134,7 +134,7 @@ def test_no_gpu_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_gpu_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tei_ort.loading.require", lambda provider: None)  # as if installed
+    monkeypatch.setattr("tei_ort.model.loading.require", lambda provider: None)  # as if installed
     _fake_smi(tmp_path, monkeypatch, "9.0")
     cuda = select_target(ModelOptions(provider="cuda"))
     assert (cuda.name, cuda.dtype, cuda.variant, cuda.engine) == (
@@ -166,7 +166,7 @@ def test_image_built_for_another_gpu_warns(
 ) -> None:
     _fake_smi(tmp_path, monkeypatch, "8.9")
     monkeypatch.setenv("CUDA_COMPUTE_CAP", "80")
-    with caplog.at_level("WARNING", logger="engines.providers"):
+    with caplog.at_level("WARNING", logger="tei_ort.engines.providers"):
         assert gpu_compute_capability(0) == (8, 9)
     assert "built for compute capability 80 but GPU 0 has 8.9" in caplog.text
     monkeypatch.setenv("CUDA_COMPUTE_CAP", "89")

@@ -1,4 +1,4 @@
-"""exporters.quantize on tiny BERTs: which MatMuls stay fp32, the int8 graph, the target."""
+"""tei_ort.exporters.quantize on tiny BERTs: which MatMuls stay fp32, the int8 graph, the target."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from exporters.export import Variant, export_onnx
-from exporters.quantize import fp32_matmuls, int8_matmuls, quantize_int8, scale_rows
-from exporters.weights import safetensors_files
 from tei_ort.errors import ConfigurationError
-from tei_ort.loading import ModelOptions, select_target
-from tei_ort.model_info import Head
+from tei_ort.exporters.export import Variant, export_onnx
+from tei_ort.exporters.quantize import fp32_matmuls, int8_matmuls, quantize_int8, scale_rows
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
+from tei_ort.model.loading import ModelOptions, select_target
 from tests.unit._tiny_models import make_model, mixed_batch
 
 pytest.importorskip("torch")  # the tiny checkpoints are written by transformers

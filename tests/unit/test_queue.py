@@ -6,10 +6,10 @@ import threading
 
 import numpy as np
 
-from tei_ort.metrics import Metrics
-from tei_ort.postprocess import Mode, OutputSpec
-from tei_ort.queue import Budget, Entry, Queue, Ticket
-from tei_ort.tokenization import Encoded
+from tei_ort.model.tokenization import Encoded
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.postprocess import Mode, OutputSpec
+from tei_ort.serving.queue import Budget, Entry, Queue, Ticket
 
 
 def entry(ticket: Ticket, index: int, length: int) -> Entry:

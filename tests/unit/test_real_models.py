@@ -15,8 +15,8 @@ import pytest
 import tei_ort
 from tei_ort.api import Model
 from tei_ort.errors import EmptyError, ModelTypeError, ValidationError
-from tei_ort.hub import default_model_path
-from tei_ort.model_info import Pooling
+from tei_ort.model.hub import default_model_path
+from tei_ort.model.info import Pooling
 
 torch = pytest.importorskip("torch")
 

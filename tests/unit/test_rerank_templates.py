@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tei_ort.errors import ModelError, UnsupportedModelError
-from tei_ort.rerank_templates import (
+from tei_ort.model.rerank_templates import (
     QWEN3,
     QWEN3_RERANK_PREFIX,
     QWEN3_RERANK_SUFFIX,
@@ -14,7 +14,7 @@ from tei_ort.rerank_templates import (
     format_qwen3_rerank_pair,
     is_qwen3_reranker,
 )
-from tei_ort.tokenization import Tokenizer
+from tei_ort.model.tokenization import Tokenizer
 from tests.unit._tiny_decoders import write_bpe_tokenizer
 
 

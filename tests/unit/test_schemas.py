@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tei_ort.errors import ValidationError
-from tei_ort.schemas import (
+from tei_ort.http.schemas import (
     JsonSyntaxError,
     parse_decode,
     parse_embed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tei_ort.errors import ConfigurationError
-from tei_ort.model_info import Pooling
+from tei_ort.model.info import Pooling
 from tei_ort.settings import DEFAULT_MODEL_ID, Settings, cpu_count, listen_address, parse_pooling
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.base import OutputName
-from engines.shapes import BatchLimits, graph_batch
-from engines.trt_engine import buffer_elements
-from exporters.cache import CacheKey
-from exporters.tensorrt import build_engine, plan_profiles, segments, select_profile
-from tei_ort.batching import plan_batch
+from tei_ort.engines.base import OutputName
+from tei_ort.engines.shapes import BatchLimits, graph_batch
+from tei_ort.engines.trt_engine import buffer_elements
+from tei_ort.engines.trt_profiles import plan_profiles, segments, select_profile
 from tei_ort.errors import EngineError
+from tei_ort.exporters.tensorrt import build_engine
+from tei_ort.model.cache import CacheKey
+from tei_ort.serving.batching import plan_batch
 
 LIMITS = [
     BatchLimits(512, 16384),
@@ -133,9 +134,9 @@ def test_build_without_tensorrt_names_the_package(tmp_path: Path) -> None:
 
 def _fake_trt(monkeypatch: pytest.MonkeyPatch, builds: list[str]) -> None:
     """A TensorRT target and build on a machine without a GPU: the build writes a stub plan."""
-    from exporters import tensorrt
-    from exporters.export import Variant
-    from tei_ort import loading
+    from tei_ort.exporters import tensorrt
+    from tei_ort.exporters.export import Variant
+    from tei_ort.model import loading
 
     def select_target(options: loading.ModelOptions) -> loading.EngineTarget:
         return loading.EngineTarget(
@@ -154,8 +155,8 @@ def _fake_trt(monkeypatch: pytest.MonkeyPatch, builds: list[str]) -> None:
 def test_engines_are_cached_per_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from tei_ort.hub import default_model_path
-    from tei_ort.loading import ModelOptions, prepare_engine
+    from tei_ort.model.hub import default_model_path
+    from tei_ort.model.loading import ModelOptions, prepare_engine
 
     builds: list[str] = []
     _fake_trt(monkeypatch, builds)

@@ -1,4 +1,4 @@
-"""exporters.token_packing: the packed CPU graph gives the padded graph's numbers on every
+"""tei_ort.exporters.token_packing: the packed CPU graph gives the padded graph's numbers on every
 architecture and head, and really runs its linear layers on real tokens only."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engines.ort_engine import CPU_DISABLED_OPTIMIZERS
-from exporters.cpu_graph import unfuse_skip_layer_norm
-from exporters.export import export_onnx
-from exporters.token_packing import pack_tokens
-from exporters.weights import safetensors_files
-from tei_ort.model_info import Head
+from tei_ort.engines.ort_engine import CPU_DISABLED_OPTIMIZERS
+from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+from tei_ort.exporters.export import export_onnx
+from tei_ort.exporters.token_packing import pack_tokens
+from tei_ort.exporters.weights import safetensors_files
+from tei_ort.model.info import Head
 from tests.unit._tiny_decoders import decoder_batch, make_decoder, make_modernbert
 from tests.unit._tiny_models import make_model, mixed_batch, run_graph
 from tests.unit.test_export_mpnet import make_mpnet

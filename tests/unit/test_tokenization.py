@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tei_ort.errors import ModelError
-from tei_ort.tokenization import Tokenizer, apply_prompt
+from tei_ort.model.tokenization import Tokenizer, apply_prompt
 
 
 def test_file_padding_and_truncation_are_cleared(minilm_dir: Path, tokenizer: Tokenizer) -> None:

@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tei_ort.log import JsonFormatter
+from tei_ort.serving.tracing import RequestTrace, Tracer, metadata_carrier, setup_tracing
 from tei_ort.settings import Settings
-from tei_ort.tracing import RequestTrace, Tracer, metadata_carrier, setup_tracing
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

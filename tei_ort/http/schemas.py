@@ -14,7 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from tei_ort.errors import BodyError, JsonSyntaxError
-from tei_ort.tokenization import Direction
+from tei_ort.model.tokenization import Direction
 
 Item = str | list[int] | tuple[str, str]
 EncodingFormat = Literal["float", "base64"]

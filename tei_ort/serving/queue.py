@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tei_ort.batching import BUCKET_MULTIPLE, plan_batch
-from tei_ort.metrics import Metrics
-from tei_ort.postprocess import OutputSpec
-from tei_ort.tokenization import Encoded
+from tei_ort.model.tokenization import Encoded
+from tei_ort.serving.batching import BUCKET_MULTIPLE, plan_batch
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.postprocess import OutputSpec
 
 
 class Ticket:

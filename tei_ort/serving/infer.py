@@ -34,9 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import Engine, EngineInputs
-from tei_ort.batching import bucket_length, pad_batch
-from tei_ort.encoding import MAX_CHAR_MULTIPLIER, InputEncoder, Item
+from tei_ort.engines.base import Engine, EngineInputs
 from tei_ort.errors import (
     BackendError,
     ConfigurationError,
@@ -47,13 +45,15 @@ from tei_ort.errors import (
     UnhealthyError,
     ValidationError,
 )
-from tei_ort.metrics import Metrics
-from tei_ort.model_info import ModelInfo, ModelKind, Pooling
-from tei_ort.postprocess import Mode, OutputSpec, postprocess
-from tei_ort.queue import Budget, Entry, Queue, Ticket
+from tei_ort.model.info import ModelInfo, ModelKind, Pooling
+from tei_ort.model.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
+from tei_ort.serving.batching import bucket_length, pad_batch
+from tei_ort.serving.encoding import MAX_CHAR_MULTIPLIER, InputEncoder, Item
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.postprocess import Mode, OutputSpec, postprocess
+from tei_ort.serving.queue import Budget, Entry, Queue, Ticket
+from tei_ort.serving.tracing import RequestTrace, Tracer
 from tei_ort.settings import Settings
-from tei_ort.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
-from tei_ort.tracing import RequestTrace, Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ HEALTH_PROBE_TIMEOUT_S = 30.0
 
 
 class ServedModel(Protocol):
-    """What the server needs of a loaded model (``tei_ort.loading.LoadedModel`` has it)."""
+    """What the server needs of a loaded model (``tei_ort.model.loading.LoadedModel`` has it)."""
 
     info: ModelInfo
     tokenizer: Tokenizer

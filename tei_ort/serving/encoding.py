@@ -10,11 +10,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tei_ort.errors import EmptyError, ModelTypeError, RequestError, TeiOrtError, ValidationError
-from tei_ort.model_info import Head, ModelInfo, ModelKind
-from tei_ort.postprocess import Mode, OutputSpec
-from tei_ort.rerank_templates import encode_rerank_pairs
-from tei_ort.tokenization import Direction, Encoded, Tokenizer, apply_prompt
+from tei_ort.errors import (
+    EmptyError,
+    ModelError,
+    ModelTypeError,
+    RequestError,
+    TeiOrtError,
+    ValidationError,
+)
+from tei_ort.model.info import Head, ModelInfo, ModelKind
+from tei_ort.model.rerank_templates import encode_rerank_pairs
+from tei_ort.model.tokenization import Direction, Encoded, Tokenizer, apply_prompt
+from tei_ort.serving.postprocess import Mode, OutputSpec
 
 #: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
 MAX_CHAR_MULTIPLIER = 250
@@ -194,7 +201,7 @@ class InputEncoder:
                 max_length=max_length if truncate else None,
                 direction=direction,
             )
-        except TeiOrtError as exc:
+        except (TeiOrtError, ModelError) as exc:
             if isinstance(exc, RequestError):
                 raise
             raise ValidationError(f"Input validation error: {exc}") from exc

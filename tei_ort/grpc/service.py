@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
-from tei_ort.infer import Infer, Outcome
-from tei_ort.metrics import Metrics
-from tei_ort.model_info import ModelKind
-from tei_ort.postprocess import Mode, OutputSpec, rank_order
+from tei_ort.http.routes import Reply, info_document, record_success
+from tei_ort.model.info import ModelKind
+from tei_ort.model.tokenization import Direction
 from tei_ort.proto import tei_pb2 as pb
-from tei_ort.routes import Reply, info_document, record_success
+from tei_ort.serving.infer import Infer, Outcome
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.settings import Settings
-from tei_ort.tokenization import Direction
 
 #: one unary method's work: (request message, single?) -> Reply
 Core = Callable[[Any, bool], Awaitable[Reply]]

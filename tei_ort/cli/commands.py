@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tei_ort.build_cli import add_build_parser
-from tei_ort.errors import TeiOrtError
+from tei_ort.cli.build import add_build_parser
+from tei_ort.errors import START_ERRORS
 from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, listen_address, parse_pooling
 
 if TYPE_CHECKING:
-    from tei_ort.tracing import Tracer
+    from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
 
@@ -69,11 +69,11 @@ def _dtype(value: str) -> str:
 
 
 def _provider(value: str) -> str:
-    from engines.providers import parse_provider
+    from tei_ort.engines.providers import parse_provider
 
     try:
         return parse_provider(value).name
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -90,7 +90,7 @@ def _non_negative_int(value: str) -> int:
 def _pooling(value: str) -> Any:
     try:
         return parse_pooling(value)
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -379,7 +379,7 @@ def settings_from_args(
         )
     try:
         return Settings(**values)
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         parser.error(str(exc))
 
 
@@ -418,7 +418,7 @@ def serve(settings: Settings) -> int:
     logger.info("Args %s", _redacted(settings))
     if listen_address(settings.hostname) != settings.hostname:
         logger.warning("invalid hostname %r, defaulting to 0.0.0.0", settings.hostname)
-    from tei_ort.tracing import setup_tracing
+    from tei_ort.serving.tracing import setup_tracing
 
     tracer = setup_tracing(settings)
     try:
@@ -434,22 +434,22 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     """``--grpc``: gRPC on --port (no HTTP), /metrics on --prometheus-port."""
     import asyncio
 
-    from tei_ort.grpc_server import serve_grpc
-    from tei_ort.infer import Infer
-    from tei_ort.loading import load_from_settings
-    from tei_ort.metrics import Metrics, start_prometheus_listener
+    from tei_ort.grpc.server import serve_grpc
+    from tei_ort.model.loading import load_from_settings
+    from tei_ort.serving.infer import Infer
+    from tei_ort.serving.metrics import Metrics, start_prometheus_listener
 
     try:
         model = load_from_settings(settings)
         metrics = Metrics(max_input_length=model.info.max_input_length)
         infer = Infer(settings, model, metrics, dense=getattr(model, "dense", None), tracer=tracer)
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
     listener = start_prometheus_listener(metrics, "0.0.0.0", settings.prometheus_port)
     try:
         return asyncio.run(serve_grpc(settings, infer))
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
     finally:
@@ -462,18 +462,18 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     try:
         import uvicorn
 
-        from tei_ort.http_app import Companion, create_app
-        from tei_ort.loading import load_from_settings
-        from tei_ort.metrics import start_prometheus_listener
+        from tei_ort.http.app import Companion, create_app
+        from tei_ort.model.loading import load_from_settings
+        from tei_ort.serving.metrics import start_prometheus_listener
 
         model = load_from_settings(settings)
         companions: list[Companion] = []
         if settings.grpc_port is not None:
-            from tei_ort.grpc_server import grpc_companion
+            from tei_ort.grpc.server import grpc_companion
 
             companions.append(grpc_companion(settings, settings.bind_host, settings.grpc_port))
         app = create_app(settings, model, tracer=tracer, companions=companions)
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
     listener = start_prometheus_listener(app.state.metrics, "0.0.0.0", settings.prometheus_port)

@@ -33,13 +33,8 @@ from tei_ort.errors import (
     PayloadTooLargeError,
     RequestError,
 )
-from tei_ort.infer import Infer, Outcome, failure_label
-from tei_ort.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tei_ort.metrics import Metrics
-from tei_ort.model_info import ModelKind
-from tei_ort.openapi import SWAGGER_HTML, openapi_document
-from tei_ort.postprocess import Mode, OutputSpec, rank_order, sparsify
-from tei_ort.schemas import (
+from tei_ort.http.openapi import SWAGGER_HTML, openapi_document
+from tei_ort.http.schemas import (
     Item,
     parse_decode,
     parse_embed,
@@ -51,6 +46,11 @@ from tei_ort.schemas import (
     parse_tokenize,
     parse_vertex,
 )
+from tei_ort.model.info import ModelKind
+from tei_ort.serving.infer import Infer, Outcome, failure_label
+from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order, sparsify
 from tei_ort.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import numpy as np
 import tokenizers
 
 from tei_ort.errors import ModelError, UnsupportedModelError
-from tei_ort.tokenization import Encoded, Tokenizer
+from tei_ort.model.tokenization import Encoded, Tokenizer
 
 Direction = Literal["right", "left"]
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tei_ort.exporters.head_kind import Head
+
+__all__ = ["DenseLayer", "Head", "ModelInfo", "ModelKind", "Pooling"]
+
 
 class ModelKind(str, enum.Enum):
     EMBEDDING = "embedding"
@@ -19,17 +23,6 @@ class Pooling(str, enum.Enum):
     MEAN = "mean"
     SPLADE = "splade"
     LAST_TOKEN = "last_token"
-
-
-class Head(str, enum.Enum):
-    """Which graph the exporter builds on top of the encoder."""
-
-    BASE = "base"  # last_hidden_state; pooling in numpy
-    CLASSIFIER = "classifier"  # *ForSequenceClassification logits
-    SPLADE = "splade"  # *ForMaskedLM + the SPLADE reduction in the graph
-    # a causal LM scored as a re-ranker (Qwen3-Reranker): logits (B, 1) = logit("yes") -
-    # logit("no") at the last real token, so sigmoid gives P(yes) = softmax([no, yes])[1]
-    YES_NO_LOGIT = "yes_no_logit"
 
 
 @dataclass(frozen=True)

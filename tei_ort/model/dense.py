@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from exporters.weights import WeightStore
 from tei_ort.errors import UnsupportedModelError
-from tei_ort.model_info import DenseLayer
+from tei_ort.exporters.weights import WeightStore
+from tei_ort.model.info import DenseLayer
 
 F32 = NDArray[np.float32]
 

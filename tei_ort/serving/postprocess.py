@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import OutputName
-from tei_ort.model_info import Pooling
-from tei_ort.pooling import classifier_scores, l2_normalize, pool, truncate_dimensions
+from tei_ort.engines.base import OutputName
+from tei_ort.model.info import Pooling
+from tei_ort.serving.pooling import classifier_scores, l2_normalize, pool, truncate_dimensions
 
 F32 = NDArray[np.float32]
 

@@ -1,6 +1,6 @@
 """The Starlette application: routes, API-key check, CORS, and the engine's life cycle.
 
-``create_app(settings, model)`` takes a loaded model (``tei_ort.loading.LoadedModel`` or
+``create_app(settings, model)`` takes a loaded model (``tei_ort.model.loading.LoadedModel`` or
 anything with ``info``, ``tokenizer`` and ``engine``; an optional ``dense`` callable maps
 pooled vectors through the model's Dense layers) and returns an ASGI app whose lifespan
 starts and stops the inference threads. ``companions`` run beside HTTP on the same
@@ -24,11 +24,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tei_ort.errors import UnauthorizedError
-from tei_ort.infer import Infer, ServedModel
-from tei_ort.metrics import Metrics
-from tei_ort.routes import Api, error_response
+from tei_ort.http.routes import Api, error_response
+from tei_ort.serving.infer import Infer, ServedModel
+from tei_ort.serving.metrics import Metrics
+from tei_ort.serving.tracing import Tracer, TracingMiddleware
 from tei_ort.settings import Settings
-from tei_ort.tracing import Tracer, TracingMiddleware
 
 #: something that serves beside HTTP on the app's Infer while the app runs
 Companion = Callable[[Infer], AbstractAsyncContextManager[Any]]

@@ -13,15 +13,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from tei_ort.errors import TeiOrtError
+from tei_ort.errors import START_ERRORS
 
 #: ``--target`` -> execution provider
 TARGETS = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}
 
 
 def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
-    # imported here: tei_ort.cli imports this module to register the subcommand
-    from tei_ort.cli import add_flags, add_model_arguments
+    # imported here: tei_ort.cli.commands imports this module to register the subcommand
+    from tei_ort.cli.commands import add_flags, add_model_arguments
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "build",
@@ -45,8 +45,8 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _batch_flags() -> tuple[Any, ...]:
-    """serve's batch-limit flags (tei_ort.cli imports this module, so looked up late)."""
-    from tei_ort.cli import SERVER_FLAGS
+    """serve's batch-limit flags (tei_ort.cli.commands imports this module, so looked up late)."""
+    from tei_ort.cli.commands import SERVER_FLAGS
 
     return tuple(f for f in SERVER_FLAGS if f.dest in ("max_batch_tokens", "max_batch_requests"))
 
@@ -62,8 +62,8 @@ class _Progress:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tei_ort.cli import MODEL_FLAGS, settings_from_args
-    from tei_ort.loading import ModelOptions, prepare_engine
+    from tei_ort.cli.commands import MODEL_FLAGS, settings_from_args
+    from tei_ort.model.loading import ModelOptions, prepare_engine
 
     settings = settings_from_args(args.parser, args, MODEL_FLAGS + _batch_flags())
     if settings.execution_provider is None and args.target is not None:
@@ -72,7 +72,7 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         options = ModelOptions.from_settings(settings)
         prepared = prepare_engine(options, progress)
-    except TeiOrtError as exc:
+    except START_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     progress("done" if prepared.built else "done (already in the cache)")

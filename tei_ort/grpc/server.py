@@ -32,12 +32,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tei_ort.errors import ConfigurationError, RequestError
-from tei_ort.grpc_service import Core, GrpcService
-from tei_ort.infer import Infer, failure_label
+from tei_ort.grpc.service import Core, GrpcService
+from tei_ort.http.routes import Reply
 from tei_ort.proto import tei_pb2
-from tei_ort.routes import Reply
+from tei_ort.serving.infer import Infer, failure_label
+from tei_ort.serving.tracing import Tracer, metadata_carrier
 from tei_ort.settings import Settings
-from tei_ort.tracing import Tracer, metadata_carrier
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tei_ort.errors import ModelError, UnsupportedModelError
-from tei_ort.hub import ResolvedModel
-from tei_ort.model_info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
-from tei_ort.rerank_templates import QWEN3, is_qwen3_reranker, yes_no_token_ids
+from tei_ort.model.hub import ResolvedModel
+from tei_ort.model.info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
+from tei_ort.model.rerank_templates import QWEN3, is_qwen3_reranker, yes_no_token_ids
 
 __all__ = ["inspect_model"]
 

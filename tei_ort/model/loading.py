@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from engines.base import Engine, EngineInputs
-from engines.ort_engine import OrtEngine
-from engines.providers import (
+from tei_ort.engines.base import Engine, EngineInputs
+from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.providers import (
     Provider,
     default_dtype,
     gpu_compute_capability,
@@ -29,8 +29,18 @@ from engines.providers import (
     require,
     sm_tag,
 )
-from engines.shapes import BatchLimits
-from exporters.cache import (
+from tei_ort.engines.shapes import BatchLimits
+from tei_ort.engines.trt_profiles import PLAN_FILE, ProfilePlan, plan_profiles
+from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
+from tei_ort.exporters.export import (
+    EXPORTER_VERSION,
+    EXTERNAL_DATA_THRESHOLD,
+    Variant,
+    export_onnx,
+    export_to_file,
+)
+from tei_ort.exporters.weights import WeightStore
+from tei_ort.model.cache import (
     ENGINE_FILE,
     OPTIMIZED_FILE,
     CacheKey,
@@ -38,21 +48,11 @@ from exporters.cache import (
     default_cache_root,
     weights_digest,
 )
-from exporters.export import (
-    EXPORTER_VERSION,
-    EXTERNAL_DATA_THRESHOLD,
-    Variant,
-    export_onnx,
-    export_to_file,
-)
-from exporters.tensorrt import PLAN_FILE, ProfilePlan, plan_profiles
-from exporters.weights import WeightStore
-from tei_ort.dense import DenseStack
-from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
-from tei_ort.hub import resolve_model
-from tei_ort.inspect import inspect_model
-from tei_ort.model_info import Head, ModelInfo, Pooling
-from tei_ort.tokenization import Tokenizer
+from tei_ort.model.dense import DenseStack
+from tei_ort.model.hub import resolve_model
+from tei_ort.model.info import Head, ModelInfo, Pooling
+from tei_ort.model.inspect import inspect_model
+from tei_ort.model.tokenization import Tokenizer
 
 if TYPE_CHECKING:
     from tei_ort.settings import Settings
@@ -81,7 +81,7 @@ class ModelOptions:
     dtype: str | None = None
     engine_cache: str | None = None
     threads: int | None = None
-    provider: str | None = None  # execution provider (engines.providers); None: cpu
+    provider: str | None = None  # execution provider (tei_ort.engines.providers); None: cpu
     device_id: int = 0
     cuda_graphs: bool = False
     # GPU engines size their buffers and TensorRT profiles from the batcher's limits
@@ -150,7 +150,7 @@ def select_target(options: ModelOptions) -> EngineTarget:
         return _provider_target(provider, options)
     dtype = options.dtype or "float32"
     if dtype == "int8":
-        from exporters.quantize import QUANTIZER_VERSION
+        from tei_ort.exporters.quantize import QUANTIZER_VERSION
 
         # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
         return EngineTarget(
@@ -202,7 +202,7 @@ def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
             provider_options=(options_cuda,),
             engine="ort-cuda",
         )
-    from exporters.tensorrt import tensorrt_version
+    from tei_ort.engines.trt_profiles import tensorrt_version
 
     return EngineTarget(
         f"trt-{arch}",
@@ -244,8 +244,8 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
             yes_no_token_ids=info.yes_no_token_ids,
         )
         if target.name == CPU_TARGET:
-            from exporters.cpu_graph import unfuse_skip_layer_norm
-            from exporters.token_packing import pack_tokens
+            from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+            from tei_ort.exporters.token_packing import pack_tokens
 
             # nodes only: tensors in external data stay where they are
             graph = unfuse_skip_layer_norm(onnx.load(str(path), load_external_data=False))
@@ -265,14 +265,14 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
         yes_no_token_ids=info.yes_no_token_ids,
     )
     if target.dtype == "float16":
-        from exporters.fp16 import to_float16
+        from tei_ort.exporters.fp16 import to_float16
 
         # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
         graph = to_float16(graph)
     else:
-        from exporters.cpu_graph import unfuse_skip_layer_norm
-        from exporters.quantize import quantize_int8
-        from exporters.token_packing import pack_tokens
+        from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+        from tei_ort.exporters.quantize import quantize_int8
+        from tei_ort.exporters.token_packing import pack_tokens
 
         graph = quantize_int8(pack_tokens(unfuse_skip_layer_norm(graph)))
     onnx.save_model(graph, str(path))
@@ -281,7 +281,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
 def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
     """An engine over a cache entry."""
     if target.engine == "ort-cuda" and target.limits is not None:
-        from engines.ort_cuda import OrtCudaEngine
+        from tei_ort.engines.ort_cuda import OrtCudaEngine
 
         return OrtCudaEngine(
             entry_dir / ENGINE_FILE,
@@ -292,7 +292,7 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
             optimized_path=entry_dir / OPTIMIZED_FILE,
         )
     if target.engine == "trt" and target.profiles is not None:
-        from engines.trt_engine import TrtEngine
+        from tei_ort.engines.trt_engine import TrtEngine
 
         return TrtEngine(entry_dir / PLAN_FILE, plan=target.profiles, device_id=options.device_id)
     return OrtEngine(
@@ -349,7 +349,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> Prepar
         progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
         write_graph(info, target, tmp / ENGINE_FILE)
         if target.profiles is not None:
-            from exporters.tensorrt import build_engine
+            from tei_ort.exporters.tensorrt import build_engine
 
             build_engine(
                 tmp / ENGINE_FILE,

@@ -18,22 +18,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-#: sequence lengths are padded up to a multiple of this
-BUCKET_MULTIPLE = 16
+from tei_ort.engines.shapes import BUCKET_MULTIPLE, bucket_length
 
-
-def bucket_length(length: int, *, multiple: int = BUCKET_MULTIPLE, cap: int | None = None) -> int:
-    """The padded length of a batch whose longest entry has ``length`` tokens.
-
-    Rounds up to a multiple of ``multiple``; ``cap`` (the model's maximum input length)
-    bounds the rounding but never cuts below ``length`` itself.
-    """
-    if length <= 0:
-        return 0
-    padded = -(-length // multiple) * multiple
-    if cap is not None:
-        padded = min(padded, max(cap, length))
-    return padded
+__all__ = ["BUCKET_MULTIPLE", "bucket_length", "fits", "pad_batch", "plan_batch"]
 
 
 def fits(

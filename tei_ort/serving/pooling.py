@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.model_info import Pooling
+from tei_ort.model.info import Pooling
 
 F32 = NDArray[np.float32]
 

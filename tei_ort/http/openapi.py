@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tei_ort.model_info import ModelKind
+from tei_ort.model.info import ModelKind
 
 TITLE = "tei-ort (Text Embeddings Inference API)"
 

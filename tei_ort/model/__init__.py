@@ -1,0 +1,1 @@
+"""The model: resolution (hub or local), inspection, the engine cache, loading."""

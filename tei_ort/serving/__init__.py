@@ -1,0 +1,1 @@
+"""Serving below the front ends: validation, encoding, queue, batcher, engine threads, metrics."""

@@ -1,0 +1,32 @@
+"""The wheel: one import root (tei_ort), the proto and the lower layers inside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_wheel_installs_everything_under_tei_ort(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("tei_ort-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    roots = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert roots == {"tei_ort"}  # no top-level `engines` / `exporters` to collide with
+    for shipped in (
+        "tei_ort/proto/tei.proto",
+        "tei_ort/proto/tei_pb2.pyi",
+        "tei_ort/engines/base.py",
+        "tei_ort/exporters/export.py",
+        "tei_ort/py.typed",
+    ):
+        assert shipped in names
