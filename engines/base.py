@@ -53,6 +53,10 @@ class Engine(ABC):
 
     #: the graph output this engine produces (one per graph; see the module docstring)
     output_name: OutputName
+    #: what runs the graph, as ``x-compute-type`` reports it: "cpu", "cuda", "tensorrt", ...
+    compute_type: str
+    #: the precision the graph computes in, as /info's ``model_dtype`` reports it
+    dtype: str
     #: the largest batch the engine accepts (None: no limit beyond the token budget)
     max_batch_size: int | None = None
     #: batches are padded to a multiple of this many tokens: shapes that repeat suit

@@ -29,6 +29,9 @@ class FakeEngineError(RuntimeError):
 class FakeEngine(Engine):
     """``output_name`` picks the head: hidden states, classifier logits or SPLADE vectors."""
 
+    compute_type = "cpu"
+    dtype = "float32"
+
     def __init__(
         self,
         output_name: OutputName = OutputName.LAST_HIDDEN_STATE,

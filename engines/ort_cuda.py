@@ -107,6 +107,7 @@ class OrtCudaEngine(OrtEngine):
         pad_batches: bool | None = None,
         optimized_path: Path | None = None,
         threads: int | None = None,
+        dtype: str = "float16",
     ) -> None:
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
         options = dict(provider_options or {})
@@ -120,6 +121,7 @@ class OrtCudaEngine(OrtEngine):
                 provider_options=(options,),
                 threads=threads,
                 optimized_path=optimized_path,
+                dtype=dtype,
             )
         except EngineError as exc:
             if cuda_graphs:

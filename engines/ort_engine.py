@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from tei_ort.engines.base import Engine, EngineInputs, OutputName
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, plan_chunks
 from tei_ort.engines.errors import EngineError
-from tei_ort.engines.providers import PACKAGES
+from tei_ort.engines.providers import PACKAGES, compute_type
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,11 @@ class OrtEngine(Engine):
         provider_options: Sequence[dict[str, str]] | None = None,
         threads: int | None = None,
         optimized_path: Path | None = None,
+        dtype: str = "float32",
     ) -> None:
         check_providers(providers)
+        self.compute_type = compute_type(providers[0])
+        self.dtype = dtype
         if provider_options is not None and len(provider_options) != len(providers):
             raise EngineError("provider_options needs one dict per provider")
         # A graph that ORT already optimized and saved loads without re-optimizing it.

@@ -69,6 +69,14 @@ def parse_provider(value: str | None) -> Provider:
     )
 
 
+def compute_type(ort_provider: str) -> str:
+    """What an ONNX Runtime provider runs on, in ``x-compute-type``: our name for it."""
+    for provider in PROVIDERS.values():
+        if provider.ort_name == ort_provider:
+            return provider.name
+    return ort_provider.removesuffix("ExecutionProvider").lower()
+
+
 def default_dtype(provider: Provider) -> str:
     """float16 on NVIDIA GPUs (as TEI's CUDA images), float32 elsewhere."""
     return "float16" if provider.nvidia else "float32"

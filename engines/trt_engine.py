@@ -34,7 +34,12 @@ def buffer_elements(plan: ProfilePlan, output: OutputName, row_elements: int) ->
 
 
 class TrtEngine(Engine):
-    def __init__(self, plan_path: Path, *, plan: ProfilePlan, device_id: int = 0) -> None:
+    compute_type = "tensorrt"
+
+    def __init__(
+        self, plan_path: Path, *, plan: ProfilePlan, device_id: int = 0, dtype: str = "float16"
+    ) -> None:
+        self.dtype = dtype
         trt = import_tensorrt()
         _cudart.set_device(device_id)
         self._trt = trt

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tei_ort.version import VERSION as __version__
 
 if TYPE_CHECKING:
     from tei_ort.api import Model, load

@@ -22,14 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.engines.base import EngineInputs
-from tei_ort.errors import EmptyError, ModelTypeError
-from tei_ort.model.info import ModelInfo, ModelKind
+from tei_ort.errors import EmptyError
+from tei_ort.model.info import ModelInfo
 from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.tokenization import Direction, Encoded, TextInput
-from tei_ort.serving.batching import pad_batch, plan_batch
+from tei_ort.serving import validation
+from tei_ort.serving.batching import plan_batch
 from tei_ort.serving.encoding import InputEncoder, Item
-from tei_ort.serving.postprocess import Mode, OutputSpec, postprocess, rank_order
+from tei_ort.serving.executor import BatchExecutor
+from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 
 F32 = NDArray[np.float32]
 
@@ -64,12 +65,10 @@ class Model:
     def __init__(self, loaded: LoadedModel, *, max_batch_tokens: int = 16384) -> None:
         self.loaded = loaded
         self.max_batch_tokens = max_batch_tokens
-        # as the server: the engine may ask for exact lengths (the CPU engine does)
-        self.pad_multiple = max(1, loaded.engine.pad_multiple)
         # as the server with --auto-truncate: inputs never exceed one batch
-        self.encoder = InputEncoder(
-            loaded.info, loaded.tokenizer, min(loaded.info.max_input_length, max_batch_tokens)
-        )
+        max_input_length = min(loaded.info.max_input_length, max_batch_tokens)
+        self.encoder = InputEncoder(loaded.info, loaded.tokenizer, max_input_length)
+        self.executor = BatchExecutor(loaded, max_input_length)
 
     @property
     def info(self) -> ModelInfo:
@@ -159,8 +158,7 @@ class Model:
         ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker);
         None keeps the model's default.
         """
-        if self.info.kind is not ModelKind.RERANKER:
-            raise ModelTypeError("Backend error: Inference error: model is not a re-ranker model")
+        validation.check_rerank_route(self.info)
         if not texts:
             raise EmptyError("`texts` cannot be empty")
         pairs: list[Item] = [(query, text) for text in texts]
@@ -197,41 +195,25 @@ class Model:
             raise EmptyError("Input validation error: `inputs` cannot be empty")
         encoded = self.encoder.encode(items, truncate, direction, prompt, instruction)
         answers: list[F32 | None] = [None] * len(encoded)
-        engine = self.loaded.engine
-        for rows, output, mask in self._batches(encoded):
+        for rows in self._batches(encoded):
+            inputs = self.executor.inputs([encoded[i] for i in rows])
+            output = self.executor.run(inputs)
             lengths = [len(encoded[i]) for i in rows]
-            results = postprocess(
-                output,
-                mask,
-                lengths,
-                [spec] * len(rows),
-                output_name=engine.output_name,
-                pooling=self.info.pooling,
-                dense=self.loaded.dense,
-            )
+            results = self.executor.answers(output, inputs, lengths, [spec] * len(rows))
             for row, result in zip(rows, results, strict=True):
                 answers[row] = result
         return [a for a in answers if a is not None]
 
-    def _batches(
-        self, encoded: Sequence[Encoded]
-    ) -> Iterator[tuple[list[int], F32, NDArray[np.int64]]]:
-        """Batches of inputs sorted by length: (input rows, engine output, attention mask)."""
+    def _batches(self, encoded: Sequence[Encoded]) -> Iterator[list[int]]:
+        """The inputs' rows sorted by length, cut into batches under the token budget."""
         order = [int(i) for i in np.argsort([len(e) for e in encoded], kind="stable")]
         start = 0
         while start < len(order):
-            count, padded = plan_batch(
+            count, _ = plan_batch(
                 (len(encoded[i]) for i in order[start:]),
                 max_batch_tokens=self.max_batch_tokens,
-                multiple=self.pad_multiple,
-                cap=self.encoder.max_input_length,
+                multiple=self.executor.pad_multiple,
+                cap=self.executor.max_input_length,
             )
-            rows = order[start : start + count]
-            ids, mask, types = pad_batch(
-                [encoded[i].input_ids for i in rows],
-                padded,
-                pad_id=self.loaded.tokenizer.pad_token_id,
-                type_rows=[encoded[i].token_type_ids for i in rows],
-            )
-            yield rows, self.loaded.engine.run(EngineInputs(ids, mask, types)), mask
+            yield order[start : start + count]
             start += count

@@ -101,6 +101,11 @@ class Settings:
     disable_spans: bool = False
     otlp_endpoint: str | None = None
     otlp_service_name: str = "text-embeddings-inference.server"
+    # the container's environment, as TEI reads it: TASK=sentence-similarity makes POST /
+    # answer /similarity; DOCKER_LABEL and the git sha of the build are shown in /info
+    task: str | None = field(default_factory=lambda: os.environ.get("TASK"))
+    docker_label: str | None = field(default_factory=lambda: os.environ.get("DOCKER_LABEL"))
+    git_sha: str | None = field(default_factory=lambda: os.environ.get("TEI_ORT_GIT_SHA"))
 
     def __post_init__(self) -> None:
         if self.default_prompt is not None and self.default_prompt_name is not None:

@@ -437,16 +437,14 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     from tei_ort.grpc.server import serve_grpc
     from tei_ort.model.loading import load_from_settings
     from tei_ort.serving.infer import Infer
-    from tei_ort.serving.metrics import Metrics, start_prometheus_listener
+    from tei_ort.serving.metrics import start_prometheus_listener
 
     try:
-        model = load_from_settings(settings)
-        metrics = Metrics(max_input_length=model.info.max_input_length)
-        infer = Infer(settings, model, metrics, dense=getattr(model, "dense", None), tracer=tracer)
+        infer = Infer(settings, load_from_settings(settings), tracer=tracer)
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(metrics, "0.0.0.0", settings.prometheus_port)
+    listener = start_prometheus_listener(infer.metrics, "0.0.0.0", settings.prometheus_port)
     try:
         return asyncio.run(serve_grpc(settings, infer))
     except START_ERRORS as exc:

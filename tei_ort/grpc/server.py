@@ -33,9 +33,9 @@ from grpc_reflection.v1alpha import reflection
 
 from tei_ort.errors import ConfigurationError, RequestError
 from tei_ort.grpc.service import Core, GrpcService
-from tei_ort.http.routes import Reply
 from tei_ort.proto import tei_pb2
 from tei_ort.serving.infer import Infer, failure_label
+from tei_ort.serving.reply import Reply
 from tei_ort.serving.tracing import Tracer, metadata_carrier
 from tei_ort.settings import Settings
 

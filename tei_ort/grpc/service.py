@@ -1,11 +1,14 @@
-"""The methods of TEI's gRPC API (package ``tei.v1``) over the shared ``Infer``.
+"""The methods of TEI's gRPC API (package ``tei.v1``): thin adapters over the shared handlers.
 
-One coroutine per kind of message: each takes one request message and returns a ``Reply``
-whose ``content`` is the response message (the timings behind its ``Metadata`` and the
-``x-*`` response headers ride along). The streaming methods run the same coroutines once
-per message (``grpc_server`` does the stream plumbing); ``rerank_stream`` is the one
-client-streaming method. As in TEI, a unary call takes its concurrency permit at once or is
-refused (RESOURCE_EXHAUSTED); the messages of a stream wait for theirs.
+One coroutine per kind of message: each turns a request message into a request of
+``serving.requests``, calls the shared handler (``serving.handlers``) and turns its answer
+into the response message, returned as a ``Reply`` (the timings behind its ``Metadata``
+and the ``x-*`` response headers ride along). The streaming methods run the same
+coroutines once per message (``server`` does the stream plumbing); ``rerank_stream`` is
+the one client-streaming method. As in TEI, a unary call takes its concurrency permit at
+once or is refused (RESOURCE_EXHAUSTED); the messages of a stream wait for theirs, and
+every call is counted as ``single`` but Rerank (``batch``). proto3 defaults are TEI's gRPC
+defaults: ``truncate`` false when not sent, ``normalize`` true.
 """
 
 from __future__ import annotations
@@ -17,17 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
-from tei_ort.http.routes import Reply, info_document, record_success
+from tei_ort.errors import EmptyError
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Direction
 from tei_ort.proto import tei_pb2 as pb
+from tei_ort.serving import validation
+from tei_ort.serving.handlers import Handlers, Label, ranked
 from tei_ort.serving.infer import Infer, Outcome
-from tei_ort.serving.metrics import Metrics
-from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
+from tei_ort.serving.postprocess import Mode
+from tei_ort.serving.reply import Reply, record_success
+from tei_ort.serving.requests import (
+    DecodeRequest,
+    EmbedRequest,
+    PredictRequest,
+    RerankRequest,
+    TokenizeRequest,
+)
 from tei_ort.settings import Settings
 
-#: one unary method's work: (request message, single?) -> Reply
+#: one unary method's work: (request message, unary?) -> Reply
 Core = Callable[[Any, bool], Awaitable[Reply]]
 
 _MODEL_TYPES = {
@@ -39,6 +50,10 @@ _MODEL_TYPES = {
 
 def direction(value: int) -> Direction:
     return "left" if value == pb.TRUNCATION_DIRECTION_LEFT else "right"
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
 
 
 def metadata(reply: Reply) -> pb.Metadata:
@@ -53,14 +68,26 @@ def metadata(reply: Reply) -> pb.Metadata:
     )
 
 
+def _predictions(labels: list[Label]) -> list[pb.Prediction]:
+    return [pb.Prediction(score=label.score, label=label.label) for label in labels]
+
+
+def _ranks(ranks: list[tuple[int, float]], texts: list[str], return_text: bool) -> list[pb.Rank]:
+    out = []
+    for index, score in ranks:
+        rank = pb.Rank(index=index, score=score)
+        if return_text:
+            rank.text = texts[index]
+        out.append(rank)
+    return out
+
+
 class GrpcService:
     """The ``tei.v1`` methods; ``cores`` maps each method's full name to its coroutine."""
 
     def __init__(self, settings: Settings, infer: Infer) -> None:
-        self.settings = settings
+        self.handlers = Handlers(settings, infer)
         self.infer = infer
-        self.metrics: Metrics = infer.metrics
-        self.compute_type = str(getattr(infer.engine, "compute_type", "cpu"))
         self.cores: dict[str, Core] = {
             "/tei.v1.Info/Info": self.info,
             "/tei.v1.Embed/Embed": self.embed,
@@ -80,23 +107,20 @@ class GrpcService:
             "/tei.v1.Tokenize/DecodeStream": self.decode,
         }
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _count(self, method: str = "single") -> float:
-        self.metrics.request_count.labels(method=method).inc()
-        return time.perf_counter()
-
-    def _done(self, reply: Reply, outcome: Outcome, method: str = "single") -> Reply:
-        return record_success(self.metrics, reply, outcome, method)
-
     def headers(self, reply: Reply) -> tuple[tuple[str, str], ...]:
         """The ``x-compute-*`` / ``x-*-time`` response metadata of an inference call."""
-        return tuple(reply.headers(self.compute_type).items())
+        return tuple(reply.headers(self.handlers.compute_type).items())
+
+    @staticmethod
+    def _with_metadata(reply: Reply, response: Any) -> Reply:
+        response.metadata.CopyFrom(metadata(reply))
+        reply.content = response
+        return reply
 
     # -- Info -----------------------------------------------------------------------------
 
-    async def info(self, request: pb.InfoRequest, single: bool = True) -> Reply:
-        doc = info_document(self.settings, self.infer)
+    async def info(self, request: pb.InfoRequest, unary: bool = True) -> Reply:
+        doc = self.handlers.info_document()
         response = pb.InfoResponse(
             version=doc["version"],
             model_id=doc["model_id"],
@@ -115,164 +139,90 @@ class GrpcService:
 
     # -- Embed ----------------------------------------------------------------------------
 
-    async def embed(self, request: pb.EmbedRequest, single: bool = True) -> Reply:
-        started = self._count()
-        spec = OutputSpec(
-            Mode.POOLED,
-            normalize=request.normalize if request.HasField("normalize") else True,
-            dimensions=request.dimensions if request.HasField("dimensions") else None,
-        )
-        outcome = await self.infer.embed(
-            [request.inputs],
-            spec,
+    def _embed_request(self, request: Any, *, pooled: bool) -> EmbedRequest:
+        normalize = _optional(request, "normalize") if pooled else None
+        return EmbedRequest(
+            inputs=[request.inputs],
+            single=True,
             truncate=request.truncate,
-            direction=direction(request.truncation_direction),
-            prompt_name=request.prompt_name if request.HasField("prompt_name") else None,
-            single=single,
+            truncation_direction=direction(request.truncation_direction),
+            prompt_name=_optional(request, "prompt_name"),
+            normalize=True if normalize is None else normalize,
+            dimensions=_optional(request, "dimensions") if pooled else None,
         )
-        response = pb.EmbedResponse(embeddings=outcome.results[0].tolist())
-        reply = self._done(Reply(response, started, chars=len(request.inputs)), outcome)
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
 
-    async def embed_sparse(self, request: pb.EmbedSparseRequest, single: bool = True) -> Reply:
-        started = self._count()
-        outcome = await self.infer.embed(
-            [request.inputs],
-            OutputSpec(Mode.SPARSE),
-            truncate=request.truncate,
-            direction=direction(request.truncation_direction),
-            prompt_name=request.prompt_name if request.HasField("prompt_name") else None,
-            single=single,
-        )
-        vector = outcome.results[0]  # (V,)
+    async def embed(self, request: pb.EmbedRequest, unary: bool = True) -> Reply:
+        req = self._embed_request(request, pooled=True)
+        reply = await self.handlers.embed(req, immediate=unary)
+        response = pb.EmbedResponse(embeddings=reply.content[0].tolist())
+        return self._with_metadata(reply, response)
+
+    async def embed_sparse(self, request: pb.EmbedSparseRequest, unary: bool = True) -> Reply:
+        req = self._embed_request(request, pooled=False)
+        reply = await self.handlers.embed(req, Mode.SPARSE, immediate=unary)
+        vector = reply.content[0]  # (V,)
         (indices,) = np.nonzero(vector)
         values = vector[indices].tolist()
-        response = pb.EmbedSparseResponse(
-            sparse_embeddings=[
-                pb.SparseValue(index=i, value=v)
-                for i, v in zip(indices.tolist(), values, strict=True)
-            ]
-        )
-        reply = self._done(Reply(response, started, chars=len(request.inputs)), outcome)
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
+        sparse = [
+            pb.SparseValue(index=i, value=v) for i, v in zip(indices.tolist(), values, strict=True)
+        ]
+        return self._with_metadata(reply, pb.EmbedSparseResponse(sparse_embeddings=sparse))
 
-    async def embed_all(self, request: pb.EmbedAllRequest, single: bool = True) -> Reply:
-        started = self._count()
-        outcome = await self.infer.embed(
-            [request.inputs],
-            OutputSpec(Mode.TOKENS),
-            truncate=request.truncate,
-            direction=direction(request.truncation_direction),
-            prompt_name=request.prompt_name if request.HasField("prompt_name") else None,
-            single=single,
-        )
-        tokens = outcome.results[0]  # (T, H)
-        response = pb.EmbedAllResponse(
-            token_embeddings=[pb.TokenEmbedding(embeddings=row) for row in tokens.tolist()]
-        )
-        reply = self._done(Reply(response, started, chars=len(request.inputs)), outcome)
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
+    async def embed_all(self, request: pb.EmbedAllRequest, unary: bool = True) -> Reply:
+        req = self._embed_request(request, pooled=False)
+        reply = await self.handlers.embed(req, Mode.TOKENS, immediate=unary)
+        tokens = reply.content[0]  # (T, H)
+        rows = [pb.TokenEmbedding(embeddings=row) for row in tokens.tolist()]
+        return self._with_metadata(reply, pb.EmbedAllResponse(token_embeddings=rows))
 
     # -- Predict --------------------------------------------------------------------------
 
-    def _predictions(self, scores: np.ndarray) -> list[pb.Prediction]:
-        """Labelled scores, best first (as /predict sorts them)."""
-        if np.isnan(scores).any():
-            raise BackendError("score is NaN")
-        labels = self.infer.info.id2label
-        values = scores.tolist()
-        return [
-            pb.Prediction(score=values[i], label=labels.get(i, f"LABEL_{i}"))
-            for i in rank_order(scores)
-        ]
-
-    async def _predict(
-        self, item: str | tuple[str, str], request: Any, chars: int, single: bool
-    ) -> Reply:
-        started = self._count()
-        outcome = await self.infer.predict(
-            [item],
-            raw_scores=request.raw_scores,
+    async def _predict(self, item: str | tuple[str, str], request: Any, unary: bool) -> Reply:
+        req = PredictRequest(
+            inputs=[item],
+            single=True,
             truncate=request.truncate,
-            direction=direction(request.truncation_direction),
-            single=single,
+            truncation_direction=direction(request.truncation_direction),
+            raw_scores=request.raw_scores,
         )
-        response = pb.PredictResponse(predictions=self._predictions(outcome.results[0]))
-        reply = self._done(Reply(response, started, chars=chars), outcome)
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
+        reply = await self.handlers.predict(req, immediate=unary)
+        response = pb.PredictResponse(predictions=_predictions(reply.content[0]))
+        return self._with_metadata(reply, response)
 
-    async def predict(self, request: pb.PredictRequest, single: bool = True) -> Reply:
-        return await self._predict(request.inputs, request, len(request.inputs), single)
+    async def predict(self, request: pb.PredictRequest, unary: bool = True) -> Reply:
+        return await self._predict(request.inputs, request, unary)
 
-    async def predict_pair(self, request: pb.PredictPairRequest, single: bool = True) -> Reply:
+    async def predict_pair(self, request: pb.PredictPairRequest, unary: bool = True) -> Reply:
         inputs = list(request.inputs)
-        item: str | tuple[str, str]
-        if len(inputs) == 1:
-            item = inputs[0]
-        elif len(inputs) == 2:
-            item = (inputs[0], inputs[1])
-        else:
-            self._count()
-            raise ValidationError(
-                f"Input validation error: `inputs` must have a single or two elements. "
-                f"Given: {len(inputs)}"
-            )
-        return await self._predict(item, request, sum(len(text) for text in inputs), single)
+        if len(inputs) not in (1, 2):
+            self.handlers.count(True)
+        validation.check_pair_count(len(inputs))
+        item = inputs[0] if len(inputs) == 1 else (inputs[0], inputs[1])
+        return await self._predict(item, request, unary)
 
     # -- Rerank ---------------------------------------------------------------------------
 
-    def _check_reranker(self) -> None:
-        if self.infer.kind is not ModelKind.RERANKER:
-            raise ModelTypeError("Backend error: Inference error: model is not a re-ranker model")
-
-    def _ranks(self, scores: list[float], texts: list[str], return_text: bool) -> list[pb.Rank]:
-        array = np.asarray(scores, dtype=np.float32)
-        if np.isnan(array).any():
-            raise BackendError("score is NaN")
-        values = array.tolist()
-        ranks = []
-        for index in rank_order(array):
-            rank = pb.Rank(index=index, score=values[index])
-            if return_text:
-                rank.text = texts[index]
-            ranks.append(rank)
-        return ranks
-
-    async def rerank(self, request: pb.RerankRequest, single: bool = True) -> Reply:
-        started = self._count("batch")
+    async def rerank(self, request: pb.RerankRequest, unary: bool = True) -> Reply:
         texts = list(request.texts)
-        if not texts:
-            raise EmptyError("`texts` cannot be empty")
-        self._check_reranker()
-        if len(texts) > self.settings.max_client_batch_size:
-            raise BatchSizeError(
-                f"batch size {len(texts)} > maximum allowed batch size "
-                f"{self.settings.max_client_batch_size}"
-            )
-        outcome = await self.infer.predict(
-            [(request.query, text) for text in texts],
-            raw_scores=request.raw_scores,
+        req = RerankRequest(
+            query=request.query,
+            texts=texts,
             truncate=request.truncate,
-            direction=direction(request.truncation_direction),
+            truncation_direction=direction(request.truncation_direction),
+            raw_scores=request.raw_scores,
+            return_text=request.return_text,
         )
-        scores = [float(result[0]) for result in outcome.results]
-        response = pb.RerankResponse(ranks=self._ranks(scores, texts, request.return_text))
-        chars = len(request.query) * len(texts) + sum(len(text) for text in texts)
-        reply = self._done(Reply(response, started, chars=chars), outcome, "batch")
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
+        reply = await self.handlers.rerank(req)
+        response = pb.RerankResponse(ranks=_ranks(reply.content, texts, request.return_text))
+        return self._with_metadata(reply, response)
 
     async def rerank_stream(
         self, requests: AsyncIterator[pb.RerankStreamRequest], window: int
     ) -> Reply:
         """RerankStream: each (query, text) message is scored as it arrives (waiting for a
         permit, at most ``window`` in flight); one RerankResponse ranks them all."""
-        started = self._count("batch")
-        self._check_reranker()
+        started = self.handlers.count(False)
+        validation.check_rerank_route(self.infer.info)
         limit = asyncio.Semaphore(window)
         tasks: list[asyncio.Task[Outcome]] = []
         texts: list[str] = []
@@ -303,8 +253,8 @@ class GrpcService:
         finally:
             for task in tasks:
                 task.cancel()
-        scores = [float(outcome.results[0][0]) for outcome in outcomes]
-        response = pb.RerankResponse(ranks=self._ranks(scores, texts, first.return_text))
+        scores = np.asarray([o.results[0][0] for o in outcomes], dtype=np.float32)  # (N,)
+        response = pb.RerankResponse(ranks=_ranks(ranked(scores), texts, first.return_text))
         count = len(outcomes)
         total = Outcome(
             results=[],
@@ -313,29 +263,35 @@ class GrpcService:
             queue=sum(o.queue for o in outcomes) / count,
             inference=sum(o.inference for o in outcomes) / count,
         )
-        reply = self._done(Reply(response, started, chars=chars), total, "batch")
-        response.metadata.CopyFrom(metadata(reply))
-        return reply
+        reply = record_success(
+            self.handlers.metrics, Reply(response, started, chars=chars), total, "batch"
+        )
+        return self._with_metadata(reply, response)
 
     # -- Tokenize -------------------------------------------------------------------------
 
-    async def tokenize(self, request: pb.EncodeRequest, single: bool = True) -> Reply:
-        (tokens,) = await self.infer.tokenize(
-            [request.inputs],
+    async def tokenize(self, request: pb.EncodeRequest, unary: bool = True) -> Reply:
+        req = TokenizeRequest(
+            inputs=[request.inputs],
+            single=True,
             add_special_tokens=request.add_special_tokens,
-            prompt_name=request.prompt_name if request.HasField("prompt_name") else None,
+            prompt_name=_optional(request, "prompt_name"),
         )
+        reply = await self.handlers.tokenize(req)
         response = pb.EncodeResponse()
-        for token in tokens:
+        for token in reply.content[0]:
             simple = response.tokens.add(id=token.id, text=token.text, special=token.special)
             if token.start is not None:
                 simple.start = token.start
             if token.stop is not None:
                 simple.stop = token.stop
-        return Reply(response, time.perf_counter())
+        reply.content = response
+        return reply
 
-    async def decode(self, request: pb.DecodeRequest, single: bool = True) -> Reply:
-        (text,) = await self.infer.decode(
-            [list(request.ids)], skip_special_tokens=request.skip_special_tokens
+    async def decode(self, request: pb.DecodeRequest, unary: bool = True) -> Reply:
+        req = DecodeRequest(
+            ids=[list(request.ids)], single=True, skip_special_tokens=request.skip_special_tokens
         )
-        return Reply(pb.DecodeResponse(text=text), time.perf_counter())
+        reply = await self.handlers.decode(req)
+        reply.content = pb.DecodeResponse(text=reply.content[0])
+        return reply

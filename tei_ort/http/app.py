@@ -24,7 +24,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tei_ort.errors import UnauthorizedError
-from tei_ort.http.routes import Api, error_response
+from tei_ort.http.responses import error_response
+from tei_ort.http.routes import Routes
+from tei_ort.serving.handlers import Handlers
 from tei_ort.serving.infer import Infer, ServedModel
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
@@ -74,10 +76,8 @@ def create_app(
     companions: Sequence[Companion] = (),
 ) -> Starlette:
     """The HTTP server for ``model`` under ``settings`` (see the module docstring)."""
-    dense: Callable[..., Any] | None = getattr(model, "dense", None)
-    metrics = metrics or Metrics(max_input_length=model.info.max_input_length)
-    infer = Infer(settings, model, metrics, dense=dense, tracer=tracer)
-    api = Api(settings, infer, metrics)
+    infer = Infer(settings, model, metrics=metrics, tracer=tracer)
+    api = Routes(Handlers(settings, infer))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,12 +129,12 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.infer = infer
-    app.state.metrics = metrics
+    app.state.metrics = infer.metrics
     app.state.api = api
     return app
 
 
-def _root(api: Api) -> Callable[..., Any]:
+def _root(api: Routes) -> Callable[..., Any]:
     async def root(request: Any) -> Any:
         if request.method == "POST":
             return await api.default(request)

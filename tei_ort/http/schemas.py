@@ -8,16 +8,22 @@ Unknown fields are refused with the list of the fields a route takes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from tei_ort.errors import BodyError, JsonSyntaxError
 from tei_ort.model.tokenization import Direction
-
-Item = str | list[int] | tuple[str, str]
-EncodingFormat = Literal["float", "base64"]
+from tei_ort.serving.encoding import Item
+from tei_ort.serving.requests import (
+    DecodeRequest,
+    EmbedRequest,
+    OpenAIRequest,
+    PredictRequest,
+    RerankRequest,
+    SimilarityRequest,
+    TokenizeRequest,
+)
 
 _U32 = 2**32
 
@@ -210,20 +216,6 @@ def _strings(value: Any, name: str) -> list[str]:
     return value
 
 
-# -- request types ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EmbedRequest:
-    inputs: list[Item]
-    single: bool
-    truncate: bool | None = None
-    truncation_direction: Direction = "right"
-    prompt_name: str | None = None
-    normalize: bool = True
-    dimensions: int | None = None
-
-
 _EMBED_FIELDS = (
     "inputs",
     "truncate",
@@ -250,15 +242,6 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
     )
 
 
-@dataclass(frozen=True)
-class PredictRequest:
-    inputs: list[str | tuple[str, str]]
-    single: bool
-    truncate: bool | None = None
-    truncation_direction: Direction = "right"
-    raw_scores: bool = False
-
-
 def parse_predict(data: Any) -> PredictRequest:
     fields = Fields(
         flatten_parameters(data), ("inputs", "truncate", "truncation_direction", "raw_scores")
@@ -271,22 +254,6 @@ def parse_predict(data: Any) -> PredictRequest:
         truncation_direction=fields.direction(),
         raw_scores=fields.boolean("raw_scores", False),
     )
-
-
-@dataclass(frozen=True)
-class RerankRequest:
-    """TEI's /rerank (``texts``) or the Cohere / Jina / Dify form (``documents``)."""
-
-    query: str
-    texts: list[str]
-    documents_form: bool = False  # answer {"results": [...]} instead of TEI's list
-    truncate: bool | None = None
-    truncation_direction: Direction = "right"
-    raw_scores: bool = False
-    return_text: bool = False  # TEI: `return_text`; Cohere/Jina: `return_documents`
-    top_n: int | None = None
-    model: str | None = None
-    instruction: str | None = None  # tei-ort: the task line of prompt-template re-rankers
 
 
 _RERANK_FIELDS = (
@@ -363,15 +330,6 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
     )
 
 
-@dataclass(frozen=True)
-class SimilarityRequest:
-    source_sentence: str
-    sentences: list[str]
-    truncate: bool | None = None
-    truncation_direction: Direction = "right"
-    prompt_name: str | None = None
-
-
 def parse_similarity(data: Any) -> SimilarityRequest:
     fields = Fields(data, ("inputs", "parameters"))
     inputs = Fields(fields.required("inputs"), ("source_sentence", "sentences"), "`inputs` object")
@@ -390,14 +348,6 @@ def parse_similarity(data: Any) -> SimilarityRequest:
     )
 
 
-@dataclass(frozen=True)
-class TokenizeRequest:
-    inputs: list[str]
-    single: bool
-    add_special_tokens: bool = True
-    prompt_name: str | None = None
-
-
 def parse_tokenize(data: Any) -> TokenizeRequest:
     fields = Fields(flatten_parameters(data), ("inputs", "add_special_tokens", "prompt_name"))
     value = fields.required("inputs")
@@ -411,13 +361,6 @@ def parse_tokenize(data: Any) -> TokenizeRequest:
         add_special_tokens=fields.boolean("add_special_tokens", True),
         prompt_name=fields.opt_str("prompt_name"),
     )
-
-
-@dataclass(frozen=True)
-class DecodeRequest:
-    ids: list[list[int]]
-    single: bool
-    skip_special_tokens: bool = True
 
 
 def parse_decode(data: Any) -> DecodeRequest:
@@ -435,15 +378,6 @@ def parse_decode(data: Any) -> DecodeRequest:
     return DecodeRequest(
         ids=ids, single=single, skip_special_tokens=fields.boolean("skip_special_tokens", True)
     )
-
-
-@dataclass(frozen=True)
-class OpenAIRequest:
-    inputs: list[Item]
-    single: bool
-    model: str | None = None
-    encoding_format: EncodingFormat = "float"
-    dimensions: int | None = None
 
 
 def parse_openai(data: Any) -> OpenAIRequest:

@@ -290,17 +290,24 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
             device_id=options.device_id,
             cuda_graphs=options.cuda_graphs,
             optimized_path=entry_dir / OPTIMIZED_FILE,
+            dtype=target.dtype,
         )
     if target.engine == "trt" and target.profiles is not None:
         from tei_ort.engines.trt_engine import TrtEngine
 
-        return TrtEngine(entry_dir / PLAN_FILE, plan=target.profiles, device_id=options.device_id)
+        return TrtEngine(
+            entry_dir / PLAN_FILE,
+            plan=target.profiles,
+            device_id=options.device_id,
+            dtype=target.dtype,
+        )
     return OrtEngine(
         entry_dir / ENGINE_FILE,
         providers=target.providers,
         provider_options=target.provider_options or None,
         threads=options.threads,
         optimized_path=entry_dir / OPTIMIZED_FILE,
+        dtype=target.dtype,
     )
 
 

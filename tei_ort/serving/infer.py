@@ -25,133 +25,38 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.engines.base import Engine, EngineInputs
-from tei_ort.errors import (
-    BackendError,
-    ConfigurationError,
-    EmptyError,
-    OverloadedError,
-    RequestError,
-    TokenizerError,
-    UnhealthyError,
-    ValidationError,
-)
-from tei_ort.model.info import ModelInfo, ModelKind, Pooling
-from tei_ort.model.tokenization import Direction, Encoded, Token, Tokenizer, apply_prompt
-from tei_ort.serving.batching import bucket_length, pad_batch
-from tei_ort.serving.encoding import MAX_CHAR_MULTIPLIER, InputEncoder, Item
+from tei_ort.engines.base import EngineInputs
+from tei_ort.errors import BackendError, OverloadedError, RequestError, UnhealthyError
+from tei_ort.model.info import ModelKind
+from tei_ort.model.tokenization import Direction, Encoded, Token, apply_prompt
+from tei_ort.serving import validation
+from tei_ort.serving.encoding import InputEncoder, Item
+from tei_ort.serving.executor import BatchExecutor, ServedModel
+from tei_ort.serving.handoff import Batch, Probe, Slot
 from tei_ort.serving.metrics import Metrics
-from tei_ort.serving.postprocess import Mode, OutputSpec, postprocess
+from tei_ort.serving.permits import Permits
+from tei_ort.serving.phases import failure_label, tokenization_errors, tokenize_inline
+from tei_ort.serving.postprocess import Mode, OutputSpec
 from tei_ort.serving.queue import Budget, Entry, Queue, Ticket
+from tei_ort.serving.startup import effective_max_input_length, resolve_default_prompt
 from tei_ort.serving.tracing import RequestTrace, Tracer
 from tei_ort.settings import Settings
+
+__all__ = ["Infer", "Outcome", "ServedModel", "failure_label"]
 
 logger = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 #: how long /health waits for its probe through the engine
 HEALTH_PROBE_TIMEOUT_S = 30.0
-
-
-class ServedModel(Protocol):
-    """What the server needs of a loaded model (``tei_ort.model.loading.LoadedModel`` has it)."""
-
-    info: ModelInfo
-    tokenizer: Tokenizer
-    engine: Engine
-
-
-def effective_max_input_length(settings: Settings, info: ModelInfo) -> int:
-    """TEI's start-up rule for inputs longer than ``--max-batch-tokens``.
-
-    Without auto-truncation a model whose inputs may be longer than one batch cannot be
-    served (start-up fails); with it, inputs are truncated to ``max_batch_tokens``.
-    """
-    if info.max_input_length <= settings.max_batch_tokens:
-        return info.max_input_length
-    if not settings.auto_truncate:
-        raise ConfigurationError(
-            f"`--max-batch-tokens` cannot be lower than the model `max_input_length` "
-            f"({settings.max_batch_tokens} < {info.max_input_length}) when `--auto-truncate` "
-            f"is disabled: add `--auto-truncate` to truncate inputs to `--max-batch-tokens`"
-        )
-    logger.warning(
-        "inputs will be truncated to %d tokens (--max-batch-tokens) although the model "
-        "accepts %d, as --auto-truncate is on",
-        settings.max_batch_tokens,
-        info.max_input_length,
-    )
-    return settings.max_batch_tokens
-
-
-def resolve_default_prompt(settings: Settings, info: ModelInfo) -> str | None:
-    """``--default-prompt`` or the text ``--default-prompt-name`` names (checked at start)."""
-    name = settings.default_prompt_name
-    if name is None:
-        return settings.default_prompt
-    if not info.prompts:
-        raise ConfigurationError(
-            f"`default-prompt-name` is set to `{name}` but no prompts were found in the "
-            f"Sentence Transformers configuration"
-        )
-    if name not in info.prompts:
-        raise ConfigurationError(
-            f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
-            f"Transformers prompts. Available prompts: {sorted(info.prompts)}"
-        )
-    return info.prompts[name]
-
-
-# A request of one input up to this many characters is tokenized on the event loop: a
-# sentence is a few tens of microseconds of tokenizer work, less than the hand-over to a
-# pool thread and back (two thread wake-ups), which under load come out of the engine's
-# CPU. Longer or batched inputs go to the pool, so as not to hold up the event loop.
-INLINE_TOKENIZE_CHARS = 2048
-
-
-def tokenize_inline(items: Sequence[Item]) -> bool:
-    """Whether ``items`` is small enough to tokenize on the event loop."""
-    if len(items) != 1:
-        return False
-    item = items[0]
-    if isinstance(item, str):
-        return len(item) <= INLINE_TOKENIZE_CHARS
-    if isinstance(item, tuple):
-        return len(item[0]) + len(item[1]) <= INLINE_TOKENIZE_CHARS
-    return len(item) <= INLINE_TOKENIZE_CHARS  # token ids
-
-
-@contextlib.contextmanager
-def tokenization_errors() -> Iterator[None]:
-    """A tokenizer failure as the client sees it: a RequestError of the tokenization phase."""
-    try:
-        yield
-    except RequestError as exc:
-        raise mark_phase(exc, "tokenization") from None
-    except Exception as exc:
-        logger.exception("tokenization failed")
-        raise mark_phase(TokenizerError(f"tokenizer error {exc}"), "tokenization") from exc
-
-
-def mark_phase(exc: RequestError, label: str) -> RequestError:
-    """Record that ``exc`` is counted under another ``err`` label (TEI counts every error of
-    the tokenization step as ``tokenization``, whatever its type)."""
-    exc.__dict__["metric_phase"] = label
-    return exc
-
-
-def failure_label(exc: RequestError) -> str:
-    label = exc.__dict__.get("metric_phase", exc.metric_label)
-    return str(label)
 
 
 @dataclass(frozen=True)
@@ -165,118 +70,6 @@ class Outcome:
     inference: float
 
 
-class Permits:
-    """``--max-concurrent-requests`` permits, used from the event loop only (FIFO waiters)."""
-
-    def __init__(self, count: int) -> None:
-        self.total = count
-        self.free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def try_acquire(self) -> bool:
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
-    def take_up_to(self, count: int) -> int:
-        """Take as many as are free right now, at most ``count``."""
-        if self._waiters:
-            return 0
-        taken = min(count, self.free)
-        self.free -= taken
-        return taken
-
-    async def acquire(self) -> None:
-        if self.try_acquire():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted just as we were cancelled: give it back
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self, count: int = 1) -> None:
-        self.free += count
-        while self.free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.free -= 1
-                waiter.set_result(None)
-
-
-@dataclass
-class _Batch:
-    entries: list[Entry]
-    inputs: EngineInputs
-    tokens: int  # real tokens, before padding
-
-
-class _Probe:
-    """A health probe handed to the engine thread."""
-
-    def __init__(self, inputs: EngineInputs) -> None:
-        self.inputs = inputs
-        self.done = threading.Event()
-        self.ok = False
-
-
-class _Slot:
-    """The one-batch hand-off between the batcher and the engine thread (plus probes)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._batch: _Batch | None = None
-        self._probes: list[_Probe] = []
-        self._closed = False
-        self._wanted = False  # the engine thread waits in take()
-
-    def wait_wanted(self) -> bool:
-        """Until the engine thread asks for a batch and none is waiting; False once closed."""
-        with self._cond:
-            while (self._batch is not None or not self._wanted) and not self._closed:
-                self._cond.wait()
-            return not self._closed
-
-    def put(self, batch: _Batch) -> None:
-        with self._cond:
-            self._batch = batch
-            self._cond.notify_all()
-
-    def probe(self, probe: _Probe) -> None:
-        with self._cond:
-            self._probes.append(probe)
-            self._cond.notify_all()
-
-    def take(self) -> _Batch | _Probe | None:
-        with self._cond:
-            self._wanted = True
-            self._cond.notify_all()
-            while self._batch is None and not self._probes and not self._closed:
-                self._cond.wait()
-            self._wanted = False
-            if self._probes:
-                return self._probes.pop(0)
-            batch, self._batch = self._batch, None
-            self._cond.notify_all()
-            return batch
-
-    def close(self) -> _Batch | None:
-        with self._cond:
-            self._closed = True
-            batch, self._batch = self._batch, None
-            for probe in self._probes:
-                probe.done.set()
-            self._probes.clear()
-            self._cond.notify_all()
-            return batch
-
-
 class Infer:
     """Turns validated inputs into answers; owns the queue, the threads and the permits."""
 
@@ -284,11 +77,11 @@ class Infer:
         self,
         settings: Settings,
         model: ServedModel,
-        metrics: Metrics,
         *,
-        dense: Callable[[F32], F32] | None = None,
+        metrics: Metrics | None = None,
         tracer: Tracer | None = None,
     ) -> None:
+        metrics = metrics or Metrics(max_input_length=model.info.max_input_length)
         self.settings = settings
         # None when tracing is off: then no request keeps a RequestTrace (see tracing.py)
         self.tracer = tracer
@@ -297,7 +90,6 @@ class Infer:
         self.tokenizer = model.tokenizer
         self.engine = model.engine
         self.metrics = metrics
-        self.dense = dense
         self.max_input_length = effective_max_input_length(settings, model.info)
         self.default_prompt = resolve_default_prompt(settings, model.info)
         self.encoder = InputEncoder(
@@ -319,21 +111,19 @@ class Infer:
             )
             max_batch_requests = engine_limit
         self.max_batch_requests = max_batch_requests
-        # engines whose shapes must repeat (TensorRT profiles, CUDA graphs) pad to buckets;
-        # an engine may ask for another multiple (1: exact lengths, least compute on CPU)
-        self.pad_multiple = max(1, self.engine.pad_multiple)
+        self.executor = BatchExecutor(model, self.max_input_length)
         self.permits = Permits(settings.max_concurrent_requests)
         self.queue = Queue(
             Budget(
                 settings.max_batch_tokens,
                 max_batch_requests,
                 self.max_input_length,
-                self.pad_multiple,
+                self.executor.pad_multiple,
             ),
             metrics,
             discard=self._discard,
         )
-        self._slot = _Slot()
+        self._slot = Slot()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._post: ThreadPoolExecutor | None = None
@@ -346,18 +136,6 @@ class Infer:
     @property
     def kind(self) -> ModelKind:
         return self.info.kind
-
-    @property
-    def is_splade(self) -> bool:
-        return self.encoder.is_splade
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.encoder.is_classifier
-
-    @property
-    def embedding_size(self) -> int | None:
-        return self.encoder.embedding_size
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -413,7 +191,7 @@ class Infer:
             encoded = Encoded(
                 np.asarray([self.tokenizer.pad_token_id], np.int64), np.zeros(1, np.int64)
             )
-        return self._engine_inputs([encoded], len(encoded))
+        return self.executor.inputs([encoded])
 
     # -- public operations ---------------------------------------------------------------
 
@@ -462,17 +240,12 @@ class Infer:
         self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
     ) -> list[list[Token]]:
         prompt = self.encoder.prompt(prompt_name)
-        limit = self.max_input_length * MAX_CHAR_MULTIPLIER
+        limit = self.max_input_length * validation.MAX_CHAR_MULTIPLIER
 
         def work() -> list[list[Token]]:
             for text in texts:
-                if not text:
-                    raise EmptyError("Input validation error: `inputs` cannot be empty")
-                if len(text) > limit:
-                    raise ValidationError(
-                        f"Input validation error: `inputs` must have less than {limit} "
-                        f"characters. Given: {len(text)}"
-                    )
+                validation.check_not_empty(text)
+                validation.over_char_limit(len(text), limit, truncate=False)
             prompted = [apply_prompt(text, prompt) for text in texts]
             return self.tokenizer.tokens(prompted, add_special_tokens=add_special_tokens)
 
@@ -483,8 +256,7 @@ class Infer:
         self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool
     ) -> list[str]:
         for ids in batch:
-            if not ids:
-                raise EmptyError("Input validation error: `input_ids` cannot be empty")
+            validation.check_ids_not_empty(ids)
         texts: list[str] = await self._in_pool(
             lambda: self.tokenizer.decode_batch(batch, skip_special_tokens=skip_special_tokens)
         )
@@ -496,7 +268,7 @@ class Infer:
             return True
         if self._probe_inputs is None or not self._threads:
             return False
-        probe = _Probe(self._probe_inputs)
+        probe = Probe(self._probe_inputs)
         self._slot.probe(probe)
         done = await asyncio.to_thread(probe.done.wait, HEALTH_PROBE_TIMEOUT_S)
         return done and probe.ok
@@ -595,16 +367,6 @@ class Infer:
             inference=ticket.inference_time / size,
         )
 
-    def _engine_inputs(self, rows: Sequence[Encoded], longest: int) -> EngineInputs:
-        padded = bucket_length(longest, multiple=self.pad_multiple, cap=self.max_input_length)
-        input_ids, attention_mask, token_type_ids = pad_batch(
-            [r.input_ids for r in rows],
-            padded,
-            pad_id=self.tokenizer.pad_token_id,
-            type_rows=[r.token_type_ids for r in rows] if self.info.uses_token_type_ids else None,
-        )
-        return EngineInputs(input_ids, attention_mask, token_type_ids)
-
     # -- threads ---------------------------------------------------------------------------
 
     def _batcher(self) -> None:
@@ -619,8 +381,7 @@ class Infer:
             if entries is None:
                 return
             try:
-                longest = max(entry.length for entry in entries)
-                inputs = self._engine_inputs([entry.encoded for entry in entries], longest)
+                inputs = self.executor.inputs([entry.encoded for entry in entries])
             except Exception as exc:  # a bug, not the client's fault: fail this batch only
                 logger.exception("could not prepare a batch")
                 self._resolve(entries, None, BackendError(f"Backend error: {exc}"), 0.0, 0.0)
@@ -628,7 +389,7 @@ class Infer:
             tokens = sum(entry.length for entry in entries)
             self.metrics.batch_next_size.observe(len(entries))
             self.metrics.batch_next_tokens.observe(tokens)
-            self._slot.put(_Batch(entries, inputs, tokens))
+            self._slot.put(Batch(entries, inputs, tokens))
 
     def _runner(self) -> None:
         """The one thread that calls the engine."""
@@ -636,9 +397,9 @@ class Infer:
             item = self._slot.take()
             if item is None:
                 return
-            if isinstance(item, _Probe):
+            if isinstance(item, Probe):
                 try:
-                    self.engine.run(item.inputs)
+                    self.executor.run(item.inputs)
                     item.ok = self._healthy = True
                 except Exception:
                     logger.exception("health probe failed")
@@ -647,7 +408,7 @@ class Infer:
                 continue
             started = time.perf_counter()
             try:
-                output = self.engine.run(item.inputs)
+                output = self.executor.run(item.inputs)
             except Exception as exc:
                 self._healthy = False
                 logger.error("inference failed: %s", exc)
@@ -664,19 +425,11 @@ class Infer:
                 stopping = UnhealthyError("the server is shutting down")
                 self._resolve(item.entries, None, stopping, started, ended)
 
-    def _finish(self, batch: _Batch, output: F32, started: float, ended: float) -> None:
+    def _finish(self, batch: Batch, output: F32, started: float, ended: float) -> None:
         try:
             lengths = [entry.length for entry in batch.entries]
             specs = [entry.ticket.spec for entry in batch.entries]
-            results: list[F32] | None = postprocess(
-                output,
-                batch.inputs.attention_mask,
-                lengths,
-                specs,
-                output_name=self.engine.output_name,
-                pooling=self.info.pooling if self.info.pooling is not Pooling.SPLADE else None,
-                dense=self.dense,
-            )
+            results: list[F32] | None = self.executor.answers(output, batch.inputs, lengths, specs)
             error: RequestError | None = None
         except Exception as exc:
             logger.exception("post-processing failed")

@@ -9,15 +9,9 @@ from typing import Any
 import pytest
 
 from tei_ort.errors import ConfigurationError, ValidationError
-from tei_ort.serving.infer import (
-    INLINE_TOKENIZE_CHARS,
-    Permits,
-    effective_max_input_length,
-    failure_label,
-    mark_phase,
-    resolve_default_prompt,
-    tokenize_inline,
-)
+from tei_ort.serving.permits import Permits
+from tei_ort.serving.phases import INLINE_TOKENIZE_CHARS, failure_label, mark_phase, tokenize_inline
+from tei_ort.serving.startup import effective_max_input_length, resolve_default_prompt
 from tei_ort.settings import Settings
 
 pytestmark = pytest.mark.anyio

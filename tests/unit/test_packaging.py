@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_installs_everything_under_tei_ort(tmp_path: Path) -> None:
+    # a copy of the sources, so no build/ directory of an earlier build leaks into the wheel
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "tests")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(ROOT)],
+        [*pip, "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         cwd=tmp_path,

@@ -1,0 +1,248 @@
+"""The request handlers every front end shares: validate, run through ``Infer``, rank, record.
+
+HTTP (``tei_ort.http.routes``) and gRPC (``tei_ort.grpc.service``) are thin adapters: they
+turn a body or a message into a request of ``requests``, call a handler here and turn the
+``Reply``'s protocol-neutral content (numpy arrays, ranked tuples, tokens) into their own
+answer. Counting (``te_request_count``), TEI's checks (``validation``), scoring and ranking
+happen here once.
+
+A handler counts the request as ``single`` or ``batch`` by ``single`` and takes its
+concurrency permit at once (429 when none is free) when ``immediate`` is true, as TEI does
+for a single input; the inputs of a batch, or of a gRPC stream, wait for theirs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tei_ort.errors import EmptyError
+from tei_ort.model.info import ModelKind
+from tei_ort.model.tokenization import Token
+from tei_ort.serving import validation
+from tei_ort.serving.encoding import Item
+from tei_ort.serving.infer import Infer, Outcome
+from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
+from tei_ort.serving.reply import Reply, record_success
+from tei_ort.serving.requests import (
+    DecodeRequest,
+    EmbedRequest,
+    PredictRequest,
+    RerankRequest,
+    SimilarityRequest,
+    TokenizeRequest,
+)
+from tei_ort.settings import Settings
+from tei_ort.version import VERSION
+
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One classifier label and its score."""
+
+    label: str
+    score: float
+
+
+def chars(items: list[Item] | list[str | tuple[str, str]]) -> int:
+    """``x-compute-characters``: the characters of every text of a request."""
+    total = 0
+    for item in items:
+        if isinstance(item, tuple):
+            total += len(item[0]) + len(item[1])
+        else:
+            total += len(item)
+    return total
+
+
+def ranked(scores: F32) -> list[tuple[int, float]]:
+    """(index, score) best first, ties as TEI orders them; a NaN score fails the request."""
+    validation.check_scores(scores)
+    values = scores.tolist()
+    return [(index, values[index]) for index in rank_order(scores)]
+
+
+class Handlers:
+    """TEI's operations over one ``Infer`` (its model, queue and engine)."""
+
+    def __init__(self, settings: Settings, infer: Infer) -> None:
+        self.settings = settings
+        self.infer = infer
+        self.metrics = infer.metrics
+        self.info = infer.info
+
+    @property
+    def compute_type(self) -> str:
+        """``x-compute-type``: what the engine runs on, as it declares."""
+        return self.infer.engine.compute_type
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def count(self, single: bool) -> float:
+        """Count the request (``te_request_count``) before any check, as TEI does."""
+        self.metrics.request_count.labels(method="single" if single else "batch").inc()
+        return time.perf_counter()
+
+    def truncate(self, value: bool | None) -> bool:
+        return self.settings.auto_truncate if value is None else value
+
+    def _done(self, single: bool, reply: Reply, outcome: Outcome) -> Reply:
+        return record_success(self.metrics, reply, outcome, "single" if single else "batch")
+
+    def _check_batch(self, single: bool, size: int, what: str = "inputs") -> None:
+        if not single:
+            validation.check_batch(size, self.settings.max_client_batch_size, what)
+
+    # -- embeddings -------------------------------------------------------------------------
+
+    async def embed(
+        self, req: EmbedRequest, mode: Mode = Mode.POOLED, *, immediate: bool | None = None
+    ) -> Reply:
+        """Pooled vectors (N, D) for POOLED, a (T_i, H) per input for TOKENS, a (V,) for
+        SPARSE, in input order."""
+        started = self.count(req.single)
+        self._check_batch(req.single, len(req.inputs))
+        if mode is Mode.POOLED:
+            spec = OutputSpec(mode, normalize=req.normalize, dimensions=req.dimensions)
+        else:
+            spec = OutputSpec(mode)
+        outcome = await self.infer.embed(
+            req.inputs,
+            spec,
+            truncate=self.truncate(req.truncate),
+            direction=req.truncation_direction,
+            prompt_name=req.prompt_name,
+            single=req.single if immediate is None else immediate,
+        )
+        content: Any = np.stack(outcome.results) if mode is Mode.POOLED else outcome.results
+        reply = Reply(content, started, chars=chars(req.inputs))
+        return self._done(req.single, reply, outcome)
+
+    async def similarity(self, req: SimilarityRequest) -> Reply:
+        """The cosine of each sentence with the source sentence: (N,) float32."""
+        started = time.perf_counter()
+        if not req.sentences:
+            raise EmptyError("`inputs.sentences` cannot be empty")
+        items: list[Item] = [req.source_sentence, *req.sentences]
+        self.count(False)
+        validation.check_batch(len(items), self.settings.max_client_batch_size)
+        outcome = await self.infer.embed(
+            items,
+            OutputSpec(Mode.POOLED, normalize=False),
+            truncate=self.truncate(req.truncate),
+            direction=req.truncation_direction,
+            prompt_name=req.prompt_name,
+        )
+        vectors = np.stack(outcome.results).astype(np.float64)  # (N, D)
+        norms = np.linalg.norm(vectors, axis=1)  # (N,)
+        cosine = (vectors[1:] @ vectors[0]) / np.maximum(norms[1:] * norms[0], 1e-12)
+        reply = Reply(cosine.astype(np.float32), started, chars=chars(items))
+        return self._done(False, reply, outcome)
+
+    # -- scores -----------------------------------------------------------------------------
+
+    def labelled(self, scores: F32) -> list[Label]:
+        """One input's scores as labels, best first (a NaN score fails the request)."""
+        labels = self.info.id2label
+        return [Label(labels.get(i, f"LABEL_{i}"), score) for i, score in ranked(scores)]
+
+    async def predict(self, req: PredictRequest, *, immediate: bool | None = None) -> Reply:
+        """Labelled scores, one list per input, each best first."""
+        started = self.count(req.single)
+        self._check_batch(req.single, len(req.inputs))
+        outcome = await self.infer.predict(
+            req.inputs,
+            raw_scores=req.raw_scores,
+            truncate=self.truncate(req.truncate),
+            direction=req.truncation_direction,
+            single=req.single if immediate is None else immediate,
+        )
+        content = [self.labelled(scores) for scores in outcome.results]
+        return self._done(req.single, Reply(content, started, chars=chars(req.inputs)), outcome)
+
+    async def rerank(self, req: RerankRequest) -> Reply:
+        """(index, score) of every text, best first."""
+        started = time.perf_counter()
+        what = "documents" if req.documents_form else "texts"
+        if not req.texts:
+            self.count(False)
+            raise EmptyError(f"`{what}` cannot be empty")
+        validation.check_rerank_route(self.info)
+        self.count(False)
+        validation.check_batch(len(req.texts), self.settings.max_client_batch_size, what)
+        pairs: list[str | tuple[str, str]] = [(req.query, text) for text in req.texts]
+        outcome = await self.infer.predict(
+            pairs,
+            raw_scores=req.raw_scores,
+            truncate=self.truncate(req.truncate),
+            direction=req.truncation_direction,
+            instruction=req.instruction,
+        )
+        scores = np.asarray([scores[0] for scores in outcome.results], dtype=np.float32)  # (N,)
+        text_chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)
+        return self._done(False, Reply(ranked(scores), started, chars=text_chars), outcome)
+
+    # -- tokenizer --------------------------------------------------------------------------
+
+    async def tokenize(self, req: TokenizeRequest) -> Reply:
+        """The tokens of each input (not counted as inference, as in TEI)."""
+        self._check_batch(req.single, len(req.inputs))
+        tokens: list[list[Token]] = await self.infer.tokenize(
+            req.inputs, add_special_tokens=req.add_special_tokens, prompt_name=req.prompt_name
+        )
+        return Reply(tokens, time.perf_counter())
+
+    async def decode(self, req: DecodeRequest) -> Reply:
+        self._check_batch(req.single, len(req.ids))
+        texts = await self.infer.decode(req.ids, skip_special_tokens=req.skip_special_tokens)
+        return Reply(texts, time.perf_counter())
+
+    # -- the model --------------------------------------------------------------------------
+
+    def default_mode(self) -> str:
+        """The operation POST / and /invocations run for this model kind (as TEI routes)."""
+        if self.info.kind is ModelKind.CLASSIFIER:
+            return "predict"
+        if self.info.kind is ModelKind.RERANKER:
+            return "rerank"
+        if self.settings.task == "sentence-similarity":
+            return "similarity"
+        if validation.is_splade(self.info):
+            return "embed_sparse"
+        return "embed"
+
+    def info_document(self) -> dict[str, Any]:
+        """/info (and gRPC's Info): the model and the server's limits."""
+        info = self.info
+        settings = self.settings
+        model_type: dict[str, Any]
+        if info.kind is ModelKind.EMBEDDING:
+            pooling = info.pooling.value if info.pooling is not None else "cls"
+            model_type = {"embedding": {"pooling": pooling}}
+        else:
+            labels = {str(i): label for i, label in sorted(info.id2label.items())}
+            classifier = {"id2label": labels, "label2id": info.label2id}
+            model_type = {info.kind.value: classifier}
+        return {
+            "model_id": settings.model_id,
+            "model_sha": info.revision,
+            "model_dtype": self.infer.engine.dtype,
+            "served_model_name": settings.model_name,
+            "model_type": model_type,
+            "max_concurrent_requests": settings.max_concurrent_requests,
+            "max_input_length": self.infer.max_input_length,
+            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_requests": self.infer.max_batch_requests,
+            "max_client_batch_size": settings.max_client_batch_size,
+            "auto_truncate": settings.auto_truncate,
+            "tokenization_workers": settings.tokenization_workers,
+            "version": VERSION,
+            "sha": settings.git_sha,
+            "docker_label": settings.docker_label,
+        }

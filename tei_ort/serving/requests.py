@@ -1,0 +1,85 @@
+"""The requests every front end hands to the shared handlers (``handlers.Handlers``).
+
+HTTP builds them from JSON bodies (``tei_ort.http.schemas``), gRPC from its messages
+(``tei_ort.grpc.service``), so both are validated and answered by the same code.
+``truncate`` None means the server's ``--auto-truncate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tei_ort.model.tokenization import Direction
+from tei_ort.serving.encoding import Item
+
+EncodingFormat = Literal["float", "base64"]
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    inputs: list[Item]
+    single: bool
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    prompt_name: str | None = None
+    normalize: bool = True
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    inputs: list[str | tuple[str, str]]
+    single: bool
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    raw_scores: bool = False
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """TEI's /rerank (``texts``) or the Cohere / Jina / Dify form (``documents``)."""
+
+    query: str
+    texts: list[str]
+    documents_form: bool = False  # answer {"results": [...]} instead of TEI's list
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    raw_scores: bool = False
+    return_text: bool = False  # TEI: `return_text`; Cohere/Jina: `return_documents`
+    top_n: int | None = None
+    model: str | None = None
+    instruction: str | None = None  # tei-ort: the task line of prompt-template re-rankers
+
+
+@dataclass(frozen=True)
+class SimilarityRequest:
+    source_sentence: str
+    sentences: list[str]
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    inputs: list[str]
+    single: bool
+    add_special_tokens: bool = True
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    ids: list[list[int]]
+    single: bool
+    skip_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class OpenAIRequest:
+    inputs: list[Item]
+    single: bool
+    model: str | None = None
+    encoding_format: EncodingFormat = "float"
+    dimensions: int | None = None

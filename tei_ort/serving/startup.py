@@ -1,0 +1,52 @@
+"""TEI's start-up rules that depend on the model and the flags (checked once, at start)."""
+
+from __future__ import annotations
+
+import logging
+
+from tei_ort.errors import ConfigurationError
+from tei_ort.model.info import ModelInfo
+from tei_ort.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def effective_max_input_length(settings: Settings, info: ModelInfo) -> int:
+    """TEI's start-up rule for inputs longer than ``--max-batch-tokens``.
+
+    Without auto-truncation a model whose inputs may be longer than one batch cannot be
+    served (start-up fails); with it, inputs are truncated to ``max_batch_tokens``.
+    """
+    if info.max_input_length <= settings.max_batch_tokens:
+        return info.max_input_length
+    if not settings.auto_truncate:
+        raise ConfigurationError(
+            f"`--max-batch-tokens` cannot be lower than the model `max_input_length` "
+            f"({settings.max_batch_tokens} < {info.max_input_length}) when `--auto-truncate` "
+            f"is disabled: add `--auto-truncate` to truncate inputs to `--max-batch-tokens`"
+        )
+    logger.warning(
+        "inputs will be truncated to %d tokens (--max-batch-tokens) although the model "
+        "accepts %d, as --auto-truncate is on",
+        settings.max_batch_tokens,
+        info.max_input_length,
+    )
+    return settings.max_batch_tokens
+
+
+def resolve_default_prompt(settings: Settings, info: ModelInfo) -> str | None:
+    """``--default-prompt`` or the text ``--default-prompt-name`` names (checked at start)."""
+    name = settings.default_prompt_name
+    if name is None:
+        return settings.default_prompt
+    if not info.prompts:
+        raise ConfigurationError(
+            f"`default-prompt-name` is set to `{name}` but no prompts were found in the "
+            f"Sentence Transformers configuration"
+        )
+    if name not in info.prompts:
+        raise ConfigurationError(
+            f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
+            f"Transformers prompts. Available prompts: {sorted(info.prompts)}"
+        )
+    return info.prompts[name]

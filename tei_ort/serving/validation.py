@@ -1,0 +1,172 @@
+"""Every check a request meets before its inputs are queued, in one place.
+
+HTTP, gRPC and the in-process API call these (through ``handlers``, ``encoding`` and
+``infer``), so a bad request is refused with the same error and text whichever way it
+came in. The checks are TEI's: the route must fit the model kind, a batch must be neither
+empty nor larger than ``--max-client-batch-size``, inputs must be non-empty and within the
+character and token limits, and a score must be a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
+from tei_ort.model.info import Head, ModelInfo, ModelKind
+from tei_ort.serving.postprocess import Mode, OutputSpec
+
+#: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
+MAX_CHAR_MULTIPLIER = 250
+
+
+# -- the request as a whole -------------------------------------------------------------------
+
+
+def check_batch(size: int, limit: int, what: str = "inputs") -> None:
+    """A batch request must carry at least one input and at most ``limit``."""
+    if size == 0:
+        raise EmptyError(f"`{what}` cannot be empty")
+    if size > limit:
+        raise BatchSizeError(f"batch size {size} > maximum allowed batch size {limit}")
+
+
+def check_pair_count(count: int) -> None:
+    """A classifier input is one text or a pair of texts."""
+    if count not in (1, 2):
+        raise ValidationError(
+            f"Input validation error: `inputs` must have a single or two elements. Given: {count}"
+        )
+
+
+# -- the route against the model kind -------------------------------------------------------
+
+
+def is_splade(info: ModelInfo) -> bool:
+    return info.head is Head.SPLADE
+
+
+def is_classifier(info: ModelInfo) -> bool:
+    return info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER)
+
+
+def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | None) -> None:
+    """Refuse what this model cannot answer for an embedding route, as TEI does."""
+    if is_classifier(info):
+        raise ModelTypeError("Backend error: Inference error: Model is not an embedding model")
+    splade = is_splade(info)
+    if spec.mode is Mode.SPARSE and not splade:
+        raise ModelTypeError(
+            "Backend error: Inference error: Model is not an embedding model with SPLADE pooling"
+        )
+    if spec.mode is Mode.TOKENS and splade:
+        raise ModelTypeError(
+            "Backend error: Inference error: `embed_all` is not available for SPLADE models"
+        )
+    if spec.mode is Mode.POOLED and splade and spec.normalize:
+        raise ModelTypeError(
+            "Backend error: Inference error: `normalize` is not available for SPLADE models"
+        )
+    if spec.dimensions is not None and (
+        spec.dimensions < 1 or (embedding_size is not None and spec.dimensions > embedding_size)
+    ):
+        raise ValidationError(
+            f"Input validation error: `dimensions` must be between 1 and {embedding_size}, "
+            f"got {spec.dimensions}"
+        )
+
+
+def check_predict_route(info: ModelInfo) -> None:
+    if not is_classifier(info):
+        raise ModelTypeError("Backend error: Inference error: Model is not a classifier model")
+
+
+def check_rerank_route(info: ModelInfo) -> None:
+    if info.kind is not ModelKind.RERANKER:
+        raise ModelTypeError("Backend error: Inference error: model is not a re-ranker model")
+
+
+def prompt_text(
+    prompts: Mapping[str, str], prompt_name: str | None, default: str | None
+) -> str | None:
+    """The prompt ``prompt_name`` names; None means the default prompt."""
+    if prompt_name is None:
+        return default
+    if not prompts:
+        raise ValidationError(
+            f"Input validation error: `prompt_name` is set to `{prompt_name}` but no prompts "
+            f"were found in the Sentence Transformers configuration"
+        )
+    if prompt_name not in prompts:
+        raise ValidationError(
+            f"Input validation error: `prompt_name` is set to `{prompt_name}` but it was not "
+            f"found in the Sentence Transformers prompts. Available prompts: {sorted(prompts)}"
+        )
+    return prompts[prompt_name]
+
+
+# -- each input -----------------------------------------------------------------------------
+
+
+def check_not_empty(item: str | Sequence[int] | tuple[str, str]) -> None:
+    """An input must have something in it (a pair: at least one of its texts)."""
+    empty = not item[0] and not item[1] if isinstance(item, tuple) else not item
+    if empty:
+        raise EmptyError("Input validation error: `inputs` cannot be empty")
+
+
+def check_ids_not_empty(ids: Sequence[int]) -> None:
+    if not ids:
+        raise EmptyError("Input validation error: `input_ids` cannot be empty")
+
+
+def over_char_limit(chars: int, limit: int, truncate: bool) -> bool:
+    """Whether an input must be cut to ``limit`` characters; refused when not truncating."""
+    if chars <= limit:
+        return False
+    if not truncate:
+        raise ValidationError(
+            f"Input validation error: `inputs` must have less than {limit} characters. "
+            f"Given: {chars}"
+        )
+    return True
+
+
+def check_token_ids(ids: Sequence[int], vocab_size: int) -> None:
+    if max(ids) >= vocab_size:
+        raise ValidationError(
+            f"Input validation error: token id {max(ids)} is out of the vocabulary "
+            f"(size {vocab_size})"
+        )
+
+
+def check_token_count(count: int, max_input_length: int) -> None:
+    """An input still over ``max_input_length`` tokens after (or without) truncation."""
+    if count > max_input_length:
+        raise ValidationError(
+            "Input validation error: `inputs` must have less than "
+            f"{max_input_length} tokens. Given: {count}"
+        )
+
+
+def check_template_pair(item: object) -> tuple[str, str]:
+    """Prompt-template re-rankers score (query, document) pairs with both texts present."""
+    if not isinstance(item, tuple):
+        raise ValidationError(
+            "Input validation error: this re-ranker scores (query, document) pairs, "
+            "not single texts"
+        )
+    if not item[0] or not item[1]:
+        raise EmptyError("Input validation error: `inputs` cannot be empty")
+    return item
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+def check_scores(scores: NDArray[np.float32]) -> None:
+    """A NaN score cannot be ranked or labelled: the request fails, as in TEI."""
+    if np.isnan(scores).any():
+        raise BackendError("score is NaN")
