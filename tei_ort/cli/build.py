@@ -13,6 +13,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from tei_ort.cli.flags import (
+    MODEL_FLAGS,
+    SERVER_FLAGS,
+    Flag,
+    add_flags,
+    add_model_arguments,
+    settings_from_args,
+)
 from tei_ort.errors import START_ERRORS
 
 #: ``--target`` -> execution provider
@@ -20,9 +28,6 @@ TARGETS = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}
 
 
 def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
-    # imported here: tei_ort.cli.commands imports this module to register the subcommand
-    from tei_ort.cli.commands import add_flags, add_model_arguments
-
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "build",
         help="export a model's engine into the engine cache ahead of time",
@@ -44,10 +49,8 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _batch_flags() -> tuple[Any, ...]:
-    """serve's batch-limit flags (tei_ort.cli.commands imports this module, so looked up late)."""
-    from tei_ort.cli.commands import SERVER_FLAGS
-
+def _batch_flags() -> tuple[Flag, ...]:
+    """serve's batch-limit flags: GPU engines are sized from them."""
     return tuple(f for f in SERVER_FLAGS if f.dest in ("max_batch_tokens", "max_batch_requests"))
 
 
@@ -62,7 +65,6 @@ class _Progress:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tei_ort.cli.commands import MODEL_FLAGS, settings_from_args
     from tei_ort.model.loading import ModelOptions, prepare_engine
 
     settings = settings_from_args(args.parser, args, MODEL_FLAGS + _batch_flags())

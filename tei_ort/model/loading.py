@@ -1,7 +1,6 @@
-"""From a model id to a running engine: resolve, inspect, look up or build, load, warm up.
+"""From a model id to a running engine: prepare (``build``), load, warm up.
 
-``prepare_engine`` is what ``tei-ort build`` runs (no engine is loaded); ``load_model``
-is what ``serve`` and the in-process API run.
+``load_model`` is what ``serve`` and the in-process API run.
 """
 
 from __future__ import annotations
@@ -9,111 +8,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import onnxruntime
 
 from tei_ort.engines.base import Engine, EngineInputs
 from tei_ort.engines.ort_engine import OrtEngine
-from tei_ort.engines.providers import (
-    Provider,
-    default_dtype,
-    gpu_compute_capability,
-    ort_options,
-    parse_provider,
-    require,
-    sm_tag,
-)
-from tei_ort.engines.shapes import BatchLimits
-from tei_ort.engines.trt_profiles import PLAN_FILE, ProfilePlan, plan_profiles
-from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
-from tei_ort.exporters.export import (
-    EXPORTER_VERSION,
-    EXTERNAL_DATA_THRESHOLD,
-    Variant,
-    export_onnx,
-    export_to_file,
-)
-from tei_ort.exporters.weights import WeightStore
-from tei_ort.model.cache import (
-    ENGINE_FILE,
-    OPTIMIZED_FILE,
-    CacheKey,
-    EngineCache,
-    default_cache_root,
-    weights_digest,
-)
+from tei_ort.engines.trt_profiles import PLAN_FILE
+from tei_ort.errors import EngineError
+from tei_ort.model.build import Progress, prepare_engine, quiet
+from tei_ort.model.cache import ENGINE_FILE, OPTIMIZED_FILE
 from tei_ort.model.dense import DenseStack
-from tei_ort.model.hub import resolve_model
-from tei_ort.model.info import Head, ModelInfo, Pooling
-from tei_ort.model.inspect import inspect_model
+from tei_ort.model.info import ModelInfo
+from tei_ort.model.options import ModelOptions
+from tei_ort.model.targets import EngineTarget
 from tei_ort.model.tokenization import Tokenizer
 
 if TYPE_CHECKING:
     from tei_ort.settings import Settings
 
+__all__ = ["LoadedModel", "ModelOptions", "load_from_settings", "load_model", "prepare_engine"]
+
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
-
-CPU_TARGET = "onnx-cpu"
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """What decides which engine a model gets (the model flags of serve and build)."""
-
-    model_id: str | None = None
-    revision: str | None = None
-    hf_token: str | None = None
-    huggingface_hub_cache: str | None = None
-    pooling: Pooling | None = None
-    dense_path: str | None = None
-    dtype: str | None = None
-    engine_cache: str | None = None
-    threads: int | None = None
-    provider: str | None = None  # execution provider (tei_ort.engines.providers); None: cpu
-    device_id: int = 0
-    cuda_graphs: bool = False
-    # GPU engines size their buffers and TensorRT profiles from the batcher's limits
-    max_batch_tokens: int = 16384
-    max_batch_requests: int | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ModelOptions:
-        return cls(
-            model_id=settings.model_id,
-            revision=settings.revision,
-            hf_token=settings.hf_token,
-            huggingface_hub_cache=settings.huggingface_hub_cache,
-            pooling=settings.pooling,
-            dense_path=settings.dense_path,
-            dtype=settings.dtype,
-            engine_cache=settings.engine_cache,
-            provider=settings.execution_provider,
-            device_id=settings.device_id,
-            cuda_graphs=settings.cuda_graphs,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_requests=settings.max_batch_requests,
-        )
-
-
-@dataclass(frozen=True)
-class PreparedEngine:
-    info: ModelInfo
-    target: EngineTarget
-    entry_dir: Path  # the engine cache entry
-    built: bool  # exported by this call (a cache miss)
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,157 +43,6 @@ class LoadedModel:
     entry_dir: Path | None = None
     built: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EngineTarget:
-    """Where and how a model runs: decides the graph that is built and the engine that runs it."""
-
-    name: str  # cache-key target, e.g. "onnx-cpu"
-    dtype: str  # "float32", ...
-    variant: Variant  # operator set of the exported graph
-    providers: tuple[str, ...]  # ONNX Runtime execution providers, in order
-    provider_options: tuple[dict[str, str], ...] = ()  # one per provider (or none)
-    engine: str = "ort"  # "ort", "ort-cuda" (IOBinding) or "trt" (TensorRT)
-    runtime: str = f"onnxruntime-{onnxruntime.__version__}"  # cache-key part
-    extra: str = ""  # cache-key part: TensorRT profiles
-    limits: BatchLimits | None = None  # GPU engines: the batch shapes they are sized for
-    profiles: ProfilePlan | None = None  # TensorRT
-
-
-def select_target(options: ModelOptions) -> EngineTarget:
-    """The engine target for the options: the provider, then the dtype."""
-    provider = parse_provider(options.provider)
-    if provider.name != "cpu":
-        return _provider_target(provider, options)
-    dtype = options.dtype or "float32"
-    if dtype == "int8":
-        from tei_ort.exporters.quantize import QUANTIZER_VERSION
-
-        # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
-        return EngineTarget(
-            CPU_TARGET,
-            dtype,
-            Variant.ORT,
-            ("CPUExecutionProvider",),
-            extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
-        )
-    if dtype != "float32":
-        # float16 needs a GPU engine; it is not built on this path
-        raise ConfigurationError(
-            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32 or int8"
-        )
-    return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
-
-
-def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
-    """GPU and accelerator targets; a missing provider or an old GPU fails here, at start."""
-    require(provider)
-    dtype = options.dtype or default_dtype(provider)
-    if not provider.nvidia:
-        if dtype != "float32":
-            raise ConfigurationError(
-                f"--dtype {dtype} is not available for the {provider.name} provider; use float32"
-            )
-        # these providers run standard operators only: the plain variant
-        return EngineTarget(
-            f"onnx-{provider.name}",
-            dtype,
-            Variant.PLAIN,
-            (str(provider.ort_name),),
-            provider_options=(ort_options(provider, device_id=options.device_id),),
-        )
-    if dtype not in ("float16", "float32"):
-        raise ConfigurationError(
-            f"--dtype {dtype} is not available on {provider.name}; use float16 or float32"
-        )
-    arch = sm_tag(gpu_compute_capability(options.device_id))
-    if provider.name == "cuda":
-        options_cuda = ort_options(
-            provider, device_id=options.device_id, cuda_graphs=options.cuda_graphs
-        )
-        return EngineTarget(
-            f"onnx-cuda-{arch}",
-            dtype,
-            Variant.ORT,
-            (str(provider.ort_name),),
-            provider_options=(options_cuda,),
-            engine="ort-cuda",
-        )
-    from tei_ort.engines.trt_profiles import tensorrt_version
-
-    return EngineTarget(
-        f"trt-{arch}",
-        dtype,
-        Variant.PLAIN,
-        (),
-        engine="trt",
-        runtime=f"tensorrt-{tensorrt_version()}",
-    )
-
-
-def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions) -> EngineTarget:
-    """GPU targets learn the batch shapes (the model's input limit and the budget)."""
-    if target.engine not in ("ort-cuda", "trt"):
-        return target
-    limits = BatchLimits(
-        max_input_length=min(info.max_input_length, options.max_batch_tokens),
-        max_batch_tokens=options.max_batch_tokens,
-        max_batch_requests=options.max_batch_requests,
-    )
-    if target.engine == "ort-cuda":
-        return replace(target, limits=limits)
-    plan = plan_profiles(limits)
-    return replace(target, limits=limits, profiles=plan, extra=plan.describe())
-
-
-def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
-    """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
-    post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
-        target.dtype == "int8"
-    )
-    if not post_pass:
-        export_to_file(
-            info.config,
-            info.weight_files,
-            info.head,
-            path,
-            target.variant,
-            yes_no_token_ids=info.yes_no_token_ids,
-        )
-        if target.name == CPU_TARGET:
-            from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
-            from tei_ort.exporters.token_packing import pack_tokens
-
-            # nodes only: tensors in external data stay where they are
-            graph = unfuse_skip_layer_norm(onnx.load(str(path), load_external_data=False))
-            onnx.save_model(pack_tokens(graph), str(path))
-        return
-    if WeightStore(info.weight_files).nbytes_float32() > EXTERNAL_DATA_THRESHOLD:
-        # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
-        raise UnsupportedModelError(
-            f"{info.model_id} has more than 1 GiB of weights: --dtype {target.dtype} engines "
-            "are built in memory and cannot hold it; use float32 (ONNX Runtime) or tensorrt"
-        )
-    graph = export_onnx(
-        info.config,
-        info.weight_files,
-        info.head,
-        target.variant,
-        yes_no_token_ids=info.yes_no_token_ids,
-    )
-    if target.dtype == "float16":
-        from tei_ort.exporters.fp16 import to_float16
-
-        # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
-        graph = to_float16(graph)
-    else:
-        from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
-        from tei_ort.exporters.quantize import quantize_int8
-        from tei_ort.exporters.token_packing import pack_tokens
-
-        graph = quantize_int8(pack_tokens(unfuse_skip_layer_norm(graph)))
-    onnx.save_model(graph, str(path))
 
 
 def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
@@ -311,69 +78,7 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
     )
 
 
-def prepare_engine(options: ModelOptions, progress: Progress = _quiet) -> PreparedEngine:
-    """Resolve and inspect the model, then find its engine in the cache or build it."""
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    target = select_target(options)
-    progress(f"resolving {options.model_id or 'the default model'}")
-    resolved = resolve_model(
-        options.model_id,
-        revision=options.revision,
-        token=options.hf_token,
-        cache_dir=options.huggingface_hub_cache,
-    )
-    info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
-    target = finalize_target(target, info, options)
-    seconds["resolve"] = time.perf_counter() - start
-
-    root = (
-        Path(options.engine_cache)
-        if options.engine_cache
-        else default_cache_root(options.huggingface_hub_cache)
-    )
-    cache = EngineCache(root)
-    t = time.perf_counter()
-    progress(f"hashing the weights of {info.model_id}")
-    digested = [info.path / "config.json", *info.weight_files]
-    if info.head is Head.YES_NO_LOGIT:  # the yes/no token ids come from the tokenizer
-        digested.append(info.path / "tokenizer.json")
-    digest = weights_digest(digested, memo_dir=root)
-    seconds["digest"] = time.perf_counter() - t
-    key = CacheKey(
-        model_id=info.model_id,
-        weights_digest=digest,
-        exporter_version=EXPORTER_VERSION,
-        target=target.name,
-        dtype=target.dtype,
-        head=info.head.value,
-        variant=target.variant.value,
-        runtime=target.runtime,
-        extra=target.extra,
-    )
-
-    def build(tmp: Path) -> None:
-        progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
-        write_graph(info, target, tmp / ENGINE_FILE)
-        if target.profiles is not None:
-            from tei_ort.exporters.tensorrt import build_engine
-
-            build_engine(
-                tmp / ENGINE_FILE,
-                tmp / PLAN_FILE,
-                target.profiles,
-                fp16=target.dtype == "float16",
-                progress=progress,
-            )
-
-    t = time.perf_counter()
-    entry, built = cache.get_or_build(key, build)
-    seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
-    progress(("built " if built else "found cached ") + f"engine in {entry}")
-    return PreparedEngine(info=info, target=target, entry_dir=entry, built=built, seconds=seconds)
-
-
-def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedModel:
+def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel:
     """Everything ``serve`` needs: model info, tokenizer, a warmed-up engine."""
     prepared = prepare_engine(options, progress)
     info = prepared.info
@@ -399,7 +104,7 @@ def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedMode
     )
 
 
-def load_from_settings(settings: Settings, progress: Progress = _quiet) -> LoadedModel:
+def load_from_settings(settings: Settings, progress: Progress = quiet) -> LoadedModel:
     return load_model(ModelOptions.from_settings(settings), progress)
 
 

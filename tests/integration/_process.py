@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tei_ort.cli.commands import MODEL_FLAGS, SERVER_FLAGS
+from tei_ort.cli.flags import MODEL_FLAGS, SERVER_FLAGS
 
 SCRIPTS = Path(sys.executable).parent
 

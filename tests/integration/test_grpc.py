@@ -511,7 +511,8 @@ async def test_health_and_reflection_stay_open_with_an_api_key(make_model: Any) 
 
 
 def test_grpc_flags_and_their_environment_variables() -> None:
-    from tei_ort.cli.commands import build_parser, settings_from_args
+    from tei_ort.cli.commands import build_parser
+    from tei_ort.cli.flags import settings_from_args
 
     parser, serve_parser = build_parser()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tei_ort.cli import commands as cli
+from tei_ort.cli import flags, serve
 from tei_ort.model.info import Pooling
 from tei_ort.settings import Settings
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
     parser = cli.router_parser()
-    return cli.settings_from_args(parser, parser.parse_args(argv), environ=env or {})
+    return flags.settings_from_args(parser, parser.parse_args(argv), environ=env or {})
 
 
 def test_defaults_without_flags_or_env() -> None:
@@ -170,7 +171,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     text = capsys.readouterr().out
-    for flag in cli.MODEL_FLAGS + cli.SERVER_FLAGS:
+    for flag in flags.MODEL_FLAGS + flags.SERVER_FLAGS:
         if not flag.hidden:
             assert flag.name in text, flag.name
             assert (
@@ -206,6 +207,6 @@ def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_start_up_log_hides_secrets() -> None:
-    text = cli._redacted(Settings(api_key="s3cret", hf_token="hf_abc", model_id="m"))
+    text = serve._redacted(Settings(api_key="s3cret", hf_token="hf_abc", model_id="m"))
     assert "s3cret" not in text and "hf_abc" not in text
     assert "model_id='m'" in text and "api_key='<redacted>'" in text

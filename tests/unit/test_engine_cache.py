@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tei_ort.model import build
 from tei_ort.model import cache as cache_module
-from tei_ort.model import loading
 from tei_ort.model.cache import CacheKey, EngineCache, model_slug, weights_digest
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.loading import ModelOptions, load_model, prepare_engine
@@ -27,7 +27,7 @@ def _key(**changes: str) -> CacheKey:
     return CacheKey(**parts)
 
 
-def _writes_model(calls: list[Path]) -> loading.Progress:
+def _writes_model(calls: list[Path]) -> build.Progress:
     def build(tmp: Path) -> None:  # type: ignore[misc]
         calls.append(tmp)
         (tmp / "model.onnx").write_bytes(b"graph")
@@ -95,7 +95,7 @@ def test_second_load_does_not_export(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("exported again on a cache hit")
 
-    monkeypatch.setattr(loading, "export_onnx", no_export)
+    monkeypatch.setattr(build, "export_onnx", no_export)
     second = load_model(options)
     assert not second.built
     assert second.entry_dir == first.entry_dir
@@ -105,6 +105,6 @@ def test_second_load_does_not_export(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_changed_exporter_version_rebuilds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = ModelOptions(model_id=str(default_model_path()), engine_cache=str(tmp_path))
     first = prepare_engine(options)
-    monkeypatch.setattr(loading, "EXPORTER_VERSION", "999")
+    monkeypatch.setattr(build, "EXPORTER_VERSION", "999")
     second = prepare_engine(options)
     assert second.built and second.entry_dir != first.entry_dir

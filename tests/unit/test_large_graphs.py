@@ -49,10 +49,10 @@ def test_in_memory_passes_refuse_graphs_over_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tei_ort.errors import UnsupportedModelError
-    from tei_ort.model import loading
+    from tei_ort.model import build, loading
     from tei_ort.model.hub import default_model_path
 
-    monkeypatch.setattr(loading, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(build, "EXTERNAL_DATA_THRESHOLD", 0)
     options = loading.ModelOptions(
         model_id=str(default_model_path()), dtype="int8", engine_cache=str(tmp_path)
     )

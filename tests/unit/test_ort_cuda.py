@@ -121,13 +121,14 @@ def test_cuda_target_caches_a_float16_graph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tei_ort.exporters.fp16 import count_by_precision
-    from tei_ort.model import loading
+    from tei_ort.model import build, loading
     from tei_ort.model.hub import default_model_path
+    from tei_ort.model.targets import EngineTarget
 
-    target = loading.EngineTarget(
+    target = EngineTarget(
         "onnx-cuda-sm90", "float16", Variant.ORT, ("CUDAExecutionProvider",), engine="ort-cuda"
     )
-    monkeypatch.setattr(loading, "select_target", lambda options: target)
+    monkeypatch.setattr(build, "select_target", lambda options: target)
     options = loading.ModelOptions(model_id=str(default_model_path()), engine_cache=str(tmp_path))
     prepared = loading.prepare_engine(options)
     assert prepared.target.limits == BatchLimits(prepared.info.max_input_length, 16384)

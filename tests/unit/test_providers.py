@@ -25,7 +25,8 @@ from tei_ort.engines.providers import (
 )
 from tei_ort.errors import ConfigurationError, EngineError, UnknownProviderError
 from tei_ort.exporters.export import Variant
-from tei_ort.model.loading import ModelOptions, select_target
+from tei_ort.model.options import ModelOptions
+from tei_ort.model.targets import select_target
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_no_gpu_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_gpu_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tei_ort.model.loading.require", lambda provider: None)  # as if installed
+    monkeypatch.setattr("tei_ort.model.targets.require", lambda provider: None)  # as if installed
     _fake_smi(tmp_path, monkeypatch, "9.0")
     cuda = select_target(ModelOptions(provider="cuda"))
     assert (cuda.name, cuda.dtype, cuda.variant, cuda.engine) == (

@@ -16,7 +16,8 @@ from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.quantize import fp32_matmuls, int8_matmuls, quantize_int8, scale_rows
 from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tei_ort.model.loading import ModelOptions, select_target
+from tei_ort.model.options import ModelOptions
+from tei_ort.model.targets import select_target
 from tests.unit._tiny_models import make_model, mixed_batch
 
 pytest.importorskip("torch")  # the tiny checkpoints are written by transformers

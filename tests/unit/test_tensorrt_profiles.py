@@ -136,10 +136,12 @@ def _fake_trt(monkeypatch: pytest.MonkeyPatch, builds: list[str]) -> None:
     """A TensorRT target and build on a machine without a GPU: the build writes a stub plan."""
     from tei_ort.exporters import tensorrt
     from tei_ort.exporters.export import Variant
-    from tei_ort.model import loading
+    from tei_ort.model import build
+    from tei_ort.model.options import ModelOptions
+    from tei_ort.model.targets import EngineTarget
 
-    def select_target(options: loading.ModelOptions) -> loading.EngineTarget:
-        return loading.EngineTarget(
+    def select_target(options: ModelOptions) -> EngineTarget:
+        return EngineTarget(
             "trt-sm90", "float16", Variant.PLAIN, (), engine="trt", runtime="tensorrt-10.9.0"
         )
 
@@ -148,7 +150,7 @@ def _fake_trt(monkeypatch: pytest.MonkeyPatch, builds: list[str]) -> None:
         builds.append(plan.describe())  # type: ignore[attr-defined]
         plan_path.write_bytes(b"plan")
 
-    monkeypatch.setattr(loading, "select_target", select_target)
+    monkeypatch.setattr(build, "select_target", select_target)
     monkeypatch.setattr(tensorrt, "build_engine", build_engine)
 
 

@@ -1,0 +1,118 @@
+"""``serve``: load the model, then run HTTP (and gRPC) until SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from tei_ort.errors import START_ERRORS
+from tei_ort.settings import Settings, listen_address
+
+if TYPE_CHECKING:
+    from tei_ort.serving.tracing import Tracer
+
+logger = logging.getLogger("tei_ort")
+
+
+def serve(settings: Settings) -> int:
+    """Load the model, then serve until SIGINT / SIGTERM; returns the exit code."""
+    from tei_ort.log import setup_logging
+
+    setup_logging(settings.json_output)
+    logger.info("Args %s", _redacted(settings))
+    if listen_address(settings.hostname) != settings.hostname:
+        logger.warning("invalid hostname %r, defaulting to 0.0.0.0", settings.hostname)
+    from tei_ort.serving.tracing import setup_tracing
+
+    tracer = setup_tracing(settings)
+    try:
+        if settings.grpc:
+            return _serve_grpc(settings, tracer)
+        return _serve_http(settings, tracer)
+    finally:
+        if tracer is not None:
+            tracer.shutdown()
+
+
+def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
+    """``--grpc``: gRPC on --port (no HTTP), /metrics on --prometheus-port."""
+    import asyncio
+
+    from tei_ort.grpc.server import serve_grpc
+    from tei_ort.model.loading import load_from_settings
+    from tei_ort.serving.infer import Infer
+    from tei_ort.serving.metrics import start_prometheus_listener
+
+    try:
+        infer = Infer(settings, load_from_settings(settings), tracer=tracer)
+    except START_ERRORS as exc:
+        logger.error("%s", exc)
+        return 1
+    listener = start_prometheus_listener(infer.metrics, "0.0.0.0", settings.prometheus_port)
+    try:
+        return asyncio.run(serve_grpc(settings, infer))
+    except START_ERRORS as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
+    """HTTP on --port (and gRPC on --grpc-port), /metrics also on --prometheus-port."""
+    try:
+        import uvicorn
+
+        from tei_ort.http.app import Companion, create_app
+        from tei_ort.model.loading import load_from_settings
+        from tei_ort.serving.metrics import start_prometheus_listener
+
+        model = load_from_settings(settings)
+        companions: list[Companion] = []
+        if settings.grpc_port is not None:
+            from tei_ort.grpc.server import grpc_companion
+
+            companions.append(grpc_companion(settings, settings.bind_host, settings.grpc_port))
+        app = create_app(settings, model, tracer=tracer, companions=companions)
+    except START_ERRORS as exc:
+        logger.error("%s", exc)
+        return 1
+    listener = start_prometheus_listener(app.state.metrics, "0.0.0.0", settings.prometheus_port)
+    config = uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    logger.info("Starting HTTP server: %s:%d", settings.bind_host, settings.port)
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for
+    # the handlers it found; with these no-op handlers the process exits 0, as TEI does.
+    previous = {sig: signal.signal(sig, _after_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if listener is not None:
+            listener.close()
+    return 0 if server.started else 1
+
+
+def _redacted(settings: Settings) -> str:
+    """The settings for the start-up log line, secrets hidden."""
+    shown = []
+    for name, value in vars(settings).items():
+        if name in ("api_key", "hf_token") and value:
+            value = "<redacted>"
+        shown.append(f"{name}={value!r}")
+    return ", ".join(shown)
+
+
+def _after_shutdown(sig: int, frame: object) -> None:
+    """The signal uvicorn re-raises after its graceful shutdown: nothing left to do."""

@@ -1,0 +1,162 @@
+"""Resolve and inspect a model, then find its engine in the cache or build it there.
+
+``prepare_engine`` is what ``tei-ort build`` runs (no engine is loaded) and the first half
+of ``loading.load_model``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from tei_ort.engines.trt_profiles import PLAN_FILE
+from tei_ort.errors import UnsupportedModelError
+from tei_ort.exporters.export import (
+    EXPORTER_VERSION,
+    EXTERNAL_DATA_THRESHOLD,
+    export_onnx,
+    export_to_file,
+)
+from tei_ort.exporters.weights import WeightStore
+from tei_ort.model.cache import (
+    ENGINE_FILE,
+    CacheKey,
+    EngineCache,
+    default_cache_root,
+    weights_digest,
+)
+from tei_ort.model.hub import resolve_model
+from tei_ort.model.info import Head, ModelInfo
+from tei_ort.model.inspect import inspect_model
+from tei_ort.model.options import ModelOptions
+from tei_ort.model.targets import CPU_TARGET, EngineTarget, finalize_target, select_target
+
+Progress = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """A progress callback that says nothing."""
+
+
+@dataclass(frozen=True)
+class PreparedEngine:
+    info: ModelInfo
+    target: EngineTarget
+    entry_dir: Path  # the engine cache entry
+    built: bool  # exported by this call (a cache miss)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
+    """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
+    post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
+        target.dtype == "int8"
+    )
+    if not post_pass:
+        export_to_file(
+            info.config,
+            info.weight_files,
+            info.head,
+            path,
+            target.variant,
+            yes_no_token_ids=info.yes_no_token_ids,
+        )
+        if target.name == CPU_TARGET:
+            from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+            from tei_ort.exporters.token_packing import pack_tokens
+
+            # nodes only: tensors in external data stay where they are
+            graph = unfuse_skip_layer_norm(onnx.load(str(path), load_external_data=False))
+            onnx.save_model(pack_tokens(graph), str(path))
+        return
+    if WeightStore(info.weight_files).nbytes_float32() > EXTERNAL_DATA_THRESHOLD:
+        # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
+        raise UnsupportedModelError(
+            f"{info.model_id} has more than 1 GiB of weights: --dtype {target.dtype} engines "
+            "are built in memory and cannot hold it; use float32 (ONNX Runtime) or tensorrt"
+        )
+    graph = export_onnx(
+        info.config,
+        info.weight_files,
+        info.head,
+        target.variant,
+        yes_no_token_ids=info.yes_no_token_ids,
+    )
+    if target.dtype == "float16":
+        from tei_ort.exporters.fp16 import to_float16
+
+        # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
+        graph = to_float16(graph)
+    else:
+        from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
+        from tei_ort.exporters.quantize import quantize_int8
+        from tei_ort.exporters.token_packing import pack_tokens
+
+        graph = quantize_int8(pack_tokens(unfuse_skip_layer_norm(graph)))
+    onnx.save_model(graph, str(path))
+
+
+def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> PreparedEngine:
+    """Resolve and inspect the model, then find its engine in the cache or build it."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    target = select_target(options)
+    progress(f"resolving {options.model_id or 'the default model'}")
+    resolved = resolve_model(
+        options.model_id,
+        revision=options.revision,
+        token=options.hf_token,
+        cache_dir=options.huggingface_hub_cache,
+    )
+    info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
+    target = finalize_target(target, info, options)
+    seconds["resolve"] = time.perf_counter() - start
+
+    root = (
+        Path(options.engine_cache)
+        if options.engine_cache
+        else default_cache_root(options.huggingface_hub_cache)
+    )
+    cache = EngineCache(root)
+    t = time.perf_counter()
+    progress(f"hashing the weights of {info.model_id}")
+    digested = [info.path / "config.json", *info.weight_files]
+    if info.head is Head.YES_NO_LOGIT:  # the yes/no token ids come from the tokenizer
+        digested.append(info.path / "tokenizer.json")
+    digest = weights_digest(digested, memo_dir=root)
+    seconds["digest"] = time.perf_counter() - t
+    key = CacheKey(
+        model_id=info.model_id,
+        weights_digest=digest,
+        exporter_version=EXPORTER_VERSION,
+        target=target.name,
+        dtype=target.dtype,
+        head=info.head.value,
+        variant=target.variant.value,
+        runtime=target.runtime,
+        extra=target.extra,
+    )
+
+    def build(tmp: Path) -> None:
+        progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
+        write_graph(info, target, tmp / ENGINE_FILE)
+        if target.profiles is not None:
+            from tei_ort.exporters.tensorrt import build_engine
+
+            build_engine(
+                tmp / ENGINE_FILE,
+                tmp / PLAN_FILE,
+                target.profiles,
+                fp16=target.dtype == "float16",
+                progress=progress,
+            )
+
+    t = time.perf_counter()
+    entry, built = cache.get_or_build(key, build)
+    seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
+    progress(("built " if built else "found cached ") + f"engine in {entry}")
+    return PreparedEngine(info=info, target=target, entry_dir=entry, built=built, seconds=seconds)

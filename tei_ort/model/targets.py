@@ -1,0 +1,132 @@
+"""Where and how a model runs: the engine target that decides the graph and the engine.
+
+The provider comes first (a missing provider or an old GPU fails here, at start), then the
+dtype. GPU targets learn the batch shapes from the model and the budget
+(:func:`finalize_target`), because their buffers and TensorRT profiles are sized from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import onnxruntime
+
+from tei_ort.engines.providers import (
+    Provider,
+    default_dtype,
+    gpu_compute_capability,
+    ort_options,
+    parse_provider,
+    require,
+    sm_tag,
+)
+from tei_ort.engines.shapes import BatchLimits
+from tei_ort.engines.trt_profiles import ProfilePlan, plan_profiles
+from tei_ort.errors import ConfigurationError
+from tei_ort.exporters.export import Variant
+from tei_ort.model.info import ModelInfo
+from tei_ort.model.options import ModelOptions
+
+CPU_TARGET = "onnx-cpu"
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where and how a model runs: decides the graph that is built and the engine that runs it."""
+
+    name: str  # cache-key target, e.g. "onnx-cpu"
+    dtype: str  # "float32", ...
+    variant: Variant  # operator set of the exported graph
+    providers: tuple[str, ...]  # ONNX Runtime execution providers, in order
+    provider_options: tuple[dict[str, str], ...] = ()  # one per provider (or none)
+    engine: str = "ort"  # "ort", "ort-cuda" (IOBinding) or "trt" (TensorRT)
+    runtime: str = f"onnxruntime-{onnxruntime.__version__}"  # cache-key part
+    extra: str = ""  # cache-key part: TensorRT profiles
+    limits: BatchLimits | None = None  # GPU engines: the batch shapes they are sized for
+    profiles: ProfilePlan | None = None  # TensorRT
+
+
+def select_target(options: ModelOptions) -> EngineTarget:
+    """The engine target for the options: the provider, then the dtype."""
+    provider = parse_provider(options.provider)
+    if provider.name != "cpu":
+        return _provider_target(provider, options)
+    dtype = options.dtype or "float32"
+    if dtype == "int8":
+        from tei_ort.exporters.quantize import QUANTIZER_VERSION
+
+        # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
+        return EngineTarget(
+            CPU_TARGET,
+            dtype,
+            Variant.ORT,
+            ("CPUExecutionProvider",),
+            extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
+        )
+    if dtype != "float32":
+        # float16 needs a GPU engine; it is not built on this path
+        raise ConfigurationError(
+            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32 or int8"
+        )
+    return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
+
+
+def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
+    """GPU and accelerator targets; a missing provider or an old GPU fails here, at start."""
+    require(provider)
+    dtype = options.dtype or default_dtype(provider)
+    if not provider.nvidia:
+        if dtype != "float32":
+            raise ConfigurationError(
+                f"--dtype {dtype} is not available for the {provider.name} provider; use float32"
+            )
+        # these providers run standard operators only: the plain variant
+        return EngineTarget(
+            f"onnx-{provider.name}",
+            dtype,
+            Variant.PLAIN,
+            (str(provider.ort_name),),
+            provider_options=(ort_options(provider, device_id=options.device_id),),
+        )
+    if dtype not in ("float16", "float32"):
+        raise ConfigurationError(
+            f"--dtype {dtype} is not available on {provider.name}; use float16 or float32"
+        )
+    arch = sm_tag(gpu_compute_capability(options.device_id))
+    if provider.name == "cuda":
+        options_cuda = ort_options(
+            provider, device_id=options.device_id, cuda_graphs=options.cuda_graphs
+        )
+        return EngineTarget(
+            f"onnx-cuda-{arch}",
+            dtype,
+            Variant.ORT,
+            (str(provider.ort_name),),
+            provider_options=(options_cuda,),
+            engine="ort-cuda",
+        )
+    from tei_ort.engines.trt_profiles import tensorrt_version
+
+    return EngineTarget(
+        f"trt-{arch}",
+        dtype,
+        Variant.PLAIN,
+        (),
+        engine="trt",
+        runtime=f"tensorrt-{tensorrt_version()}",
+    )
+
+
+def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions) -> EngineTarget:
+    """GPU targets learn the batch shapes (the model's input limit and the budget)."""
+    if target.engine not in ("ort-cuda", "trt"):
+        return target
+    limits = BatchLimits(
+        max_input_length=min(info.max_input_length, options.max_batch_tokens),
+        max_batch_tokens=options.max_batch_tokens,
+        max_batch_requests=options.max_batch_requests,
+    )
+    if target.engine == "ort-cuda":
+        return replace(target, limits=limits)
+    plan = plan_profiles(limits)
+    return replace(target, limits=limits, profiles=plan, extra=plan.describe())
