@@ -1,7 +1,8 @@
 """Dispatch: a model's config and checkpoint -> an ONNX graph for one head and variant.
 
 Each architecture family is one module with a ``build(ctx) -> GraphOutput`` function,
-registered in ``BUILDERS`` under the key that ``architecture_of`` gives its configs.
+registered in ``FAMILIES`` (with the heads it builds) under the key that
+``architecture_of`` gives its configs.
 """
 
 from __future__ import annotations
@@ -61,32 +62,60 @@ class GraphOutput:
 Builder = Callable[[ExportContext], GraphOutput]
 
 
-def _lazy(module: str) -> Builder:
-    """A builder imported on first use, so importing one family never loads the others."""
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: the module whose ``build`` writes its graphs, and the heads
+    it can build (so an unsupported model is refused before its weights are read)."""
 
-    def build(ctx: ExportContext) -> GraphOutput:
-        builder: Builder = importlib.import_module(module).build
+    module: str
+    heads: frozenset[Head]
+
+    def build(self, ctx: ExportContext) -> GraphOutput:
+        # imported on first use, so importing one family never loads the others
+        builder: Builder = importlib.import_module(self.module).build
         return builder(ctx)
 
-    return build
 
+_ENCODER = frozenset({Head.BASE, Head.CLASSIFIER, Head.SPLADE})
+_EMBEDDER_OR_CLASSIFIER = frozenset({Head.BASE, Head.CLASSIFIER})
+_DECODER = frozenset({Head.BASE, Head.CLASSIFIER, Head.YES_NO_LOGIT})
+_BERT = Family("tei_ort.exporters.bert", _ENCODER)
+_DECODERS = Family("tei_ort.exporters.decoder", _DECODER)
 
-BUILDERS: dict[str, Builder] = {
-    "bert": _lazy("tei_ort.exporters.bert"),
-    "roberta": _lazy("tei_ort.exporters.bert"),
-    "xlm-roberta": _lazy("tei_ort.exporters.bert"),
-    "camembert": _lazy("tei_ort.exporters.bert"),
-    "distilbert": _lazy("tei_ort.exporters.bert"),
-    "mpnet": _lazy("tei_ort.exporters.mpnet"),
-    "nomic_bert": _lazy("tei_ort.exporters.nomic_bert"),
-    "jina_bert": _lazy("tei_ort.exporters.jina_bert"),
-    "new": _lazy("tei_ort.exporters.gte"),
-    "modernbert": _lazy("tei_ort.exporters.modernbert"),
-    "qwen2": _lazy("tei_ort.exporters.decoder"),
-    "qwen3": _lazy("tei_ort.exporters.decoder"),
-    "mistral": _lazy("tei_ort.exporters.decoder"),
-    "llama": _lazy("tei_ort.exporters.decoder"),
+#: builder key (``architecture_of``) -> family
+FAMILIES: dict[str, Family] = {
+    "bert": _BERT,
+    "roberta": _BERT,
+    "xlm-roberta": _BERT,
+    "camembert": _BERT,
+    "distilbert": _BERT,
+    "mpnet": Family("tei_ort.exporters.mpnet", _ENCODER),
+    "nomic_bert": Family("tei_ort.exporters.nomic_bert", frozenset({Head.BASE})),
+    "jina_bert": Family("tei_ort.exporters.jina_bert", _EMBEDDER_OR_CLASSIFIER),
+    "new": Family("tei_ort.exporters.gte", _EMBEDDER_OR_CLASSIFIER),
+    "modernbert": Family("tei_ort.exporters.modernbert", _EMBEDDER_OR_CLASSIFIER),
+    "qwen2": _DECODERS,
+    "qwen3": _DECODERS,
+    "mistral": _DECODERS,
+    "llama": _DECODERS,
 }
+
+
+def family_of(config: dict[str, Any], head: Head) -> Family:
+    """The family that builds ``head`` for ``config``; refuses an architecture or head we
+    cannot build, from the config alone (no weight is read)."""
+    key = architecture_of(config)
+    family = FAMILIES.get(key)
+    if family is None:
+        raise UnsupportedModelError(
+            f"model_type {key!r} is not supported; supported: {', '.join(sorted(FAMILIES))}"
+        )
+    if head not in family.heads:
+        heads = ", ".join(sorted(h.value for h in family.heads))
+        raise UnsupportedModelError(
+            f"the {head.value} head is not available for {key} models (available: {heads})"
+        )
+    return family
 
 
 def architecture_of(config: dict[str, Any]) -> str:
@@ -171,11 +200,7 @@ def _build(
     external: ExternalData | None,
 ) -> onnx.ModelProto:
     key = architecture_of(config)
-    builder = BUILDERS.get(key)
-    if builder is None:
-        raise UnsupportedModelError(
-            f"model_type {key!r} is not supported; supported: {', '.join(sorted(BUILDERS))}"
-        )
+    family = family_of(config, head)
     g = GraphBuilder(f"tei_ort_{key}_{head.value}", external=external)
     ctx = ExportContext(
         g=g,
@@ -188,7 +213,7 @@ def _build(
         attention_mask=g.input("attention_mask", INT64, ["batch", "sequence"]),
         yes_no_token_ids=yes_no_token_ids,
     )
-    out = builder(ctx)
+    out = family.build(ctx)
     g.op("Identity", out.value, name=out.name.value)
     g.output(out.name.value, FLOAT, out.shape)
     return g.build(producer=f"tei-ort-exporter-{EXPORTER_VERSION}")

@@ -301,12 +301,3 @@ def _set_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
             attr.i = value
             return
     node.attribute.append(helper.make_attribute(name, value))
-
-
-def count_by_precision(model: onnx.ModelProto) -> dict[str, int]:
-    """Initializer element counts by dtype name: how much of the model is float16."""
-    counts: dict[str, int] = {}
-    for init in model.graph.initializer:
-        name = TensorProto.DataType.Name(init.data_type)
-        counts[name] = counts.get(name, 0) + int(np.prod(init.dims, dtype=np.int64))
-    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,96 +32,102 @@ def _num_labels(store: WeightStore, name: str, hidden: int) -> int:
     return shape[0]
 
 
-def classifier(g: GraphBuilder, store: WeightStore, enc: Encoder, model_type: str) -> str:
+@dataclass(frozen=True)
+class ClassifierLayout:
+    """Where a family's ``*ForSequenceClassification`` head keeps its tensors.
+
+    Every such head is ``out(act(first(h[:, 0])))``; only the tensor names and the
+    activation differ between families.
+    """
+
+    first: str  # the linear layer on the first token
+    act: str  # ONNX operator between the two layers
+    out: str  # the linear layer that gives the logits
+    unused: tuple[str, ...] = ()  # checkpoint prefixes the head does not run
+
+
+_ROBERTA_CLASSIFIER = ClassifierLayout(
+    "classifier.dense", "Tanh", "classifier.out_proj", unused=("pooler.",)
+)
+
+#: layout name -> classifier tensors (BertPooler + classifier, RobertaClassificationHead,
+#: DistilBERT's pre_classifier + ReLU)
+CLASSIFIER_LAYOUTS: dict[str, ClassifierLayout] = {
+    "bert": ClassifierLayout("pooler.dense", "Tanh", "classifier"),
+    "roberta": _ROBERTA_CLASSIFIER,
+    "xlm-roberta": _ROBERTA_CLASSIFIER,
+    "camembert": _ROBERTA_CLASSIFIER,
+    "distilbert": ClassifierLayout("pre_classifier", "Relu", "classifier"),
+}
+
+
+@dataclass(frozen=True)
+class MlmLayout:
+    """Where a family's masked-LM head keeps its tensors (SPLADE runs on it)."""
+
+    dense: str
+    layer_norm: str
+    decoder: str  # the decoder weight; absent means tied to the word embeddings
+    act: str | None  # None: the encoder's ``hidden_act``
+    biases: tuple[str, ...]  # checkpoints often save the decoder bias under two names
+
+
+_ROBERTA_MLM = MlmLayout(
+    "lm_head.dense",
+    "lm_head.layer_norm",
+    "lm_head.decoder.weight",
+    "gelu",
+    ("lm_head.bias", "lm_head.decoder.bias"),
+)
+
+#: layout name -> masked-LM tensors
+MLM_LAYOUTS: dict[str, MlmLayout] = {
+    "bert": MlmLayout(
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.decoder.weight",
+        None,
+        ("cls.predictions.bias", "cls.predictions.decoder.bias"),
+    ),
+    "roberta": _ROBERTA_MLM,
+    "xlm-roberta": _ROBERTA_MLM,
+    "camembert": _ROBERTA_MLM,
+    "distilbert": MlmLayout(
+        "vocab_transform",
+        "vocab_layer_norm",
+        "vocab_projector.weight",
+        None,
+        ("vocab_projector.bias",),
+    ),
+}
+
+
+def classifier(g: GraphBuilder, store: WeightStore, enc: Encoder, layout_name: str) -> str:
     """``*ForSequenceClassification`` logits (B, L)."""
+    layout = CLASSIFIER_LAYOUTS.get(layout_name)
+    if layout is None:
+        raise UnsupportedModelError(
+            f"no sequence-classification head for model_type {layout_name!r}"
+        )
     h = enc.cfg.hidden
-    cls = first_token(g, enc.hidden_state)
-    if model_type == "bert":
-        # BertPooler: tanh(dense(h[:, 0])), then classifier
-        pooled = layers.linear(
-            g,
-            cls,
-            store.take("pooler.dense.weight", (h, h)),
-            store.take("pooler.dense.bias", (h,)),
-            "pooler",
-        )
-        pooled = g.op("Tanh", pooled)
-        labels = _num_labels(store, "classifier.weight", h)
-        return layers.linear(
-            g,
-            pooled,
-            store.take("classifier.weight", (labels, h)),
-            store.take("classifier.bias", (labels,)),
-            "classifier",
-        )
-    if model_type in ("roberta", "xlm-roberta", "camembert"):
-        # RobertaClassificationHead: out_proj(tanh(dense(h[:, 0])))
-        x = layers.linear(
-            g,
-            cls,
-            store.take("classifier.dense.weight", (h, h)),
-            store.take("classifier.dense.bias", (h,)),
-            "classifier.dense",
-        )
-        x = g.op("Tanh", x)
-        labels = _num_labels(store, "classifier.out_proj.weight", h)
-        store.ignore("pooler.")  # RobertaForSequenceClassification builds no pooler
-        return layers.linear(
-            g,
-            x,
-            store.take("classifier.out_proj.weight", (labels, h)),
-            store.take("classifier.out_proj.bias", (labels,)),
-            "classifier.out_proj",
-        )
-    if model_type == "distilbert":
-        # relu(pre_classifier(h[:, 0])), then classifier
-        x = layers.linear(
-            g,
-            cls,
-            store.take("pre_classifier.weight", (h, h)),
-            store.take("pre_classifier.bias", (h,)),
-            "pre_classifier",
-        )
-        x = g.op("Relu", x)
-        labels = _num_labels(store, "classifier.weight", h)
-        return layers.linear(
-            g,
-            x,
-            store.take("classifier.weight", (labels, h)),
-            store.take("classifier.bias", (labels,)),
-            "classifier",
-        )
-    raise UnsupportedModelError(f"no sequence-classification head for model_type {model_type!r}")
-
-
-def _mlm_names(model_type: str) -> tuple[str, str, str, str, list[str]]:
-    """(dense, layer_norm, decoder weight, activation source, decoder bias names)."""
-    if model_type == "bert":
-        p = "cls.predictions."
-        return (
-            p + "transform.dense",
-            p + "transform.LayerNorm",
-            p + "decoder.weight",
-            "config",
-            [p + "bias", p + "decoder.bias"],
-        )
-    if model_type in ("roberta", "xlm-roberta", "camembert"):
-        return (
-            "lm_head.dense",
-            "lm_head.layer_norm",
-            "lm_head.decoder.weight",
-            "gelu",
-            ["lm_head.bias", "lm_head.decoder.bias"],
-        )
-    if model_type == "distilbert":
-        return (
-            "vocab_transform",
-            "vocab_layer_norm",
-            "vocab_projector.weight",
-            "config",
-            ["vocab_projector.bias"],
-        )
-    raise UnsupportedModelError(f"no masked-LM head for model_type {model_type!r}")
+    x = layers.linear(
+        g,
+        first_token(g, enc.hidden_state),
+        store.take(layout.first + ".weight", (h, h)),
+        store.take(layout.first + ".bias", (h,)),
+        layout.first,
+    )
+    x = g.op(layout.act, x)
+    labels = _num_labels(store, layout.out + ".weight", h)
+    for prefix in layout.unused:
+        store.ignore(prefix)
+    return layers.linear(
+        g,
+        x,
+        store.take(layout.out + ".weight", (labels, h)),
+        store.take(layout.out + ".bias", (labels,)),
+        layout.out,
+    )
 
 
 def splade(
@@ -131,10 +138,18 @@ def splade(
     log(1 + relu(.)) is monotonic, so the max is taken over the raw logits first and the
     (B, T, V) tensor is read once; the per-vocab decoder bias commutes with the max.
     """
+    layout = MLM_LAYOUTS.get(model_type)
+    if layout is None:
+        raise UnsupportedModelError(f"no masked-LM head for model_type {model_type!r}")
     cfg = enc.cfg
     h, vocab = cfg.hidden, cfg.vocab
-    dense, norm, decoder_name, act_source, bias_names = _mlm_names(model_type)
-    act = cfg.act if act_source == "config" else act_source
+    dense, norm, decoder_name, bias_names = (
+        layout.dense,
+        layout.layer_norm,
+        layout.decoder,
+        layout.biases,
+    )
+    act = cfg.act if layout.act is None else layout.act
     x = g.op(
         "MatMul",
         enc.hidden_state,
@@ -171,7 +186,7 @@ def splade(
     return g.op("Log", g.op("Add", g.op("Relu", best), g.const(1.0, np.float32)))
 
 
-def _decoder_bias(store: WeightStore, names: list[str], vocab: int) -> F32 | None:
+def _decoder_bias(store: WeightStore, names: Sequence[str], vocab: int) -> F32 | None:
     """The decoder bias; checkpoints often save the same tensor under two names."""
     found = [store.take(name, (vocab,)) for name in names if name in store]
     if not found:

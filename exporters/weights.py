@@ -32,24 +32,6 @@ F32 = NDArray[np.float32]
 _BUFFER_SUFFIXES = ("position_ids", "rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")
 
 
-def safetensors_files(model_dir: Path) -> list[Path]:
-    """The checkpoint files of a directory, shards in index order."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise ModelError(f"{index}: not a valid safetensors index ({exc})") from exc
-        return [model_dir / name for name in dict.fromkeys(sorted(weight_map.values()))]
-    single = model_dir / "model.safetensors"
-    if single.is_file():
-        return [single]
-    raise ModelError(
-        f"{model_dir}: no model.safetensors (or sharded index) found; "
-        "tei-ort reads safetensors weights only"
-    )
-
-
 def normalise_name(name: str, prefixes: Sequence[str]) -> str:
     for prefix in prefixes:
         if name.startswith(prefix):

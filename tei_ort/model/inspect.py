@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tei_ort.errors import ModelError, UnsupportedModelError
+from tei_ort.exporters.export import family_of
 from tei_ort.model.hub import ResolvedModel
 from tei_ort.model.info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
 from tei_ort.model.rerank_templates import QWEN3, is_qwen3_reranker, yes_no_token_ids
@@ -83,6 +84,8 @@ def inspect_model(
         kind, head, chosen_pooling = _kind_head_pooling(
             root, config, model_type, architectures, modules, pooling
         )
+    # an architecture or head we cannot build is refused now, before any weight is hashed
+    family_of(config, head)
     prompts, default_prompt_name = _read_prompts(root)
 
     return ModelInfo(

@@ -46,12 +46,6 @@ def format_qwen3_rerank_body(query: str, document: str, instruction: str | None 
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 
 
-def format_qwen3_rerank_pair(query: str, document: str, instruction: str | None = None) -> str:
-    """The whole prompt Qwen3-Reranker scores for one (query, document) pair."""
-    body = format_qwen3_rerank_body(query, document, instruction)
-    return QWEN3_RERANK_PREFIX + body + QWEN3_RERANK_SUFFIX
-
-
 def encode_rerank_pairs(
     template: str,
     tokenizer: Tokenizer,

@@ -96,9 +96,3 @@ def pad_batch(
         if token_type_ids is not None and type_rows is not None:
             token_type_ids[i, :n] = type_rows[i]
     return input_ids, attention_mask, token_type_ids
-
-
-def padding_waste(lengths: Sequence[int], padded_length: int) -> float:
-    """Fraction of a padded batch that is padding (0 when the batch is empty)."""
-    total = padded_length * len(lengths)
-    return 0.0 if total == 0 else 1.0 - sum(lengths) / total

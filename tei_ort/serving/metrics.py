@@ -24,19 +24,8 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+
 #: ``te_request_failure`` ``err`` label values, as TEI uses them
-FAILURE_LABELS = (
-    "batch_size",
-    "validation",
-    "tokenization",
-    "overloaded",
-    "model_type",
-    "inference",
-    "dropped",
-    "missing_values",
-)
-
-
 def duration_buckets() -> tuple[float, ...]:
     value = 0.00001
     buckets = []

@@ -14,16 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 import tokenizers
+import torch
 
 import tei_ort
 from tei_ort.api import Model
 from tei_ort.http.app import create_app
 from tei_ort.model.info import Head, ModelKind, Pooling
-from tei_ort.model.rerank_templates import format_qwen3_rerank_pair
-from tests.integration._helpers import serve, settings
-from tests.unit._tiny_decoders import make_decoder, make_modernbert, write_bpe_tokenizer
-
-torch = pytest.importorskip("torch")
+from tests.support.app import serve, settings
+from tests.support.qwen3_reranker import model_card_prompt
+from tests.support.tiny_decoders import make_decoder, make_modernbert, write_bpe_tokenizer
 
 ATOL = 1e-4
 MIN_COSINE = 0.99999
@@ -149,7 +148,7 @@ def _reference_scores(s: Served) -> np.ndarray:
             logit = _run_alone(s.reference, s.tokenizer.encode(QUERY, doc).ids).logits[0, 0]
             scores.append(float(torch.sigmoid(logit)))
             continue
-        prompt = format_qwen3_rerank_pair(QUERY, doc)
+        prompt = model_card_prompt(QUERY, doc)
         ids = s.tokenizer.encode(prompt, add_special_tokens=False).ids
         last = _run_alone(s.reference, ids).logits[0, -1]
         yes, no = s.model.info.yes_no_token_ids or (-1, -1)

@@ -15,7 +15,7 @@ import tei_ort
 from tei_ort.api import Model
 from tei_ort.http.app import create_app
 from tei_ort.model.info import Pooling
-from tests.integration._helpers import serve, settings
+from tests.support.app import serve, settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POOLING = {

@@ -6,13 +6,12 @@ import base64
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 from starlette.testclient import TestClient
 
 from tei_ort.http.app import create_app
-from tests.integration._helpers import reference_embedding, settings
-
-openai = pytest.importorskip("openai")
+from tests.support.app import reference_embedding, settings
 
 
 def test_openai_sdk_float_and_base64(make_model: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tei_ort.engines.base import EngineInputs
 from tei_ort.http.app import create_app
-from tests.integration._helpers import lifespan, reference_embedding, serve, settings
+from tests.support.app import lifespan, reference_embedding, serve, settings
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
-from tests.integration._helpers import FakeModel, serve, settings
+from tests.support.app import FakeModel, serve, settings
 
 pytestmark = pytest.mark.anyio
 

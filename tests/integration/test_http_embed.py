@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tei_ort.http.app import create_app
-from tests.integration._helpers import reference, reference_embedding, serve, settings
+from tests.support.app import reference, reference_embedding, serve, settings
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tei_ort.http.app import create_app
-from tests.integration._helpers import serve, settings
+from tests.support.app import serve, settings
 
 pytestmark = pytest.mark.anyio
 

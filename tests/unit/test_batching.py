@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tei_ort.serving.batching import bucket_length, fits, pad_batch, padding_waste, plan_batch
+from tei_ort.serving.batching import bucket_length, fits, pad_batch, plan_batch
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,3 @@ def test_pad_batch_without_types_and_too_long_row() -> None:
     assert type_ids is None and ids.shape == mask.shape == (1, 2)
     with pytest.raises(ValueError, match="more than the padded length"):
         pad_batch([np.array([1, 2, 3])], 2)
-
-
-def test_padding_waste() -> None:
-    assert padding_waste([16, 8], 16) == pytest.approx(0.25)
-    assert padding_waste([], 16) == 0.0

@@ -14,9 +14,9 @@ from tei_ort.engines.chunking import plan_chunks
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tests.unit._tiny_models import make_model, mixed_batch
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model, mixed_batch
 
 
 def test_every_row_once_longest_first_within_budget() -> None:
@@ -44,15 +44,12 @@ def test_zero_length_rows_run_with_one_token() -> None:
     assert plan_chunks([], 4) == []
 
 
-pytest.importorskip("torch")  # the tiny checkpoints are written by transformers
-
-
 @pytest.mark.parametrize("head", [Head.BASE, Head.CLASSIFIER])
 def test_chunked_run_equals_one_run(tmp_path: Path, head: Head) -> None:
     make_model("bert", "base" if head is Head.BASE else "classifier", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     graph = unfuse_skip_layer_norm(
-        export_onnx(config, safetensors_files(tmp_path), head, Variant.ORT)
+        export_onnx(config, checkpoint_files(tmp_path), head, Variant.ORT)
     )
     onnx.save_model(graph, str(tmp_path / "model.onnx"))
     engine = OrtEngine(tmp_path / "model.onnx", threads=1)

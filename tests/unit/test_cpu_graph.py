@@ -13,11 +13,9 @@ import pytest
 from tei_ort.engines.ort_engine import CPU_DISABLED_OPTIMIZERS
 from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tests.unit._tiny_models import make_model, mixed_batch, run_graph
-
-pytest.importorskip("torch")  # the tiny checkpoints are written by transformers
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model, mixed_batch, run_graph
 
 
 def _run(model: onnx.ModelProto, disabled: list[str] | None = None) -> np.ndarray:
@@ -41,7 +39,7 @@ def _optimized_ops(model: onnx.ModelProto, path: Path, disabled: list[str]) -> l
 def test_unfused_graph_matches(model_type: str, tmp_path: Path) -> None:
     make_model(model_type, "base", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    graph = export_onnx(config, safetensors_files(tmp_path), Head.BASE, Variant.ORT)
+    graph = export_onnx(config, checkpoint_files(tmp_path), Head.BASE, Variant.ORT)
     assert any(n.op_type == "SkipLayerNormalization" for n in graph.graph.node)
     fused = _run(graph)
     unfused = unfuse_skip_layer_norm(graph)

@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from tei_ort.engines.base import EngineInputs
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
-from tests.unit._tiny_models import HEAD_CLASSES, make_model, mixed_batch
-
-torch = pytest.importorskip("torch")
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import HEAD_CLASSES, make_model, mixed_batch
 
 MODEL_TYPES = list(HEAD_CLASSES)
 ATOL = 1e-4
@@ -25,7 +24,7 @@ MIN_COSINE = 0.99999
 
 def _session(model_dir: Path, head: Head, variant: Variant) -> ort.InferenceSession:
     config = json.loads((model_dir / "config.json").read_text())
-    graph = export_onnx(config, safetensors_files(model_dir), head, variant)
+    graph = export_onnx(config, checkpoint_files(model_dir), head, variant)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.exporters.export import Variant, export_onnx, export_to_file
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
-from tests.unit._tiny_decoders import DECODER_CLASSES, decoder_batch, make_decoder
-
-torch = pytest.importorskip("torch")
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_decoders import DECODER_CLASSES, decoder_batch, make_decoder
 
 ATOL = 1e-4
 MIN_COSINE = 0.99999
@@ -39,7 +38,7 @@ def _session_from(model: Any) -> ort.InferenceSession:
 
 def _export(model_dir: Path, head: Head, variant: Variant, **kwargs: Any) -> ort.InferenceSession:
     config = json.loads((model_dir / "config.json").read_text())
-    return _session_from(export_onnx(config, safetensors_files(model_dir), head, variant, **kwargs))
+    return _session_from(export_onnx(config, checkpoint_files(model_dir), head, variant, **kwargs))
 
 
 def _run(session: ort.InferenceSession, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -157,7 +156,7 @@ def test_rope_we_cannot_reproduce_is_refused(
     config.pop("rope_parameters", None)
     config["rope_scaling"] = rope
     with pytest.raises(UnsupportedModelError, match=message):
-        export_onnx(config, safetensors_files(tmp_path), Head.BASE)
+        export_onnx(config, checkpoint_files(tmp_path), Head.BASE)
 
 
 @pytest.mark.parametrize("variant", list(Variant))
@@ -199,7 +198,7 @@ def test_external_data_path(tmp_path: Path) -> None:
     out.mkdir()
     model = make_decoder("qwen2", "base", model_dir)
     config = json.loads((model_dir / "config.json").read_text())
-    files = safetensors_files(model_dir)
+    files = checkpoint_files(model_dir)
     path = out / "model.onnx"
     assert export_to_file(config, files, Head.BASE, path, external_threshold=0)
     data = out / "model.onnx.data"
@@ -221,7 +220,7 @@ def test_sliding_window_and_theta_matter(tmp_path: Path, variant: Variant) -> No
     config = json.loads((tmp_path / "config.json").read_text())
     theta = {"rope_type": "default", "rope_theta": 500.0}
     for overrides in ({"sliding_window": None}, {"rope_parameters": theta}):
-        graph = export_onnx(config | overrides, safetensors_files(tmp_path), Head.BASE, variant)
+        graph = export_onnx(config | overrides, checkpoint_files(tmp_path), Head.BASE, variant)
         ours = _run(_session_from(graph), batch)
         flat = np.concatenate([ours[r, :n] for r, n in enumerate(_lengths(batch))])
         assert np.abs(flat - refs).max() > 1e-3

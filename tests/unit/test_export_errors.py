@@ -11,11 +11,12 @@ from safetensors.numpy import load_file, save_file
 
 from tei_ort.errors import ModelError, UnsupportedModelError, WeightMappingError
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.weights import WeightStore, normalise_name, safetensors_files
+from tei_ort.exporters.weights import WeightStore, normalise_name
+from tei_ort.model.hub import ResolvedModel
 from tei_ort.model.info import Head
-from tests.unit._tiny_models import make_model
-
-pytest.importorskip("torch")
+from tei_ort.model.inspect import inspect_model
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _copy_with(src: Path, dst: Path, tensors: dict[str, np.ndarray]) -> Path:
 
 def _export(model_dir: Path, head: Head = Head.BASE) -> None:
     config = json.loads((model_dir / "config.json").read_text())
-    export_onnx(config, safetensors_files(model_dir), head, Variant.ORT)
+    export_onnx(config, checkpoint_files(model_dir), head, Variant.ORT)
 
 
 def test_missing_tensor_is_named(bert_dir: Path, tmp_path: Path) -> None:
@@ -83,8 +84,9 @@ def test_relative_positions_refused(bert_dir: Path, tmp_path: Path) -> None:
 
 
 def test_no_safetensors(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelError, match="safetensors"):
-        safetensors_files(tmp_path)
+        inspect_model(ResolvedModel(str(tmp_path), tmp_path, None))
 
 
 def test_old_layernorm_names_and_prefix() -> None:
@@ -94,7 +96,7 @@ def test_old_layernorm_names_and_prefix() -> None:
 
 
 def test_a_tensor_cannot_be_taken_twice(bert_dir: Path) -> None:
-    store = WeightStore(safetensors_files(bert_dir))
+    store = WeightStore(checkpoint_files(bert_dir))
     store.take("embeddings.LayerNorm.bias", (32,))
     with pytest.raises(WeightMappingError, match="used twice"):
         store.take("embeddings.LayerNorm.bias", (32,))

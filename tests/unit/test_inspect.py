@@ -12,7 +12,7 @@ from tei_ort.errors import ModelError, UnsupportedModelError
 from tei_ort.model.hub import ResolvedModel, resolve_model
 from tei_ort.model.info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
 from tei_ort.model.inspect import inspect_model
-from tests.unit._model_dirs import (
+from tests.support.model_dirs import (
     make_model,
     modules,
     package_model_dir,
@@ -581,7 +581,7 @@ def test_identity_is_carried_from_resolution(tmp_path: Path) -> None:
 
 
 def _qwen3_lm(root: Path, **config: Any) -> Path:
-    from tests.unit._tiny_decoders import write_bpe_tokenizer
+    from tests.support.tiny_decoders import write_bpe_tokenizer
 
     make_model(
         root, {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], **config}, pooling=None

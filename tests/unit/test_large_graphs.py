@@ -11,17 +11,15 @@ import pytest
 from tei_ort.engines.base import EngineInputs
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.exporters.export import Variant, export_onnx, export_to_file
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tests.unit._tiny_models import make_model, mixed_batch
-
-pytest.importorskip("torch")
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model, mixed_batch
 
 
 def test_external_data_engine_saves_and_reloads_its_optimized_graph(tmp_path: Path) -> None:
     make_model("bert", "base", tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    files = safetensors_files(tmp_path / "model")
+    files = checkpoint_files(tmp_path / "model")
     entry = tmp_path / "entry"
     entry.mkdir()
     graph = entry / "model.onnx"

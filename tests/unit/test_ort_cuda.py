@@ -21,9 +21,9 @@ from tei_ort.engines.shapes import BatchLimits
 from tei_ort.errors import EngineError
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.fp16 import to_float16
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tests.unit._tiny_models import make_model, mixed_batch
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model, mixed_batch
 
 LIMITS = BatchLimits(max_input_length=64, max_batch_tokens=256)
 
@@ -60,13 +60,12 @@ def test_output_buffer_fits_every_bucket() -> None:
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("torch")
     found = {}
     for head in ("base", "classifier", "splade"):
         root = tmp_path_factory.mktemp(head)
         make_model("bert", head, root)
         config = json.loads((root / "config.json").read_text())
-        graph = export_onnx(config, safetensors_files(root), Head(head), Variant.ORT)
+        graph = export_onnx(config, checkpoint_files(root), Head(head), Variant.ORT)
         onnx.save_model(graph, str(root / "model.onnx"))
         onnx.save_model(to_float16(graph), str(root / "model16.onnx"))
         found[head] = root
@@ -120,10 +119,10 @@ def test_oversized_batch_is_refused(graphs: dict[str, Path]) -> None:
 def test_cuda_target_caches_a_float16_graph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tei_ort.exporters.fp16 import count_by_precision
     from tei_ort.model import build, loading
     from tei_ort.model.hub import default_model_path
     from tei_ort.model.targets import EngineTarget
+    from tests.support.graphs import count_by_precision
 
     target = EngineTarget(
         "onnx-cuda-sm90", "float16", Variant.ORT, ("CUDAExecutionProvider",), engine="ort-cuda"

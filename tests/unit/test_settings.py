@@ -70,3 +70,11 @@ def test_listen_address_is_tei_like() -> None:
     assert listen_address("[::]") == "::"
     assert listen_address("my-container-hostname") == "0.0.0.0"
     assert Settings(hostname="abc").bind_host == "0.0.0.0"
+
+
+def test_the_container_environment_is_read_by_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK", "sentence-similarity")
+    monkeypatch.setenv("DOCKER_LABEL", "sha-abc")
+    monkeypatch.setenv("TEI_ORT_GIT_SHA", "0123")
+    s = Settings()
+    assert (s.task, s.docker_label, s.git_sha) == ("sentence-similarity", "sha-abc", "0123")

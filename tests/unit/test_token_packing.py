@@ -17,11 +17,11 @@ from tei_ort.engines.ort_engine import CPU_DISABLED_OPTIMIZERS
 from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
 from tei_ort.exporters.export import export_onnx
 from tei_ort.exporters.token_packing import pack_tokens
-from tei_ort.exporters.weights import safetensors_files
 from tei_ort.model.info import Head
-from tests.unit._tiny_decoders import decoder_batch, make_decoder, make_modernbert
-from tests.unit._tiny_models import make_model, mixed_batch, run_graph
-from tests.unit.test_export_mpnet import make_mpnet
+from tests.support.graphs import checkpoint_files
+from tests.support.tiny_decoders import decoder_batch, make_decoder, make_modernbert
+from tests.support.tiny_models import make_model, mixed_batch, run_graph
+from tests.support.tiny_mpnet import make_mpnet
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -48,10 +48,10 @@ def _left_padded(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _check(
     config: dict[str, Any], model_dir: Path, head: Head, feed: dict[str, np.ndarray]
 ) -> onnx.ModelProto:
-    padded = unfuse_skip_layer_norm(export_onnx(config, safetensors_files(model_dir), head))
+    padded = unfuse_skip_layer_norm(export_onnx(config, checkpoint_files(model_dir), head))
     expected = _run(padded, feed)
     packed = pack_tokens(
-        unfuse_skip_layer_norm(export_onnx(config, safetensors_files(model_dir), head))
+        unfuse_skip_layer_norm(export_onnx(config, checkpoint_files(model_dir), head))
     )
     got = _run(packed, feed)
     assert got.shape == expected.shape
@@ -74,7 +74,6 @@ HEADS = {"base": Head.BASE, "classifier": Head.CLASSIFIER, "splade": Head.SPLADE
 @pytest.mark.parametrize("head", list(HEADS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
 def test_bert_family(model_type: str, head: str, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     make_model(model_type, head, tmp_path)
     feed = mixed_batch(model_type)
     packed = _check(_config(tmp_path), tmp_path, HEADS[head], feed)
@@ -85,7 +84,6 @@ def test_bert_family(model_type: str, head: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("head", ["base", "classifier"])
 def test_mpnet(head: str, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     make_mpnet(head, tmp_path)
     _check(_config(tmp_path), tmp_path, HEADS[head], mixed_batch("bert"))
 
@@ -100,14 +98,12 @@ def test_fixture_architectures(name: str) -> None:
 
 
 def test_modernbert(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     make_modernbert("base", tmp_path)
     _check(_config(tmp_path), tmp_path, Head.BASE, decoder_batch())
 
 
 @pytest.mark.parametrize("model_type", ["qwen3", "llama"])
 def test_decoders(model_type: str, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     make_decoder(model_type, "base", tmp_path)
     _check(_config(tmp_path), tmp_path, Head.BASE, decoder_batch())
 
@@ -118,7 +114,6 @@ def test_decoders(model_type: str, tmp_path: Path) -> None:
 def test_left_padding_and_no_padding(
     layout: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
-    pytest.importorskip("torch")
     # hidden states: a classifier would read [CLS] from a left-padded row's padding
     make_model("bert", "base", tmp_path)
     _check(_config(tmp_path), tmp_path, Head.BASE, layout(mixed_batch("bert")))

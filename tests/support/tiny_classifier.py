@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from tests.integration._helpers import MINILM_DIR
+from tests.support.app import MINILM_DIR
 
 HIDDEN, LAYERS, HEADS, FFN, VOCAB, POSITIONS = 32, 2, 4, 64, 30522, 128
 TOKENIZER_FILES = (
