@@ -10,12 +10,11 @@
                                            the budget, pad -> engine.run ->   pool, normalize
     future resolved <----------------------------------------------------------  (thread-safe)
 
-The batcher prepares the next batch while the engine runs the current one (a one-slot
-hand-off, like TEI's channel of one). Concurrency permits (``--max-concurrent-requests``)
-are taken per input: a single input that finds none free is refused at once (429), the
-inputs of a batch request wait for theirs, as in TEI. A failed engine run fails only the
-requests in its batch (424); /health runs a probe through the engine when the last run
-failed.
+The threads are ``worker.EngineWorker``'s; this module owns the event-loop side.
+Concurrency permits (``--max-concurrent-requests``) are taken per input: a single input
+that finds none free is refused at once (429), the inputs of a batch request wait for
+theirs, as in TEI. A failed engine run fails only the requests in its batch (424); /health
+runs a probe through the engine when the last run failed.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from tei_ort.model.tokenization import Direction, Encoded, Token, apply_prompt
 from tei_ort.serving import validation
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor, ServedModel
-from tei_ort.serving.handoff import Batch, Probe, Slot
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.permits import Permits
 from tei_ort.serving.phases import failure_label, tokenization_errors, tokenize_inline
@@ -48,6 +46,7 @@ from tei_ort.serving.postprocess import Mode, OutputSpec
 from tei_ort.serving.queue import Budget, Entry, Queue, Ticket
 from tei_ort.serving.startup import effective_max_input_length, resolve_default_prompt
 from tei_ort.serving.tracing import RequestTrace, Tracer
+from tei_ort.serving.worker import EngineWorker
 from tei_ort.settings import Settings
 
 __all__ = ["Infer", "Outcome", "ServedModel", "failure_label"]
@@ -123,12 +122,9 @@ class Infer:
             metrics,
             discard=self._discard,
         )
-        self._slot = Slot()
+        self.worker = EngineWorker(self.queue, self.executor, metrics, self._resolve)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._post: ThreadPoolExecutor | None = None
-        self._threads: list[threading.Thread] = []
-        self._healthy = False  # until the first run (the start-up probe) succeeds
         self._probe_inputs: EngineInputs | None = None
 
     # -- model kind ----------------------------------------------------------------------
@@ -144,28 +140,18 @@ class Infer:
         self._pool = ThreadPoolExecutor(
             self.settings.tokenization_workers, thread_name_prefix="tei-ort-tokenize"
         )
-        self._post = ThreadPoolExecutor(1, thread_name_prefix="tei-ort-postprocess")
         await self._warm_tokenizers()
         self._probe_inputs = self._make_probe_inputs()
-        for target, name in ((self._batcher, "tei-ort-batcher"), (self._runner, "tei-ort-engine")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.worker.start()
         if not await self.health():
             logger.warning("the engine failed its first run: /health answers 503")
 
     async def stop(self) -> None:
         left = self.queue.close()
-        batch = self._slot.close()
-        if batch is not None:
-            left.extend(batch.entries)
+        left.extend(self.worker.close())
         error = UnhealthyError("the server is shutting down")
         self._deliver(left, None, error, 0.0, 0.0)
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join, 10.0)
-        self._threads.clear()
-        if self._post is not None:
-            self._post.shutdown(wait=True)
+        await self.worker.join()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -264,14 +250,11 @@ class Infer:
 
     async def health(self) -> bool:
         """True when the engine can run: the last run succeeded, or a probe run does now."""
-        if self._healthy:
+        if self.worker.healthy:
             return True
-        if self._probe_inputs is None or not self._threads:
+        if self._probe_inputs is None or not self.worker.running:
             return False
-        probe = Probe(self._probe_inputs)
-        self._slot.probe(probe)
-        done = await asyncio.to_thread(probe.done.wait, HEALTH_PROBE_TIMEOUT_S)
-        return done and probe.ok
+        return await self.worker.probe(self._probe_inputs, HEALTH_PROBE_TIMEOUT_S)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -366,75 +349,6 @@ class Infer:
             queue=ticket.queue_time / size,
             inference=ticket.inference_time / size,
         )
-
-    # -- threads ---------------------------------------------------------------------------
-
-    def _batcher(self) -> None:
-        """Form a batch when the engine asks for one, of all that is queued by then.
-
-        Not while the engine still runs the previous batch: that batch would leave out every
-        request arriving meanwhile (32 single-text HTTP clients, MiniLM: 504 -> 520 texts/s;
-        bench/README.md, "What changed").
-        """
-        while self._slot.wait_wanted():
-            entries = self.queue.next_batch()
-            if entries is None:
-                return
-            try:
-                inputs = self.executor.inputs([entry.encoded for entry in entries])
-            except Exception as exc:  # a bug, not the client's fault: fail this batch only
-                logger.exception("could not prepare a batch")
-                self._resolve(entries, None, BackendError(f"Backend error: {exc}"), 0.0, 0.0)
-                continue
-            tokens = sum(entry.length for entry in entries)
-            self.metrics.batch_next_size.observe(len(entries))
-            self.metrics.batch_next_tokens.observe(tokens)
-            self._slot.put(Batch(entries, inputs, tokens))
-
-    def _runner(self) -> None:
-        """The one thread that calls the engine."""
-        while True:
-            item = self._slot.take()
-            if item is None:
-                return
-            if isinstance(item, Probe):
-                try:
-                    self.executor.run(item.inputs)
-                    item.ok = self._healthy = True
-                except Exception:
-                    logger.exception("health probe failed")
-                    item.ok = self._healthy = False
-                item.done.set()
-                continue
-            started = time.perf_counter()
-            try:
-                output = self.executor.run(item.inputs)
-            except Exception as exc:
-                self._healthy = False
-                logger.error("inference failed: %s", exc)
-                ended = time.perf_counter()
-                error = BackendError(f"Backend error: Inference error: {exc}")
-                self._resolve(item.entries, None, error, started, ended)
-                continue
-            ended = time.perf_counter()
-            self._healthy = True
-            assert self._post is not None
-            try:
-                self._post.submit(self._finish, item, output, started, ended)
-            except RuntimeError:  # shutting down: the post-processing pool is gone
-                stopping = UnhealthyError("the server is shutting down")
-                self._resolve(item.entries, None, stopping, started, ended)
-
-    def _finish(self, batch: Batch, output: F32, started: float, ended: float) -> None:
-        try:
-            lengths = [entry.length for entry in batch.entries]
-            specs = [entry.ticket.spec for entry in batch.entries]
-            results: list[F32] | None = self.executor.answers(output, batch.inputs, lengths, specs)
-            error: RequestError | None = None
-        except Exception as exc:
-            logger.exception("post-processing failed")
-            results, error = None, BackendError(f"Backend error: Inference error: {exc}")
-        self._resolve(batch.entries, results, error, started, ended)
 
     def _resolve(
         self,
