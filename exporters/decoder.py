@@ -4,7 +4,9 @@ One pre-RMSNorm causal transformer with rotary positions, grouped-query attentio
 SwiGLU MLP. The families differ in small switches read from the config: Qwen2 has q/k/v
 biases, Qwen3 RMS-normalises each head's q and k before the rotation, Llama may have
 biases (``attention_bias``, ``mlp_bias``), Mistral (and Qwen with ``use_sliding_window``)
-limits attention to a window of recent tokens.
+limits attention to a window of recent tokens. Qwen3 embedders with
+``use_bidirectional_attention`` (pplx-embed, voyage-4-nano) attend in both directions and
+may project the final hidden states with a bias-free ``linear`` layer (``linear.weight``).
 
 Heads: BASE gives ``last_hidden_state`` (last-token pooling runs in numpy); CLASSIFIER
 is ``*ForSequenceClassification`` (``score`` on the last real token); YES_NO_LOGIT scores
@@ -13,7 +15,7 @@ last real token, so that sigmoid gives P(yes) = softmax([no, yes])[1].
 
 Padding: the batcher pads on the right. Under causal attention a real token never sees a
 later position, so its output does not depend on the padding, and the last real token is
-the one at ``sum(attention_mask) - 1``.
+the one at ``sum(attention_mask) - 1``. Bidirectional attention masks padded keys instead.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ FULL = "full_attention"
 SLIDING = "sliding_attention"
 # checkpoints of *Model saved standalone have bare names; *ForCausalLM ones put "model."
 PREFIXES = ("model.",)
+# a Qwen3 embedder's projection of its hidden states (voyage-4-nano)
+PROJECTION = "linear.weight"
 # RoPE variants whose tables we can compute exactly as transformers does
 SUPPORTED_ROPE = ("default", "linear", "llama3", "dynamic")
 
@@ -64,10 +68,17 @@ class DecoderConfig:
     layer_types: tuple[str, ...]
     sliding_window: int | None
     inv_freq: F32  # (rotary_dim / 2,)
+    causal: bool = True
+    # softmax(q k^T * scale); None: 1 / sqrt(head_dim)
+    query_scale: float | None = None
 
     @property
     def rotary_dim(self) -> int:
         return 2 * int(self.inv_freq.shape[0])
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.query_scale is None else self.query_scale
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model_type: str) -> DecoderConfig:
@@ -90,6 +101,15 @@ class DecoderConfig:
         qkv_bias = {"qwen2": True, "mistral": False}.get(model_type, attention_bias)
         o_bias = False if model_type in ("qwen2", "mistral") else attention_bias
         layer_types, window = _layer_types(config, model_type, n_layers)
+        bidirectional = bool(config.get("use_bidirectional_attention") or False)
+        if bidirectional and model_type != "qwen3":
+            # TEI reads the switch for Qwen3 only; serving another family causally would
+            # give vectors its authors never trained
+            raise UnsupportedModelError(
+                f"use_bidirectional_attention is not supported for {model_type} models"
+            )
+        if bidirectional and window is not None:
+            raise UnsupportedModelError("bidirectional attention with a sliding window")
         return cls(
             hidden=hidden,
             heads=heads,
@@ -108,6 +128,7 @@ class DecoderConfig:
             layer_types=layer_types,
             sliding_window=window,
             inv_freq=rope_inv_freq(config, head_dim),
+            causal=not bidirectional,
         )
 
 
@@ -244,12 +265,13 @@ def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
 class Masks:
     """What the attention of each layer type needs, built once for all layers."""
 
-    by_type: dict[str, str]  # plain: (B, 1, 1, T, T) additive bias per layer type
+    by_type: dict[str, str]  # plain: (B, 1, 1, 1|T, T) additive bias per layer type
     seqlens_k: str  # fused: (B,) int32, last real position of each row
     total_len: str  # fused: () int32, T
 
 
-def _masks(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool) -> Masks:
+def masks_for(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool) -> Masks:
+    """The attention masks of every layer type (GroupQueryAttention's inputs when fused)."""
     seq_len = g.op("Gather", g.op("Shape", attention_mask), g.const(1))  # ()
     if fused:
         lengths = g.op("ReduceSum", attention_mask, g.const([1]), keepdims=0)  # (B,)
@@ -258,23 +280,42 @@ def _masks(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool
     positions = g.op("Range", g.const(0), seq_len, g.const(1))  # (T,)
     query = g.op("Unsqueeze", positions, g.const([1]))  # (T, 1)
     key = g.op("Unsqueeze", positions, g.const([0]))  # (1, T)
-    causal = g.op("Not", g.op("Greater", key, query))  # (T, T): key <= query
     key_valid = g.op("Cast", attention_mask, to=9)  # BOOL (B, T)
     key_valid = g.op("Unsqueeze", key_valid, g.const([1, 2]))  # (B, 1, 1, T)
     by_type: dict[str, str] = {}
     for layer_type in sorted(set(cfg.layer_types)):
-        allowed = causal
-        if layer_type == SLIDING:
-            assert cfg.sliding_window is not None
-            # transformers: key > query - window, i.e. the window counts the query itself
-            distance = g.op("Sub", query, key)
-            allowed = g.op("And", allowed, g.op("Less", distance, g.const(cfg.sliding_window)))
-        allowed = g.op("And", g.op("Unsqueeze", allowed, g.const([0, 1])), key_valid)
+        if layer_type == FULL and not cfg.causal:
+            allowed = key_valid  # (B, 1, 1, T): every real key
+        else:
+            allowed = _allowed_positions(g, cfg, layer_type, query, key)  # (T, T)
+            allowed = g.op("And", g.op("Unsqueeze", allowed, g.const([0, 1])), key_valid)
         bias = g.op(
             "Where", allowed, g.const(0.0, np.float32), g.const(layers.MASK_FILL, np.float32)
         )  # (B, 1, T, T)
-        by_type[layer_type] = g.op("Unsqueeze", bias, g.const([2]))  # (B, 1, 1, T, T)
+        by_type[layer_type] = g.op("Unsqueeze", bias, g.const([2]))  # (B, 1, 1, 1|T, T)
     return Masks(by_type, "", "")
+
+
+def _allowed_positions(
+    g: GraphBuilder, cfg: DecoderConfig, layer_type: str, query: str, key: str
+) -> str:
+    """(T, T) bool: which key positions a query position may attend to."""
+    distance = g.op("Sub", query, key)  # (T, T): query - key
+    if cfg.causal:
+        allowed = g.op("Not", g.op("Less", distance, g.const(0)))  # key <= query
+        if layer_type != SLIDING:
+            return allowed
+        assert cfg.sliding_window is not None
+        # transformers: key > query - window, i.e. the window counts the query itself
+        return g.op("And", allowed, g.op("Less", distance, g.const(cfg.sliding_window)))
+    assert layer_type == SLIDING and cfg.sliding_window is not None
+    # bidirectional window (Gemma3 as transformers and TEI read it): |query - key| <= W // 2
+    return g.op("Not", g.op("Greater", g.op("Abs", distance), g.const(cfg.sliding_window // 2)))
+
+
+def fused_attention(cfg: DecoderConfig, fused: bool) -> bool:
+    """Whether ORT's GroupQueryAttention runs the attention: it attends causally only."""
+    return fused and cfg.causal
 
 
 def _fused_rotary(cfg: DecoderConfig) -> bool:
@@ -282,7 +323,7 @@ def _fused_rotary(cfg: DecoderConfig) -> bool:
     return cfg.rotary_dim == cfg.head_dim and cfg.head_dim % 16 == 0
 
 
-def _attention(
+def attention(
     g: GraphBuilder,
     x: str,
     w: LayerWeights,
@@ -293,8 +334,13 @@ def _attention(
     name: str,
     fused: bool,
 ) -> str:
-    """Causal grouped-query self-attention with rotary positions, before o_proj: (B, T, N D)."""
+    """Grouped-query self-attention with rotary positions, before o_proj: (B, T, N D).
+
+    ``fused`` is the variant's; the attention itself is fused only where
+    ``fused_attention`` allows, and ``masks`` must have been built to match.
+    """
     n, k, d = cfg.heads, cfg.kv_heads, cfg.head_dim
+    fused = fused_attention(cfg, fused)
     qkv = g.op("MatMul", x, g.weight(f"{name}.qkv_weight", w.w_qkv))  # (B, T, (N + 2K) D)
     if w.b_qkv is not None:
         qkv = g.op("Add", qkv, g.weight(f"{name}.qkv_bias", w.b_qkv))
@@ -332,7 +378,7 @@ def _attention(
             local_window_size=-1 if window is None else window,
             do_rotary=int(fused_rotary),
             rotary_interleaved=0,
-            scale=1.0 / math.sqrt(d),
+            scale=cfg.scale,
         )[0]
     groups = n // k
     # (B, K, G, T, D) queries against (B, K, 1, D, T) keys: the K/V heads are broadcast
@@ -341,7 +387,7 @@ def _attention(
     key = g.op("Unsqueeze", g.op("Transpose", key, perm=[0, 2, 3, 1]), g.const([2]))
     v = g.op("Reshape", v, g.const([0, 0, k, d]))
     v = g.op("Unsqueeze", g.op("Transpose", v, perm=[0, 2, 1, 3]), g.const([2]))  # (B,K,1,T,D)
-    scores = g.op("Mul", g.op("MatMul", q, key), g.const(1.0 / math.sqrt(d), np.float32))
+    scores = g.op("Mul", g.op("MatMul", q, key), g.const(cfg.scale, np.float32))
     probs = g.op("Softmax", g.op("Add", scores, masks.by_type[layer_type]), axis=-1)
     context = g.op("MatMul", probs, v)  # (B, K, G, T, D)
     context = g.op("Transpose", context, perm=[0, 3, 1, 2, 4])  # (B, T, K, G, D)
@@ -399,12 +445,12 @@ def build_decoder(
     h = cfg.hidden
     word = store.take("embed_tokens.weight", (cfg.vocab, h))
     x = g.op("Gather", g.weight("embed_tokens", word), input_ids)  # (B, T, H)
-    masks = _masks(g, cfg, attention_mask, fused)
+    masks = masks_for(g, cfg, attention_mask, fused_attention(cfg, fused))
     cos_np, sin_np = rotary.cos_sin_tables(cfg.inv_freq, cfg.max_positions)  # (P, d)
     cos, sin = rotary.prefix_tables(g, cos_np, sin_np, input_ids, "rope")  # (T, d)
     half = cfg.rotary_dim // 2
     cos_half = sin_half = ""
-    if fused and _fused_rotary(cfg):
+    if fused_attention(cfg, fused) and _fused_rotary(cfg):
         # GroupQueryAttention's caches hold each frequency once: (P, d / 2)
         cos_half = g.weight("rope.cos_half", np.ascontiguousarray(cos_np[:, :half]))
         sin_half = g.weight("rope.sin_half", np.ascontiguousarray(sin_np[:, :half]))
@@ -420,7 +466,7 @@ def build_decoder(
             normed, residual = skip_rms_norm(
                 g, pending, residual, w.ln1, cfg.eps, f"{name}.ln1", fused
             )
-        attn = _attention(g, normed, w, cfg, cfg.layer_types[i], masks, tables, name, fused)
+        attn = attention(g, normed, w, cfg, cfg.layer_types[i], masks, tables, name, fused)
         attn = g.op("MatMul", attn, g.weight(f"{name}.o_weight", w.w_o))
         if w.b_o is not None:
             attn = g.op("Add", attn, g.weight(f"{name}.o_bias", w.b_o))
@@ -440,6 +486,17 @@ def last_token(g: GraphBuilder, hidden: str, attention_mask: str) -> str:
     lengths = g.op("ReduceSum", attention_mask, g.const([1]), keepdims=1)  # (B, 1)
     last = g.op("Sub", lengths, g.const(1))  # (B, 1)
     return g.op("GatherND", hidden, last, batch_dims=1)  # (B, H)
+
+
+def _projection(g: GraphBuilder, store: WeightStore, dec: Decoder) -> str:
+    """(B, T, H) -> (B, T, P): the embedder's bias-free projection of every token, before
+    pooling (voyage-4-nano), as TEI applies it."""
+    shape = store.shape(PROJECTION)
+    if len(shape) != 2 or shape[1] != dec.cfg.hidden:
+        raise WeightMappingError(
+            f"tensor {PROJECTION!r} has shape {shape}, expected (out, {dec.cfg.hidden})"
+        )
+    return layers.linear(g, dec.hidden_state, store.take(PROJECTION, shape), None, "projection")
 
 
 def _yes_no_logit(
@@ -468,9 +525,10 @@ def build(ctx: ExportContext) -> GraphOutput:
     dec = build_decoder(g, store, cfg, ctx.fused, ctx.input_ids, ctx.attention_mask)
     if ctx.head is Head.BASE:
         store.ignore("lm_head.")  # an embedder runs the bare decoder
-        out = GraphOutput(
-            dec.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", cfg.hidden]
-        )
+        hidden, width = dec.hidden_state, cfg.hidden
+        if PROJECTION in store:
+            hidden, width = _projection(g, store, dec), store.shape(PROJECTION)[0]
+        out = GraphOutput(hidden, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", width])
     elif ctx.head is Head.CLASSIFIER:
         # *ForSequenceClassification: score (no bias) on the last real token
         pooled = last_token(g, dec.hidden_state, ctx.attention_mask)
