@@ -221,7 +221,7 @@ class LayerWeights:
     b_down: F32 | None
 
 
-def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
+def take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
     p = f"layers.{i}."
     h, d, inter = cfg.hidden, cfg.head_dim, cfg.intermediate
     sizes = {"q": cfg.heads * d, "k": cfg.kv_heads * d, "v": cfg.kv_heads * d}
@@ -232,14 +232,14 @@ def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
             [store.take(f"{p}self_attn.{x}_proj.bias", (n,)) for x, n in sizes.items()]
         )
 
-    def mlp(name: str, shape: tuple[int, int]) -> tuple[F32, F32 | None]:
+    def mlp_weight(name: str, shape: tuple[int, int]) -> tuple[F32, F32 | None]:
         weight = store.take(f"{p}mlp.{name}.weight", shape)
         bias = store.take(f"{p}mlp.{name}.bias", (shape[0],)) if cfg.mlp_bias else None
         return weight, bias
 
-    gate, b_gate = mlp("gate_proj", (inter, h))
-    up, b_up = mlp("up_proj", (inter, h))
-    down, b_down = mlp("down_proj", (h, inter))
+    gate, b_gate = mlp_weight("gate_proj", (inter, h))
+    up, b_up = mlp_weight("up_proj", (inter, h))
+    down, b_down = mlp_weight("down_proj", (h, inter))
     n_d = cfg.heads * d
     return LayerWeights(
         ln1=store.take(f"{p}input_layernorm.weight", (h,)),
@@ -413,7 +413,7 @@ def skip_rms_norm(
     return layers.rms_norm(g, total, gamma, eps, name), total
 
 
-def _mlp(g: GraphBuilder, x: str, w: LayerWeights, cfg: DecoderConfig, name: str) -> str:
+def mlp(g: GraphBuilder, x: str, w: LayerWeights, cfg: DecoderConfig, name: str) -> str:
     """down(act(gate(x)) * up(x)), before the down bias: (B, T, H)."""
     gate_up = g.op("MatMul", x, g.weight(f"{name}.gate_up_weight", w.w_gate_up))  # (B, T, 2I)
     if w.b_gate_up is not None:
@@ -458,7 +458,7 @@ def build_decoder(
     residual = x
     pending: str | None = None  # the last block's output, not yet added to the residual
     for i in range(cfg.layers):
-        w = _take_layer(store, cfg, i)
+        w = take_layer(store, cfg, i)
         name = f"layer{i}"
         if pending is None:
             normed = layers.rms_norm(g, residual, w.ln1, cfg.eps, f"{name}.ln1")
@@ -471,7 +471,7 @@ def build_decoder(
         if w.b_o is not None:
             attn = g.op("Add", attn, g.weight(f"{name}.o_bias", w.b_o))
         normed, residual = skip_rms_norm(g, attn, residual, w.ln2, cfg.eps, f"{name}.ln2", fused)
-        pending = _mlp(g, normed, w, cfg, f"{name}.mlp")
+        pending = mlp(g, normed, w, cfg, f"{name}.mlp")
         del w  # the layer's arrays are in the graph (or its external data file) now
     final = store.take("norm.weight", (h,))
     if pending is None:

@@ -86,6 +86,7 @@ BUILDERS: dict[str, Builder] = {
     "qwen3": _lazy("exporters.decoder"),
     "mistral": _lazy("exporters.decoder"),
     "llama": _lazy("exporters.decoder"),
+    "gemma3_text": _lazy("exporters.gemma3"),
 }
 
 
