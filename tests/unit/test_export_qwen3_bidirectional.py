@@ -89,7 +89,7 @@ def test_projection_layer(tmp_path: Path, variant: Variant) -> None:
     assert_close(real_tokens(ours, batch), np.concatenate(refs))
     # a projection of the wrong width is refused, not broadcast
     save_file(weights | {"linear.weight": projection[:, :32]}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(WeightMappingError, match="linear.weight"):
+    with pytest.raises(WeightMappingError, match=r"linear\.weight"):
         _export(tmp_path, variant)
 
 

@@ -1,0 +1,188 @@
+"""The architectures of TEI 1.9.x served end to end: EmbeddingGemma (Gemma3, mean pooling,
+then the 2_Dense / 3_Dense modules) and a bidirectional Qwen3 embedder with its projection
+layer. Tiny random transformers models with a byte-level BPE tokenizer -> inspect ->
+export -> engine cache -> ONNX Runtime -> pooling -> Dense, in process and over HTTP,
+against transformers run on each input alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tokenizers
+from safetensors.numpy import load_file, save_file
+
+import tei_ort
+from tei_ort.api import Model
+from tei_ort.http_app import create_app
+from tei_ort.model_info import Head, ModelKind, Pooling
+from tests.integration._helpers import serve, settings
+from tests.unit._parity import assert_close
+from tests.unit._tiny_decoders import make_decoder, write_bpe_tokenizer
+from tests.unit._tiny_gemma3 import make_gemma3
+
+torch = pytest.importorskip("torch")
+
+POSITIONS = 256
+TEXTS = [
+    "the quick brown fox",
+    "what is the capital of France?",
+    "embeddings map sentences to vectors; similar meanings land close together",
+    "yes",
+]
+# EmbeddingGemma's Dense modules: 768 -> 3072 -> 768, no bias, identity
+DENSE = [(64, 80), (80, 48)]
+PROJECTED = 40
+
+
+@dataclass
+class Served:
+    name: str
+    model: Model
+    reference: Any  # text -> (pooled vector, token vectors), as transformers computes them
+    width: int
+
+
+def _modules(model_dir: Path, dense: list[tuple[int, int]]) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    for i, _ in enumerate(dense):
+        folder = f"{i + 2}_Dense"
+        modules.append(
+            {
+                "idx": i + 2,
+                "name": str(i + 2),
+                "path": folder,
+                "type": "sentence_transformers.models.Dense",
+            }
+        )
+    (model_dir / "modules.json").write_text(json.dumps(modules))
+    (model_dir / "1_Pooling").mkdir()
+    (model_dir / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True})
+    )
+
+
+def _dense_weights(model_dir: Path, rng: np.random.Generator) -> list[np.ndarray]:
+    weights = []
+    for i, (n_in, n_out) in enumerate(DENSE):
+        folder = model_dir / f"{i + 2}_Dense"
+        folder.mkdir()
+        w = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+        save_file({"linear.weight": w}, str(folder / "model.safetensors"))
+        config = {
+            "in_features": n_in,
+            "out_features": n_out,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
+        (folder / "config.json").write_text(json.dumps(config))
+        weights.append(w)
+    return weights
+
+
+def _hidden(module: Any, ids: list[int], bidirectional_qwen: bool) -> np.ndarray:
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        tensor = torch.tensor([ids])
+        if bidirectional_qwen:
+            mask = {"full_attention": torch.zeros(1, 1, len(ids), len(ids))}
+            return module(input_ids=tensor, attention_mask=mask).last_hidden_state[0].numpy()
+        return module(input_ids=tensor).last_hidden_state[0].numpy()
+
+
+def _build(name: str, model_dir: Path) -> tuple[Any, int]:
+    vocab = write_bpe_tokenizer(model_dir)
+    tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    rng = np.random.default_rng(7)
+    if name == "embeddinggemma":
+        ref = make_gemma3(model_dir, vocab=vocab, max_position_embeddings=POSITIONS)
+        _modules(model_dir, DENSE)
+        dense = _dense_weights(model_dir, rng)
+
+        def gemma(text: str) -> tuple[np.ndarray, np.ndarray]:
+            tokens = _hidden(ref, tok.encode(text).ids, False)
+            pooled = tokens.mean(0)
+            for w in dense:
+                pooled = pooled @ w.T
+            return pooled, tokens
+
+        return gemma, DENSE[-1][1]
+    ref = make_decoder(
+        "qwen3",
+        "base",
+        model_dir,
+        vocab=vocab,
+        max_position_embeddings=POSITIONS,
+        use_bidirectional_attention=True,
+        pad_token_id=None,
+    )
+    projection = (0.2 * rng.standard_normal((PROJECTED, 64))).astype(np.float32)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    save_file(weights | {"linear.weight": projection}, str(model_dir / "model.safetensors"))
+    _modules(model_dir, [])
+
+    def qwen(text: str) -> tuple[np.ndarray, np.ndarray]:
+        tokens = _hidden(ref, tok.encode(text).ids, True) @ projection.T
+        return tokens.mean(0), tokens
+
+    return qwen, PROJECTED
+
+
+@pytest.fixture(scope="module", params=["embeddinggemma", "qwen3-bidirectional"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    name: str = request.param
+    model_dir = tmp_path_factory.mktemp(f"model-{name}")
+    reference, width = _build(name, model_dir)
+    cache = tmp_path_factory.mktemp(f"engines-{name}")
+    model = tei_ort.load(str(model_dir), engine_cache=str(cache), threads=1)
+    assert model.loaded.built
+    yield Served(name, model, reference, width)
+    model.close()
+
+
+def _reference(s: Served) -> tuple[np.ndarray, list[np.ndarray]]:
+    pairs = [s.reference(text) for text in TEXTS]
+    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def test_inspection(served: Served) -> None:
+    info = served.model.info
+    assert (info.kind, info.head, info.pooling) == (ModelKind.EMBEDDING, Head.BASE, Pooling.MEAN)
+    assert served.model.dimensions == served.width
+
+
+def test_in_process(served: Served) -> None:
+    pooled, tokens = _reference(served)
+    assert_close(served.model.embed(TEXTS, normalize=False), pooled)
+    ours = served.model.embed_all(TEXTS)
+    assert_close(np.concatenate(ours), np.concatenate(tokens))
+
+
+@pytest.mark.anyio
+async def test_http(served: Served) -> None:
+    pooled, tokens = _reference(served)
+    async with serve(create_app(settings(), served.model.loaded)) as client:
+        response = await client.post("/embed", json={"inputs": TEXTS, "normalize": False})
+        assert response.status_code == 200
+        assert_close(np.asarray(response.json(), np.float32), pooled)
+        response = await client.post("/embed_all", json={"inputs": TEXTS})
+        assert response.status_code == 200
+        rows = [np.asarray(r, np.float32) for r in response.json()]
+        assert_close(np.concatenate(rows), np.concatenate(tokens))
+        response = await client.post("/predict", json={"inputs": TEXTS[0]})
+        assert response.status_code == 424  # an embedder has no classifier head
