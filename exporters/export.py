@@ -87,6 +87,7 @@ BUILDERS: dict[str, Builder] = {
     "mistral": _lazy("exporters.decoder"),
     "llama": _lazy("exporters.decoder"),
     "gemma3_text": _lazy("exporters.gemma3"),
+    "deberta-v2": _lazy("exporters.deberta_v2"),
 }
 
 

@@ -186,3 +186,120 @@ async def test_http(served: Served) -> None:
         assert_close(np.concatenate(rows), np.concatenate(tokens))
         response = await client.post("/predict", json={"inputs": TEXTS[0]})
         assert response.status_code == 424  # an embedder has no classifier head
+
+
+# --- DeBERTa-v2: a re-ranker, a 3-label classifier (NLI) and an embedder -------------------
+
+QUERY = "what is the capital of France?"
+DOCUMENTS = ["Paris is the capital and largest city of France.", "the lazy dog", "vectors"]
+
+
+@dataclass
+class ServedDeberta:
+    name: str
+    model: Model
+    reference: Any  # the transformers module
+    tokenizer: tokenizers.Tokenizer
+
+
+def _pair_tokenizer(model_dir: Path) -> tokenizers.Tokenizer:
+    """The BPE tokenizer with a [CLS] a [SEP] b [SEP] template and segment ids."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    cls, sep = "<|im_start|>", "<|im_end|>"
+    tok.post_processor = TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+    tok.save(str(model_dir / "tokenizer.json"))
+    return tok
+
+
+@pytest.fixture(scope="module", params=["deberta-reranker", "deberta-nli", "deberta-embedder"])
+def deberta(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedDeberta]:
+    import transformers
+
+    from tests.unit.test_export_deberta_v2 import COMMON, CONFIGS
+
+    name: str = request.param
+    model_dir = tmp_path_factory.mktemp(f"model-{name}")
+    vocab = write_bpe_tokenizer(model_dir)
+    tok = _pair_tokenizer(model_dir)
+    kind = "v2-conv" if name == "deberta-nli" else "v3"
+    kwargs = COMMON | CONFIGS[kind] | {"vocab_size": vocab, "max_position_embeddings": POSITIONS}
+    torch.manual_seed(0)
+    if name == "deberta-embedder":
+        ref = transformers.DebertaV2Model(transformers.DebertaV2Config(**kwargs)).eval()
+        _modules(model_dir, [])
+    else:
+        kwargs["num_labels"] = 1 if name == "deberta-reranker" else 3
+        config = transformers.DebertaV2Config(**kwargs)
+        ref = transformers.DebertaV2ForSequenceClassification(config).eval()
+    ref.save_pretrained(model_dir)
+    cache = tmp_path_factory.mktemp(f"engines-{name}")
+    model = tei_ort.load(str(model_dir), engine_cache=str(cache), threads=1)
+    yield ServedDeberta(name, model, ref, tok)
+    model.close()
+
+
+def _deberta_run(s: ServedDeberta, first: str, second: str | None = None) -> Any:
+    encoding = s.tokenizer.encode(first, second)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        return s.reference(
+            input_ids=torch.tensor([encoding.ids]),
+            token_type_ids=torch.tensor([encoding.type_ids]),
+        )
+
+
+def test_deberta_inspection(deberta: ServedDeberta) -> None:
+    info = deberta.model.info
+    expected = {
+        "deberta-reranker": (ModelKind.RERANKER, Head.CLASSIFIER),
+        "deberta-nli": (ModelKind.CLASSIFIER, Head.CLASSIFIER),
+        "deberta-embedder": (ModelKind.EMBEDDING, Head.BASE),
+    }[deberta.name]
+    assert (info.kind, info.head) == expected
+
+
+@pytest.mark.anyio
+async def test_deberta_http(deberta: ServedDeberta) -> None:
+    async with serve(create_app(settings(), deberta.model.loaded)) as client:
+        if deberta.name == "deberta-embedder":
+            pooled = np.stack(
+                [_deberta_run(deberta, t).last_hidden_state[0].numpy().mean(0) for t in TEXTS]
+            )
+            response = await client.post("/embed", json={"inputs": TEXTS, "normalize": False})
+            assert response.status_code == 200
+            assert_close(np.asarray(response.json(), np.float32), pooled)
+            tokens = [_deberta_run(deberta, t).last_hidden_state[0].numpy() for t in TEXTS]
+            response = await client.post("/embed_all", json={"inputs": TEXTS})
+            rows = [np.asarray(r, np.float32) for r in response.json()]
+            assert_close(np.concatenate(rows), np.concatenate(tokens))
+            return
+        if deberta.name == "deberta-reranker":
+            logits = [float(_deberta_run(deberta, QUERY, d).logits[0, 0]) for d in DOCUMENTS]
+            expected = 1 / (1 + np.exp(-np.asarray(logits)))
+            response = await client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS})
+            assert response.status_code == 200
+            scores = np.zeros(len(DOCUMENTS))
+            for item in response.json():
+                scores[item["index"]] = item["score"]
+            np.testing.assert_allclose(scores, expected, atol=1e-5)
+            return
+        pairs = [[QUERY, d] for d in DOCUMENTS]
+        logits = np.stack([_deberta_run(deberta, QUERY, d).logits[0].numpy() for d in DOCUMENTS])
+        response = await client.post("/predict", json={"inputs": pairs, "raw_scores": True})
+        assert response.status_code == 200
+        ours = np.asarray(
+            [
+                [item["score"] for item in sorted(row, key=lambda x: x["label"])]
+                for row in response.json()
+            ],
+            np.float32,
+        )
+        assert_close(ours, logits)

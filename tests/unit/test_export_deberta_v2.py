@@ -1,0 +1,189 @@
+"""The DeBERTa-v2 exporter against transformers' DebertaV2Model and its sequence classifier.
+
+Two tiny configurations cover the switches: a v3-like one (log position buckets shorter
+than the rows, shared attention keys, normed relative embeddings, no absolute positions)
+and a v2-xlarge-like one (separate pos_*_proj, a Conv1d layer, clipped distances without
+buckets, absolute positions, token types, a smaller embedding projected up). The
+reference runs each row alone, unpadded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exporters.deberta_v2 import DebertaConfig, relative_positions
+from exporters.export import Variant, export_onnx
+from exporters.fp16 import to_float16
+from exporters.weights import safetensors_files
+from tei_ort.model_info import Head
+from tests.unit._parity import assert_close, ort_session, parity, real_tokens
+from tests.unit._tiny_decoders import VOCAB, _perturb, decoder_batch
+
+torch = pytest.importorskip("torch")
+
+COMMON: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "max_position_embeddings": 64,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-7,
+    "pad_token_id": 0,
+    "initializer_range": 0.2,
+}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "v3": {
+        "relative_attention": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_buckets": 8,  # log buckets from distance 4 on: the rows reach 23
+        "max_relative_positions": -1,
+        "share_att_key": True,
+        "norm_rel_ebd": "layer_norm",
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+    },
+    "v2-conv": {
+        "relative_attention": True,
+        "pos_att_type": "c2p|p2c",
+        "position_buckets": -1,
+        "max_relative_positions": 6,  # distances clipped at 6
+        "share_att_key": False,
+        "norm_rel_ebd": "none",
+        "position_biased_input": True,
+        "type_vocab_size": 2,
+        "embedding_size": 24,
+        "conv_kernel_size": 3,
+        "conv_act": "gelu",
+    },
+    "c2p-only": {
+        "relative_attention": True,
+        "pos_att_type": ["c2p"],
+        "position_buckets": 8,
+        "share_att_key": True,
+        "norm_rel_ebd": "layer_norm",
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+    },
+}
+
+
+def _make(kind: str, head: str, out_dir: Path, labels: int = 1, seed: int = 0) -> Any:
+    import transformers
+
+    torch.manual_seed(seed)
+    kwargs = COMMON | CONFIGS[kind]
+    if head == "classifier":
+        kwargs |= {"num_labels": labels, "pooler_hidden_act": "gelu"}
+    config = transformers.DebertaV2Config(**kwargs)
+    cls = (
+        transformers.DebertaV2Model
+        if head == "base"
+        else transformers.DebertaV2ForSequenceClassification
+    )
+    model = cls(config).eval()
+    _perturb(model, seed)
+    model.save_pretrained(out_dir)
+    return model
+
+
+def _graph(model_dir: Path, head: Head, variant: Variant) -> Any:
+    config = json.loads((model_dir / "config.json").read_text())
+    return export_onnx(config, safetensors_files(model_dir), head, variant)
+
+
+def _alone(model: Any, batch: dict[str, np.ndarray]) -> list[Any]:
+    torch.set_num_threads(1)
+    outs = []
+    with torch.no_grad():
+        for row, n in enumerate(batch["attention_mask"].sum(axis=1)):
+            ids = torch.from_numpy(batch["input_ids"][row : row + 1, : int(n)])
+            types = torch.from_numpy(batch["token_type_ids"][row : row + 1, : int(n)])
+            outs.append(model(input_ids=ids, token_type_ids=types))
+    return outs
+
+
+def _batch(session: Any) -> dict[str, np.ndarray]:
+    batch = decoder_batch()
+    types = np.zeros_like(batch["input_ids"])
+    types[:, 5:] = 1  # a second segment, as a cross-encoder pair has
+    types *= batch["attention_mask"]
+    names = {i.name for i in session.get_inputs()}
+    return batch | {"token_type_ids": types} if "token_type_ids" in names else batch
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_base_parity(tmp_path: Path, kind: str, variant: Variant) -> None:
+    model = _make(kind, "base", tmp_path)
+    session = ort_session(_graph(tmp_path, Head.BASE, variant))
+    batch = _batch(session)
+    full = batch | {
+        "token_type_ids": batch.get("token_type_ids", np.zeros_like(batch["input_ids"]))
+    }
+    refs = [o.last_hidden_state[0].numpy() for o in _alone(model, full)]
+    ours = session.run(None, batch)[0]
+    assert_close(real_tokens(ours, batch), np.concatenate(refs))
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+@pytest.mark.parametrize(("kind", "labels"), [("v3", 1), ("v2-conv", 3)])
+def test_classifier_parity(tmp_path: Path, kind: str, labels: int, variant: Variant) -> None:
+    model = _make(kind, "classifier", tmp_path, labels)
+    session = ort_session(_graph(tmp_path, Head.CLASSIFIER, variant))
+    batch = _batch(session)
+    full = batch | {
+        "token_type_ids": batch.get("token_type_ids", np.zeros_like(batch["input_ids"]))
+    }
+    ref = np.concatenate([o.logits.numpy() for o in _alone(model, full)])
+    ours = session.run(None, batch)[0]
+    assert ours.shape == (4, labels)
+    assert_close(ours, ref)
+
+
+@pytest.mark.parametrize(("buckets", "max_relative", "length"), [(256, 512, 512), (8, 64, 64)])
+def test_log_buckets_match_transformers(buckets: int, max_relative: int, length: int) -> None:
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    config = json.loads(json.dumps(COMMON | CONFIGS["v3"]))
+    config |= {"position_buckets": buckets, "max_relative_positions": max_relative}
+    cfg = DebertaConfig.from_config(config)
+    probe = torch.zeros(1, length, 1)
+    ref = build_relative_position(probe, probe, bucket_size=buckets, max_position=max_relative)
+    np.testing.assert_array_equal(relative_positions(cfg, length), ref[0].numpy())
+
+
+def test_fp16_graph_close_to_fp32(tmp_path: Path) -> None:
+    _make("v3", "classifier", tmp_path, 3)
+    graph = _graph(tmp_path, Head.CLASSIFIER, Variant.ORT)
+    batch = decoder_batch()
+    fp32 = ort_session(graph).run(None, batch)[0]
+    fp16 = ort_session(to_float16(graph)).run(None, batch)[0].astype(np.float32)
+    assert parity(fp16, fp32)[0] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [
+        ("v3", {"max_relative_positions": 32}),  # other log buckets, same table
+        ("v3", {"pos_att_type": ["c2p"]}),
+        ("v2-conv", {"conv_act": "tanh"}),
+    ],
+)
+def test_each_switch_matters(tmp_path: Path, kind: str, overrides: dict[str, Any]) -> None:
+    model = _make(kind, "base", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text()) | overrides
+    session = ort_session(export_onnx(config, safetensors_files(tmp_path), Head.BASE))
+    batch = _batch(session)
+    full = batch | {
+        "token_type_ids": batch.get("token_type_ids", np.zeros_like(batch["input_ids"]))
+    }
+    refs = [o.last_hidden_state[0].numpy() for o in _alone(model, full)]
+    max_abs, _ = parity(real_tokens(session.run(None, batch)[0], batch), np.concatenate(refs))
+    assert max_abs > 1e-3
