@@ -22,7 +22,7 @@ from tei_ort.errors import UnsupportedModelError
 from tei_ort.model_info import Head
 
 # Bump when any builder changes the graphs it writes: it is part of the engine cache key.
-EXPORTER_VERSION = "4"
+EXPORTER_VERSION = "5"
 
 
 class Variant(str, enum.Enum):
