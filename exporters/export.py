@@ -84,6 +84,7 @@ BUILDERS: dict[str, Builder] = {
     "modernbert": _lazy("exporters.modernbert"),
     "qwen2": _lazy("exporters.decoder"),
     "qwen3": _lazy("exporters.decoder"),
+    "bidirectional_pplx_qwen3": _lazy("exporters.pplx"),
     "mistral": _lazy("exporters.decoder"),
     "llama": _lazy("exporters.decoder"),
     "gemma3_text": _lazy("exporters.gemma3"),

@@ -253,7 +253,7 @@ def _hidden_size(config: dict[str, Any], config_path: Path) -> int:
 def _projection_width(model_type: str, weight_files: tuple[Path, ...]) -> int | None:
     """The output width of a Qwen3 embedder that projects its hidden states (TEI applies
     ``linear.weight`` when the checkpoint has it); None for every other model."""
-    if model_type != "qwen3":
+    if model_type not in ("qwen3", "bidirectional_pplx_qwen3"):
         return None
     from exporters.weights import SafetensorsFile  # reads the header only
 

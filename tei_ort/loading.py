@@ -47,11 +47,12 @@ from exporters.export import (
 )
 from exporters.tensorrt import PLAN_FILE, ProfilePlan, plan_profiles
 from exporters.weights import WeightStore
-from tei_ort.dense import DenseStack
+from tei_ort.dense import F32, DenseStack
 from tei_ort.errors import ConfigurationError, EngineError, UnsupportedModelError
 from tei_ort.hub import resolve_model
 from tei_ort.inspect import inspect_model
 from tei_ort.model_info import Head, ModelInfo, Pooling
+from tei_ort.pplx import pooled_transform
 from tei_ort.tokenization import Tokenizer
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class LoadedModel:
     info: ModelInfo
     tokenizer: Tokenizer
     engine: Engine
-    dense: DenseStack | None = None
+    dense: Callable[[F32], F32] | None = None  # Dense modules, pplx quantization
     entry_dir: Path | None = None
     built: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
@@ -385,7 +386,8 @@ def load_model(options: ModelOptions, progress: Progress = _quiet) -> LoadedMode
     seconds = dict(prepared.seconds)
     t = time.perf_counter()
     tokenizer = Tokenizer.from_dir(info.path)
-    dense = DenseStack.load(info.dense_layers) if info.dense_layers else None
+    stack = DenseStack.load(info.dense_layers) if info.dense_layers else None
+    dense = pooled_transform(info, stack)  # pplx models quantize before any Dense
     progress("loading the engine")
     engine = open_engine(prepared.entry_dir, prepared.target, options)
     seconds["load"] = time.perf_counter() - t

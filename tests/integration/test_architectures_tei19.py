@@ -303,3 +303,56 @@ async def test_deberta_http(deberta: ServedDeberta) -> None:
             np.float32,
         )
         assert_close(ours, logits)
+
+
+# --- pplx-embed (bidirectional_pplx_qwen3): mean pooling, then round(127 * tanh(v)) ---------
+
+
+@pytest.fixture(scope="module")
+def pplx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Model, Any]]:
+    model_dir = tmp_path_factory.mktemp("model-pplx")
+    vocab = write_bpe_tokenizer(model_dir)
+    ref = make_decoder(
+        "qwen3",
+        "base",
+        model_dir,
+        vocab=vocab,
+        max_position_embeddings=POSITIONS,
+        use_bidirectional_attention=True,
+        pad_token_id=None,
+    )
+    config = json.loads((model_dir / "config.json").read_text())
+    config["model_type"] = "bidirectional_pplx_qwen3"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    _modules(model_dir, [])
+    cache = tmp_path_factory.mktemp("engines-pplx")
+    model = tei_ort.load(str(model_dir), engine_cache=str(cache), threads=1)
+    yield model, ref
+    model.close()
+
+
+def _assert_quantized(ours: np.ndarray, mean: np.ndarray) -> None:
+    """Equal to round(127 tanh(mean)), except where the reference sits within 1e-3 of a
+    rounding boundary (float32 noise may round either way there)."""
+    scaled = 127.0 * np.tanh(mean.astype(np.float64))
+    expected = np.round(scaled)
+    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-3
+    assert np.all(ours == np.round(ours))  # integers in [-127, 127]
+    assert np.abs(ours).max() <= 127
+    assert np.all((ours == expected) | (near_half & (np.abs(ours - expected) <= 1)))
+    assert (ours != 0).mean() > 0.5  # the scale is applied, not a vector of zeros
+
+
+@pytest.mark.anyio
+async def test_pplx_embeddings_are_quantized(pplx: tuple[Model, Any]) -> None:
+    model, ref = pplx
+    tok = tokenizers.Tokenizer.from_file(str(model.info.path / "tokenizer.json"))
+    mean = np.stack([_hidden(ref, tok.encode(t).ids, True).mean(0) for t in TEXTS])
+    _assert_quantized(model.embed(TEXTS, normalize=False), mean)
+    async with serve(create_app(settings(), model.loaded)) as client:
+        response = await client.post("/embed", json={"inputs": TEXTS, "normalize": False})
+        assert response.status_code == 200
+        _assert_quantized(np.asarray(response.json(), np.float32), mean)
+        normalized = await client.post("/embed", json={"inputs": TEXTS})
+    vectors = np.asarray(normalized.json())
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=1e-5)
