@@ -171,18 +171,25 @@ def _layer_norm_np(x: F32, gamma: F32, beta: F32, eps: float) -> F32:
 
 @dataclass(frozen=True)
 class Relative:
-    """What every layer's disentangled terms share: index tables sliced to (T, T)."""
+    """What every layer's disentangled terms share: index tables sliced to (T, T).
 
-    c2p_index: str  # (T, T) int64: query i, key j -> row of the key-side table
-    p2c_index: str  # (T, T) int64: key j, query i -> row of the query-side table
+    The tables index the flattened (T * 2S) last two axes of the (B, N, T, 2S) products,
+    so one Gather with a (T, T) index picks each pair's term: no index is expanded over
+    batch and heads (GatherElements would need one of (B, N, T, T)).
+    """
+
+    c2p_index: str  # (T, T) int64: [i, j] -> i * 2S + c2p row of (i, j)
+    p2c_index: str  # (T, T) int64: [i, j] -> j * 2S + p2c row of (j, i), already transposed
     embeddings: F32  # (2 span, H), normed when norm_rel_ebd
 
 
 def _relative(g: GraphBuilder, store: WeightStore, cfg: DebertaConfig, like: str) -> Relative:
     rel = relative_positions(cfg, cfg.max_positions)  # (P, P)
     top = 2 * cfg.span - 1
-    c2p = np.clip(rel + cfg.span, 0, top)
-    p2c = np.clip(-rel + cfg.span, 0, top)
+    width = 2 * cfg.span
+    rows = np.arange(cfg.max_positions, dtype=np.int64)[:, None] * width  # (P, 1)
+    c2p = rows + np.clip(rel + cfg.span, 0, top)  # [i, j]
+    p2c = (rows + np.clip(-rel + cfg.span, 0, top)).T  # [j, i] -> [i, j]
     seq_len = g.op("Gather", g.op("Shape", like), g.const([1]))  # (1,)
     ends = g.op("Concat", seq_len, seq_len, axis=0)  # (2,)
 
@@ -259,23 +266,20 @@ def _attention(
     v = _heads(g, x, w.v, cfg, name + ".v")
     scale = g.const(cfg.scale, np.float32)
     scores = g.op("Div", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), scale)
-    shape = g.op("Shape", scores)  # (4,): B, N, T, T
+    flat = g.const([0, 0, -1])  # (B, N, T, 2S) -> (B, N, T * 2S)
     if rel is not None and w.pos_key is not None:
         # c2p[b, n, i, j] = q_i . pos_key[c2p_index(i, j)]
         table = g.weight(name + ".pos_key_t", np.ascontiguousarray(w.pos_key.transpose(0, 2, 1)))
-        c2p = g.op("MatMul", q, table)  # (B, N, T, 2S)
-        index = g.op("Expand", rel.c2p_index, shape)  # (B, N, T, T)
-        c2p = g.op("GatherElements", c2p, index, axis=-1)
+        c2p = g.op("Reshape", g.op("MatMul", q, table), flat)  # (B, N, T * 2S)
+        c2p = g.op("Gather", c2p, rel.c2p_index, axis=2)  # (B, N, T, T)
         scores = g.op("Add", scores, g.op("Div", c2p, scale))
     if rel is not None and w.pos_query is not None:
         # p2c[b, n, i, j] = k_j . pos_query[p2c_index(j, i)]
         table = g.weight(
             name + ".pos_query_t", np.ascontiguousarray(w.pos_query.transpose(0, 2, 1))
         )
-        p2c = g.op("MatMul", k, table)  # (B, N, T_key, 2S)
-        index = g.op("Expand", rel.p2c_index, shape)
-        p2c = g.op("GatherElements", p2c, index, axis=-1)  # (B, N, T_key, T_query)
-        p2c = g.op("Transpose", p2c, perm=[0, 1, 3, 2])
+        p2c = g.op("Reshape", g.op("MatMul", k, table), flat)  # (B, N, T_key * 2S)
+        p2c = g.op("Gather", p2c, rel.p2c_index, axis=2)  # (B, N, T_query, T_key)
         scores = g.op("Add", scores, g.op("Div", p2c, scale))
     probs = g.op("Softmax", g.op("Add", scores, key_bias), axis=-1)  # (B, N, T, T)
     context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (B, T, N, D)
