@@ -187,3 +187,20 @@ def test_each_switch_matters(tmp_path: Path, kind: str, overrides: dict[str, Any
     refs = [o.last_hidden_state[0].numpy() for o in _alone(model, full)]
     max_abs, _ = parity(real_tokens(session.run(None, batch)[0], batch), np.concatenate(refs))
     assert max_abs > 1e-3
+
+
+def test_int8_graph_runs_and_keeps_relative_tables_fp32(tmp_path: Path) -> None:
+    """The per-head relative tables are rank 3: quantizing them would break ORT's int8
+    MatMul (per-column scales of a matrix only), so only the matrices get int8 weights."""
+    from exporters.quantize import int8_matmuls, quantize_int8
+
+    _make("v3", "classifier", tmp_path, 1)
+    graph = _graph(tmp_path, Head.CLASSIFIER, Variant.ORT)
+    names = set(int8_matmuls(graph))
+    tables = {i.name for i in graph.graph.initializer if len(i.dims) == 3}
+    assert tables  # the c2p / p2c tables
+    assert not any(n.name in names for n in graph.graph.node if set(n.input) & tables)
+    batch = decoder_batch()
+    fp32 = ort_session(graph).run(None, batch)[0]
+    int8 = ort_session(quantize_int8(graph)).run(None, batch)[0]
+    assert np.abs(int8 - fp32).max() < 0.05
