@@ -123,6 +123,11 @@ def _inv_freq(config: dict[str, Any], layer_type: str, head_dim: int) -> F32:
     params = config.get("rope_parameters")
     entry: dict[str, Any] | None = None
     if isinstance(params, dict):
+        if not {FULL, SLIDING} & set(params):
+            # one set of parameters for both layer types is not what Gemma3 reads
+            raise UnsupportedModelError(
+                "Gemma3 rope_parameters must have full_attention / sliding_attention entries"
+            )
         nested = params.get(layer_type)
         entry = dict(nested) if isinstance(nested, dict) else None
     if entry is None:

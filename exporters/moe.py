@@ -40,9 +40,8 @@ def expert_weights(g: GraphBuilder, x: str, router: F32, cfg: MoeConfig, name: s
     logits = g.op("MatMul", x, g.weight(f"{name}.router_t", np.ascontiguousarray(router.T)))
     probs = g.op("Softmax", logits, axis=-1)  # (B, T, E)
     top, chosen = g.op_multi("TopK", probs, g.const([cfg.top_k]), axis=-1, outputs=2)
-    return g.op(
-        "ScatterElements", g.op("Mul", probs, g.const(0.0, np.float32)), chosen, top, axis=-1
-    )
+    zeros = g.op("Mul", probs, g.const(0.0, np.float32))  # (B, T, E), shaped as probs
+    return g.op("ScatterElements", zeros, chosen, top, axis=-1)
 
 
 def moe_mlp(

@@ -147,3 +147,10 @@ def test_only_embeddings(tmp_path: Path) -> None:
         _graph(tmp_path, Variant.ORT, Head.CLASSIFIER)
     with pytest.raises(UnsupportedModelError, match="softcapping"):
         _graph(tmp_path, Variant.ORT, attn_logit_softcapping=50.0)
+
+
+def test_flat_rope_parameters_refused(tmp_path: Path) -> None:
+    make_gemma3(tmp_path)
+    flat = {"rope_type": "default", "rope_theta": 10000.0}
+    with pytest.raises(UnsupportedModelError, match="full_attention / sliding_attention"):
+        _graph(tmp_path, Variant.ORT, rope_parameters=flat)
