@@ -268,6 +268,10 @@ class Masks:
     by_type: dict[str, str]  # plain: (B, 1, 1, 1|T, T) additive bias per layer type
     seqlens_k: str  # fused: (B,) int32, last real position of each row
     total_len: str  # fused: () int32, T
+    # bidirectional, fused variant (MultiHeadAttention): the (B, T) int32 key mask of
+    # global layers and the (B, 1, T, T) additive bias of sliding ones
+    key_mask: str = ""
+    window_bias: str = ""
 
 
 def masks_for(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool) -> Masks:
@@ -283,6 +287,7 @@ def masks_for(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: b
     key_valid = g.op("Cast", attention_mask, to=9)  # BOOL (B, T)
     key_valid = g.op("Unsqueeze", key_valid, g.const([1, 2]))  # (B, 1, 1, T)
     by_type: dict[str, str] = {}
+    window_bias = ""
     for layer_type in sorted(set(cfg.layer_types)):
         if layer_type == FULL and not cfg.causal:
             allowed = key_valid  # (B, 1, 1, T): every real key
@@ -293,7 +298,11 @@ def masks_for(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: b
             "Where", allowed, g.const(0.0, np.float32), g.const(layers.MASK_FILL, np.float32)
         )  # (B, 1, T, T)
         by_type[layer_type] = g.op("Unsqueeze", bias, g.const([2]))  # (B, 1, 1, 1|T, T)
-    return Masks(by_type, "", "")
+        if layer_type == SLIDING and not cfg.causal:
+            window_bias = bias
+    if cfg.causal:
+        return Masks(by_type, "", "")
+    return Masks(by_type, "", "", g.op("Cast", attention_mask, to=6), window_bias)
 
 
 def _allowed_positions(
@@ -340,7 +349,7 @@ def attention(
     ``fused_attention`` allows, and ``masks`` must have been built to match.
     """
     n, k, d = cfg.heads, cfg.kv_heads, cfg.head_dim
-    fused = fused_attention(cfg, fused)
+    variant_fused, fused = fused, fused_attention(cfg, fused)
     qkv = g.op("MatMul", x, g.weight(f"{name}.qkv_weight", w.w_qkv))  # (B, T, (N + 2K) D)
     if w.b_qkv is not None:
         qkv = g.op("Add", qkv, g.weight(f"{name}.qkv_bias", w.b_qkv))
@@ -381,6 +390,8 @@ def attention(
             scale=cfg.scale,
         )[0]
     groups = n // k
+    if variant_fused and not cfg.causal:
+        return _multi_head(g, q, key, v, cfg, layer_type, masks)
     # (B, K, G, T, D) queries against (B, K, 1, D, T) keys: the K/V heads are broadcast
     # over their G query heads instead of being copied
     q = g.op("Transpose", g.op("Reshape", q, g.const([0, 0, k, groups, d])), perm=[0, 2, 3, 1, 4])
@@ -392,6 +403,30 @@ def attention(
     context = g.op("MatMul", probs, v)  # (B, K, G, T, D)
     context = g.op("Transpose", context, perm=[0, 3, 1, 2, 4])  # (B, T, K, G, D)
     return g.op("Reshape", context, g.const([0, 0, n * d]))  # (B, T, N D)
+
+
+def _multi_head(
+    g: GraphBuilder, q: str, key: str, v: str, cfg: DecoderConfig, layer_type: str, masks: Masks
+) -> str:
+    """Bidirectional attention in ORT's MultiHeadAttention, each K/V head repeated for its
+    G query heads (query head h reads K/V head h // G, as transformers' repeat_kv)."""
+    n, k, d = cfg.heads, cfg.kv_heads, cfg.head_dim
+    groups = n // k
+    repeated = []
+    for t in (key, g.op("Reshape", v, g.const([0, 0, k, d]))):  # (B, T, K, D)
+        if groups > 1:
+            t = g.op("Unsqueeze", t, g.const([3]))  # (B, T, K, 1, D)
+            shape = g.op("Concat", g.op("Shape", t, end=3), g.const([groups, d]), axis=0)
+            t = g.op("Expand", t, shape)  # (B, T, K, G, D)
+        repeated.append(g.op("Reshape", t, g.const([0, 0, n * d])))  # (B, T, N D)
+    inputs = [g.op("Reshape", q, g.const([0, 0, n * d])), *repeated, ""]
+    if layer_type == SLIDING:
+        inputs += ["", masks.window_bias]  # (B, 1, T, T), padded keys included
+    else:
+        inputs += [masks.key_mask]  # (B, T) int32
+    return g.op(
+        "MultiHeadAttention", *inputs, domain=MS_DOMAIN, num_heads=n, scale=cfg.scale
+    )  # (B, T, N D)
 
 
 def skip_rms_norm(
