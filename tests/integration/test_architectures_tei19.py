@@ -23,6 +23,7 @@ from tei_ort.http_app import create_app
 from tei_ort.model_info import Head, ModelKind, Pooling
 from tests.integration._helpers import serve, settings
 from tests.unit._parity import assert_close
+from tests.unit._tiny_deberta import COMMON, CONFIGS
 from tests.unit._tiny_decoders import make_decoder, write_bpe_tokenizer
 from tests.unit._tiny_gemma3 import make_gemma3
 
@@ -222,8 +223,6 @@ def deberta(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServedDeberta]:
     import transformers
-
-    from tests.unit.test_export_deberta_v2 import COMMON, CONFIGS
 
     name: str = request.param
     model_dir = tmp_path_factory.mktemp(f"model-{name}")
