@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from bench.texts import text_sets  # noqa: E402
 from tei_ort.proto import tei_pb2 as pb  # noqa: E402
 from tei_ort.proto import tei_pb2_grpc as rpc  # noqa: E402
-from tests.integration._helpers import MINILM_DIR  # noqa: E402
-from tests.integration._process import ServerProcess, free_port  # noqa: E402
+from tests.support.app import MINILM_DIR  # noqa: E402
+from tests.support.process import ServerProcess, free_port  # noqa: E402
 
 
 async def _drive(call: object, texts: list[str], seconds: float, concurrency: int) -> float:

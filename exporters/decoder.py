@@ -4,7 +4,9 @@ One pre-RMSNorm causal transformer with rotary positions, grouped-query attentio
 SwiGLU MLP. The families differ in small switches read from the config: Qwen2 has q/k/v
 biases, Qwen3 RMS-normalises each head's q and k before the rotation, Llama may have
 biases (``attention_bias``, ``mlp_bias``), Mistral (and Qwen with ``use_sliding_window``)
-limits attention to a window of recent tokens.
+limits attention to a window of recent tokens. Qwen3 embedders with
+``use_bidirectional_attention`` (pplx-embed, voyage-4-nano) attend in both directions and
+may project the final hidden states with a bias-free ``linear`` layer (``linear.weight``).
 
 Heads: BASE gives ``last_hidden_state`` (last-token pooling runs in numpy); CLASSIFIER
 is ``*ForSequenceClassification`` (``score`` on the last real token); YES_NO_LOGIT scores
@@ -13,7 +15,7 @@ last real token, so that sigmoid gives P(yes) = softmax([no, yes])[1].
 
 Padding: the batcher pads on the right. Under causal attention a real token never sees a
 later position, so its output does not depend on the padding, and the last real token is
-the one at ``sum(attention_mask) - 1``.
+the one at ``sum(attention_mask) - 1``. Bidirectional attention masks padded keys instead.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ FULL = "full_attention"
 SLIDING = "sliding_attention"
 # checkpoints of *Model saved standalone have bare names; *ForCausalLM ones put "model."
 PREFIXES = ("model.",)
+# a Qwen3 embedder's projection of its hidden states (voyage-4-nano)
+PROJECTION = "linear.weight"
 # RoPE variants whose tables we can compute exactly as transformers does
 SUPPORTED_ROPE = ("default", "linear", "llama3", "dynamic")
 
@@ -62,10 +66,17 @@ class DecoderConfig:
     layer_types: tuple[str, ...]
     sliding_window: int | None
     inv_freq: F32  # (rotary_dim / 2,)
+    causal: bool = True
+    # softmax(q k^T * scale); None: 1 / sqrt(head_dim)
+    query_scale: float | None = None
 
     @property
     def rotary_dim(self) -> int:
         return 2 * int(self.inv_freq.shape[0])
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.query_scale is None else self.query_scale
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model_type: str) -> DecoderConfig:
@@ -88,6 +99,15 @@ class DecoderConfig:
         qkv_bias = {"qwen2": True, "mistral": False}.get(model_type, attention_bias)
         o_bias = False if model_type in ("qwen2", "mistral") else attention_bias
         layer_types, window = _layer_types(config, model_type, n_layers)
+        bidirectional = bool(config.get("use_bidirectional_attention") or False)
+        if bidirectional and model_type != "qwen3":
+            # TEI reads the switch for Qwen3 only; serving another family causally would
+            # give vectors its authors never trained
+            raise UnsupportedModelError(
+                f"use_bidirectional_attention is not supported for {model_type} models"
+            )
+        if bidirectional and window is not None:
+            raise UnsupportedModelError("bidirectional attention with a sliding window")
         return cls(
             hidden=hidden,
             heads=heads,
@@ -106,6 +126,7 @@ class DecoderConfig:
             layer_types=layer_types,
             sliding_window=window,
             inv_freq=rope_inv_freq(config, head_dim),
+            causal=not bidirectional,
         )
 
 
@@ -198,7 +219,7 @@ class LayerWeights:
     b_down: F32 | None
 
 
-def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
+def take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
     p = f"layers.{i}."
     h, d, inter = cfg.hidden, cfg.head_dim, cfg.intermediate
     sizes = {"q": cfg.heads * d, "k": cfg.kv_heads * d, "v": cfg.kv_heads * d}
@@ -209,14 +230,14 @@ def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
             [store.take(f"{p}self_attn.{x}_proj.bias", (n,)) for x, n in sizes.items()]
         )
 
-    def mlp(name: str, shape: tuple[int, int]) -> tuple[F32, F32 | None]:
+    def mlp_weight(name: str, shape: tuple[int, int]) -> tuple[F32, F32 | None]:
         weight = store.take(f"{p}mlp.{name}.weight", shape)
         bias = store.take(f"{p}mlp.{name}.bias", (shape[0],)) if cfg.mlp_bias else None
         return weight, bias
 
-    gate, b_gate = mlp("gate_proj", (inter, h))
-    up, b_up = mlp("up_proj", (inter, h))
-    down, b_down = mlp("down_proj", (h, inter))
+    gate, b_gate = mlp_weight("gate_proj", (inter, h))
+    up, b_up = mlp_weight("up_proj", (inter, h))
+    down, b_down = mlp_weight("down_proj", (h, inter))
     n_d = cfg.heads * d
     return LayerWeights(
         ln1=store.take(f"{p}input_layernorm.weight", (h,)),
@@ -242,12 +263,17 @@ def _take_layer(store: WeightStore, cfg: DecoderConfig, i: int) -> LayerWeights:
 class Masks:
     """What the attention of each layer type needs, built once for all layers."""
 
-    by_type: dict[str, str]  # plain: (B, 1, 1, T, T) additive bias per layer type
+    by_type: dict[str, str]  # plain: (B, 1, 1, 1|T, T) additive bias per layer type
     seqlens_k: str  # fused: (B,) int32, last real position of each row
     total_len: str  # fused: () int32, T
+    # bidirectional, fused variant (MultiHeadAttention): the (B, T) int32 key mask of
+    # global layers and the (B, 1, T, T) additive bias of sliding ones
+    key_mask: str = ""
+    window_bias: str = ""
 
 
-def _masks(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool) -> Masks:
+def masks_for(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool) -> Masks:
+    """The attention masks of every layer type (GroupQueryAttention's inputs when fused)."""
     seq_len = g.op("Gather", g.op("Shape", attention_mask), g.const(1))  # ()
     if fused:
         lengths = g.op("ReduceSum", attention_mask, g.const([1]), keepdims=0)  # (B,)
@@ -256,23 +282,47 @@ def _masks(g: GraphBuilder, cfg: DecoderConfig, attention_mask: str, fused: bool
     positions = g.op("Range", g.const(0), seq_len, g.const(1))  # (T,)
     query = g.op("Unsqueeze", positions, g.const([1]))  # (T, 1)
     key = g.op("Unsqueeze", positions, g.const([0]))  # (1, T)
-    causal = g.op("Not", g.op("Greater", key, query))  # (T, T): key <= query
     key_valid = g.op("Cast", attention_mask, to=9)  # BOOL (B, T)
     key_valid = g.op("Unsqueeze", key_valid, g.const([1, 2]))  # (B, 1, 1, T)
     by_type: dict[str, str] = {}
+    window_bias = ""
     for layer_type in sorted(set(cfg.layer_types)):
-        allowed = causal
-        if layer_type == SLIDING:
-            assert cfg.sliding_window is not None
-            # transformers: key > query - window, i.e. the window counts the query itself
-            distance = g.op("Sub", query, key)
-            allowed = g.op("And", allowed, g.op("Less", distance, g.const(cfg.sliding_window)))
-        allowed = g.op("And", g.op("Unsqueeze", allowed, g.const([0, 1])), key_valid)
+        if layer_type == FULL and not cfg.causal:
+            allowed = key_valid  # (B, 1, 1, T): every real key
+        else:
+            allowed = _allowed_positions(g, cfg, layer_type, query, key)  # (T, T)
+            allowed = g.op("And", g.op("Unsqueeze", allowed, g.const([0, 1])), key_valid)
         bias = g.op(
             "Where", allowed, g.const(0.0, np.float32), g.const(layers.MASK_FILL, np.float32)
         )  # (B, 1, T, T)
-        by_type[layer_type] = g.op("Unsqueeze", bias, g.const([2]))  # (B, 1, 1, T, T)
-    return Masks(by_type, "", "")
+        by_type[layer_type] = g.op("Unsqueeze", bias, g.const([2]))  # (B, 1, 1, 1|T, T)
+        if layer_type == SLIDING and not cfg.causal:
+            window_bias = bias
+    if cfg.causal:
+        return Masks(by_type, "", "")
+    return Masks(by_type, "", "", g.op("Cast", attention_mask, to=6), window_bias)
+
+
+def _allowed_positions(
+    g: GraphBuilder, cfg: DecoderConfig, layer_type: str, query: str, key: str
+) -> str:
+    """(T, T) bool: which key positions a query position may attend to."""
+    distance = g.op("Sub", query, key)  # (T, T): query - key
+    if cfg.causal:
+        allowed = g.op("Not", g.op("Less", distance, g.const(0)))  # key <= query
+        if layer_type != SLIDING:
+            return allowed
+        assert cfg.sliding_window is not None
+        # transformers: key > query - window, i.e. the window counts the query itself
+        return g.op("And", allowed, g.op("Less", distance, g.const(cfg.sliding_window)))
+    assert layer_type == SLIDING and cfg.sliding_window is not None
+    # bidirectional window (Gemma3 as transformers and TEI read it): |query - key| <= W // 2
+    return g.op("Not", g.op("Greater", g.op("Abs", distance), g.const(cfg.sliding_window // 2)))
+
+
+def fused_attention(cfg: DecoderConfig, fused: bool) -> bool:
+    """Whether ORT's GroupQueryAttention runs the attention: it attends causally only."""
+    return fused and cfg.causal
 
 
 def _fused_rotary(cfg: DecoderConfig) -> bool:
@@ -280,7 +330,7 @@ def _fused_rotary(cfg: DecoderConfig) -> bool:
     return cfg.rotary_dim == cfg.head_dim and cfg.head_dim % 16 == 0
 
 
-def _attention(
+def attention(
     g: GraphBuilder,
     x: str,
     w: LayerWeights,
@@ -291,8 +341,13 @@ def _attention(
     name: str,
     fused: bool,
 ) -> str:
-    """Causal grouped-query self-attention with rotary positions, before o_proj: (B, T, N D)."""
+    """Grouped-query self-attention with rotary positions, before o_proj: (B, T, N D).
+
+    ``fused`` is the variant's; the attention itself is fused only where
+    ``fused_attention`` allows, and ``masks`` must have been built to match.
+    """
     n, k, d = cfg.heads, cfg.kv_heads, cfg.head_dim
+    variant_fused, fused = fused, fused_attention(cfg, fused)
     qkv = g.op("MatMul", x, g.weight(f"{name}.qkv_weight", w.w_qkv))  # (B, T, (N + 2K) D)
     if w.b_qkv is not None:
         qkv = g.op("Add", qkv, g.weight(f"{name}.qkv_bias", w.b_qkv))
@@ -330,20 +385,46 @@ def _attention(
             local_window_size=-1 if window is None else window,
             do_rotary=int(fused_rotary),
             rotary_interleaved=0,
-            scale=1.0 / math.sqrt(d),
+            scale=cfg.scale,
         )[0]
     groups = n // k
+    if variant_fused and not cfg.causal:
+        return _multi_head(g, q, key, v, cfg, layer_type, masks)
     # (B, K, G, T, D) queries against (B, K, 1, D, T) keys: the K/V heads are broadcast
     # over their G query heads instead of being copied
     q = g.op("Transpose", g.op("Reshape", q, g.const([0, 0, k, groups, d])), perm=[0, 2, 3, 1, 4])
     key = g.op("Unsqueeze", g.op("Transpose", key, perm=[0, 2, 3, 1]), g.const([2]))
     v = g.op("Reshape", v, g.const([0, 0, k, d]))
     v = g.op("Unsqueeze", g.op("Transpose", v, perm=[0, 2, 1, 3]), g.const([2]))  # (B,K,1,T,D)
-    scores = g.op("Mul", g.op("MatMul", q, key), g.const(1.0 / math.sqrt(d), np.float32))
+    scores = g.op("Mul", g.op("MatMul", q, key), g.const(cfg.scale, np.float32))
     probs = g.op("Softmax", g.op("Add", scores, masks.by_type[layer_type]), axis=-1)
     context = g.op("MatMul", probs, v)  # (B, K, G, T, D)
     context = g.op("Transpose", context, perm=[0, 3, 1, 2, 4])  # (B, T, K, G, D)
     return g.op("Reshape", context, g.const([0, 0, n * d]))  # (B, T, N D)
+
+
+def _multi_head(
+    g: GraphBuilder, q: str, key: str, v: str, cfg: DecoderConfig, layer_type: str, masks: Masks
+) -> str:
+    """Bidirectional attention in ORT's MultiHeadAttention, each K/V head repeated for its
+    G query heads (query head h reads K/V head h // G, as transformers' repeat_kv)."""
+    n, k, d = cfg.heads, cfg.kv_heads, cfg.head_dim
+    groups = n // k
+    repeated = []
+    for t in (key, g.op("Reshape", v, g.const([0, 0, k, d]))):  # (B, T, K, D)
+        if groups > 1:
+            t = g.op("Unsqueeze", t, g.const([3]))  # (B, T, K, 1, D)
+            shape = g.op("Concat", g.op("Shape", t, end=3), g.const([groups, d]), axis=0)
+            t = g.op("Expand", t, shape)  # (B, T, K, G, D)
+        repeated.append(g.op("Reshape", t, g.const([0, 0, n * d])))  # (B, T, N D)
+    inputs = [g.op("Reshape", q, g.const([0, 0, n * d])), *repeated, ""]
+    if layer_type == SLIDING:
+        inputs += ["", masks.window_bias]  # (B, 1, T, T), padded keys included
+    else:
+        inputs += [masks.key_mask]  # (B, T) int32
+    return g.op(
+        "MultiHeadAttention", *inputs, domain=MS_DOMAIN, num_heads=n, scale=cfg.scale
+    )  # (B, T, N D)
 
 
 def skip_rms_norm(
@@ -365,7 +446,7 @@ def skip_rms_norm(
     return layers.rms_norm(g, total, gamma, eps, name), total
 
 
-def _mlp(g: GraphBuilder, x: str, w: LayerWeights, cfg: DecoderConfig, name: str) -> str:
+def mlp(g: GraphBuilder, x: str, w: LayerWeights, cfg: DecoderConfig, name: str) -> str:
     """down(act(gate(x)) * up(x)), before the down bias: (B, T, H)."""
     gate_up = g.op("MatMul", x, g.weight(f"{name}.gate_up_weight", w.w_gate_up))  # (B, T, 2I)
     if w.b_gate_up is not None:
@@ -397,12 +478,12 @@ def build_decoder(
     h = cfg.hidden
     word = store.take("embed_tokens.weight", (cfg.vocab, h))
     x = g.op("Gather", g.weight("embed_tokens", word), input_ids)  # (B, T, H)
-    masks = _masks(g, cfg, attention_mask, fused)
+    masks = masks_for(g, cfg, attention_mask, fused_attention(cfg, fused))
     cos_np, sin_np = rotary.cos_sin_tables(cfg.inv_freq, cfg.max_positions)  # (P, d)
     cos, sin = rotary.prefix_tables(g, cos_np, sin_np, input_ids, "rope")  # (T, d)
     half = cfg.rotary_dim // 2
     cos_half = sin_half = ""
-    if fused and _fused_rotary(cfg):
+    if fused_attention(cfg, fused) and _fused_rotary(cfg):
         # GroupQueryAttention's caches hold each frequency once: (P, d / 2)
         cos_half = g.weight("rope.cos_half", np.ascontiguousarray(cos_np[:, :half]))
         sin_half = g.weight("rope.sin_half", np.ascontiguousarray(sin_np[:, :half]))
@@ -410,7 +491,7 @@ def build_decoder(
     residual = x
     pending: str | None = None  # the last block's output, not yet added to the residual
     for i in range(cfg.layers):
-        w = _take_layer(store, cfg, i)
+        w = take_layer(store, cfg, i)
         name = f"layer{i}"
         if pending is None:
             normed = layers.rms_norm(g, residual, w.ln1, cfg.eps, f"{name}.ln1")
@@ -418,12 +499,12 @@ def build_decoder(
             normed, residual = skip_rms_norm(
                 g, pending, residual, w.ln1, cfg.eps, f"{name}.ln1", fused
             )
-        attn = _attention(g, normed, w, cfg, cfg.layer_types[i], masks, tables, name, fused)
+        attn = attention(g, normed, w, cfg, cfg.layer_types[i], masks, tables, name, fused)
         attn = g.op("MatMul", attn, g.weight(f"{name}.o_weight", w.w_o))
         if w.b_o is not None:
             attn = g.op("Add", attn, g.weight(f"{name}.o_bias", w.b_o))
         normed, residual = skip_rms_norm(g, attn, residual, w.ln2, cfg.eps, f"{name}.ln2", fused)
-        pending = _mlp(g, normed, w, cfg, f"{name}.mlp")
+        pending = mlp(g, normed, w, cfg, f"{name}.mlp")
         del w  # the layer's arrays are in the graph (or its external data file) now
     final = store.take("norm.weight", (h,))
     if pending is None:
@@ -438,6 +519,17 @@ def last_token(g: GraphBuilder, hidden: str, attention_mask: str) -> str:
     lengths = g.op("ReduceSum", attention_mask, g.const([1]), keepdims=1)  # (B, 1)
     last = g.op("Sub", lengths, g.const(1))  # (B, 1)
     return g.op("GatherND", hidden, last, batch_dims=1)  # (B, H)
+
+
+def _projection(g: GraphBuilder, store: WeightStore, dec: Decoder) -> str:
+    """(B, T, H) -> (B, T, P): the embedder's bias-free projection of every token, before
+    pooling (voyage-4-nano), as TEI applies it."""
+    shape = store.shape(PROJECTION)
+    if len(shape) != 2 or shape[1] != dec.cfg.hidden:
+        raise WeightMappingError(
+            f"tensor {PROJECTION!r} has shape {shape}, expected (out, {dec.cfg.hidden})"
+        )
+    return layers.linear(g, dec.hidden_state, store.take(PROJECTION, shape), None, "projection")
 
 
 def _yes_no_logit(
@@ -466,9 +558,10 @@ def build(ctx: ExportContext) -> GraphOutput:
     dec = build_decoder(g, store, cfg, ctx.fused, ctx.input_ids, ctx.attention_mask)
     if ctx.head is Head.BASE:
         store.ignore("lm_head.")  # an embedder runs the bare decoder
-        out = GraphOutput(
-            dec.hidden_state, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", cfg.hidden]
-        )
+        hidden, width = dec.hidden_state, cfg.hidden
+        if PROJECTION in store:
+            hidden, width = _projection(g, store, dec), store.shape(PROJECTION)[0]
+        out = GraphOutput(hidden, OutputName.LAST_HIDDEN_STATE, ["batch", "sequence", width])
     elif ctx.head is Head.CLASSIFIER:
         # *ForSequenceClassification: score (no bias) on the last real token
         pooled = last_token(g, dec.hidden_state, ctx.attention_mask)

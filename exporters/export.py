@@ -23,7 +23,7 @@ from tei_ort.exporters.head_kind import Head
 from tei_ort.exporters.weights import WeightStore
 
 # Bump when any builder changes the graphs it writes: it is part of the engine cache key.
-EXPORTER_VERSION = "4"
+EXPORTER_VERSION = "5"
 
 
 class Variant(str, enum.Enum):
@@ -96,8 +96,12 @@ FAMILIES: dict[str, Family] = {
     "modernbert": Family("tei_ort.exporters.modernbert", _EMBEDDER_OR_CLASSIFIER),
     "qwen2": _DECODERS,
     "qwen3": _DECODERS,
+    "bidirectional_pplx_qwen3": Family("tei_ort.exporters.pplx", frozenset({Head.BASE})),
     "mistral": _DECODERS,
     "llama": _DECODERS,
+    # TEI serves Gemma3 as an embedder only
+    "gemma3_text": Family("tei_ort.exporters.gemma3", frozenset({Head.BASE})),
+    "deberta-v2": Family("tei_ort.exporters.deberta_v2", _EMBEDDER_OR_CLASSIFIER),
 }
 
 

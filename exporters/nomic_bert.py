@@ -2,8 +2,12 @@
 
 A post-LayerNorm BERT without absolute positions: rotary embeddings on q and k
 (rotate-half layout over the whole head), a packed Wqkv projection, and a SwiGLU MLP
-``fc2(fc11(x) * silu(fc12(x)))`` (fc12 is the gate). The released models have no biases;
-a checkpoint that carries them gets them applied.
+``fc2(fc11(x) * silu(fc12(x)))`` (fc12 is the gate). The released v1 models have no
+biases; a checkpoint that carries them gets them applied.
+
+nomic-embed-text-v2-moe: a plain GELU MLP ``fc2(gelu(fc1(x)))`` with biases, and every
+``moe_every_n_layers``-th layer (counting from 1: layers 1, 3, ... for 2) a mixture of
+experts with top-k routing (``tei_ort.exporters.moe``), as the remote code's NomicMoELayer.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tei_ort.engines.base import OutputName
-from tei_ort.exporters import blocks, layers, rotary
+from tei_ort.exporters import blocks, layers, moe, rotary
 from tei_ort.exporters.errors import UnsupportedModelError
 from tei_ort.exporters.export import ExportContext, GraphOutput
 from tei_ort.exporters.graph import INT64, GraphBuilder
@@ -31,7 +35,12 @@ _REQUIRED: dict[str, Any] = {
     "rotary_scaling_factor": None,  # dynamic NTK: the frequencies would depend on T
     "scale_attn_by_inverse_layer_idx": False,
     "scale_attn_weights": True,
+    "num_shared_experts": 0,
+    "expert_choice_router": False,
+    "moe_normalize_expert_weights": False,
 }
+# activation_function -> (gated MLP?, activation); the remote code applies exact GELU
+_MLP_ACTIVATIONS = {"swiglu": (True, "silu"), "gelu": (False, "gelu")}
 
 
 @dataclass(frozen=True)
@@ -44,27 +53,43 @@ class NomicConfig:
     type_vocab: int
     max_positions: int
     rotary_base: float
+    gated: bool  # SwiGLU fc11 / fc12, or a plain fc1
+    act: str
+    moe_every: int  # 0: no MoE layers
+    moe: moe.MoeConfig | None
+
+    def is_moe(self, layer: int) -> bool:
+        return self.moe_every > 0 and layer % self.moe_every == 1
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NomicConfig:
         for key, wanted in _REQUIRED.items():
-            if key in config and config[key] != wanted:
+            # null is the remote code's default for each of these
+            if config.get(key) is not None and config[key] != wanted:
                 raise UnsupportedModelError(
                     f"nomic_bert option {key}={config[key]!r} is not supported (only {wanted!r})"
                 )
         act = config.get("activation_function", "swiglu")
-        if act != "swiglu":
+        if act not in _MLP_ACTIVATIONS:
             raise UnsupportedModelError(
-                f"nomic_bert activation_function {act!r} is not supported (only 'swiglu')"
+                f"nomic_bert activation_function {act!r} is not supported "
+                f"(only {', '.join(map(repr, _MLP_ACTIVATIONS))})"
             )
+        gated, mlp_act = _MLP_ACTIVATIONS[act]
         fraction = float(config.get("rotary_emb_fraction", 0.0))
         if fraction != 1.0:
             raise UnsupportedModelError(
                 f"nomic_bert rotary_emb_fraction {fraction} is not supported (only 1.0: "
                 "rotary over the whole head, no absolute position table)"
             )
-        if int(config.get("num_experts") or 0) > 0 or int(config.get("moe_every_n_layers") or 0):
-            raise UnsupportedModelError("nomic_bert mixture-of-experts layers are not supported")
+        moe_every = int(config.get("moe_every_n_layers") or 0)
+        experts = int(config.get("num_experts") or 0)
+        if (moe_every > 0) != (experts > 0):
+            raise UnsupportedModelError(
+                "nomic_bert needs both num_experts and moe_every_n_layers for MoE layers"
+            )
+        if experts and gated:
+            raise UnsupportedModelError("nomic_bert MoE with gated (GLU) experts is not supported")
         try:
             positions = max(
                 int(config["n_positions"]), int(config.get("max_trained_positions") or 0)
@@ -78,6 +103,18 @@ class NomicConfig:
                 type_vocab=int(config.get("type_vocab_size") or 0),
                 max_positions=positions,
                 rotary_base=float(config.get("rotary_emb_base", 10000.0)),
+                gated=gated,
+                act=mlp_act,
+                moe_every=moe_every,
+                moe=moe.MoeConfig(
+                    hidden=int(config["n_embd"]),
+                    ffn=int(config["n_inner"]),
+                    experts=experts,
+                    top_k=int(config.get("moe_top_k") or 1),
+                    act=mlp_act,
+                )
+                if experts
+                else None,
             )
         except KeyError as exc:
             raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
@@ -148,7 +185,15 @@ def build_encoder(
             fused=fused,
             bias_optional=True,
         )
-        x = _mlp(g, store, x, cfg, p, name, fused)
+        if cfg.is_moe(i):
+            assert cfg.moe is not None
+            out = moe.moe_mlp(g, store, x, cfg.moe, p + "mlp.", name + ".moe")
+            gamma, beta = store.take(p + "norm2.weight", (h,)), store.take(p + "norm2.bias", (h,))
+            x = layers.skip_layer_norm(g, out, x, None, gamma, beta, cfg.eps, name + ".ln2", fused)
+        elif cfg.gated:
+            x = _mlp(g, store, x, cfg, p, name, fused)
+        else:
+            x = _plain_mlp(g, store, x, cfg, p, name, fused)
     return x, cfg
 
 
@@ -166,6 +211,35 @@ def _mlp(
     if p + "mlp.fc11.bias" in store or p + "mlp.fc12.bias" in store:
         raise UnsupportedModelError("nomic_bert with mlp_fc1_bias is not supported")
     up = layers.gated_mlp(g, x, gate, value, "silu", name + ".mlp", fused)  # (B, T, I)
+    return blocks.project_add_norm(
+        g,
+        store,
+        up,
+        x,
+        projection=p + "mlp.fc2",
+        norm=p + "norm2",
+        in_features=inter,
+        hidden=h,
+        eps=cfg.eps,
+        name=name + ".down",
+        fused=fused,
+        bias_optional=True,
+    )
+
+
+def _plain_mlp(
+    g: GraphBuilder, store: WeightStore, x: str, cfg: NomicConfig, p: str, name: str, fused: bool
+) -> str:
+    """norm2(x + fc2(act(fc1(x)))), biases where the checkpoint has them."""
+    h = cfg.hidden
+    shape = store.shape(p + "mlp.fc1.weight")
+    if len(shape) != 2 or shape[1] != h:
+        raise UnsupportedModelError(f"{p}mlp.fc1.weight has shape {shape}, expected (I, {h})")
+    inter = shape[0]
+    weight = store.take(p + "mlp.fc1.weight", (inter, h))
+    bias = store.take_optional(p + "mlp.fc1.bias", (inter,))
+    up = g.op("MatMul", x, g.weight(f"{name}.fc1.weight_t", weight.T.copy()))  # (B, T, I)
+    up = layers.activation(g, up, bias, cfg.act, name + ".act", fused)
     return blocks.project_add_norm(
         g,
         store,

@@ -41,8 +41,10 @@ _FFN_ACTIVATIONS = frozenset({"BiasGelu", "Gelu", "FastGelu", "QuickGelu", "Relu
 _ROW_EPS = 1e-6
 
 
-def _initializers(model: onnx.ModelProto) -> set[str]:
-    return {t.name for t in model.graph.initializer}
+def _matrices(model: onnx.ModelProto) -> set[str]:
+    """Initializers of rank 2: ORT's int8 MatMul takes per-column scales of a matrix only
+    (DeBERTa's per-head relative tables (N, D, 2S) stay float32)."""
+    return {t.name for t in model.graph.initializer if len(t.dims) == 2}
 
 
 def fp32_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -61,7 +63,7 @@ def fp32_matmuls(model: onnx.ModelProto) -> list[str]:
 def int8_matmuls(model: onnx.ModelProto, keep_fp32: Iterable[str] | None = None) -> list[str]:
     """The MatMuls over a constant weight that get int8 weights."""
     kept = set(fp32_matmuls(model) if keep_fp32 is None else keep_fp32)
-    weights = _initializers(model)
+    weights = _matrices(model)
     return [
         n.name
         for n in model.graph.node

@@ -87,6 +87,7 @@ def inspect_model(
     # an architecture or head we cannot build is refused now, before any weight is hashed
     family_of(config, head)
     prompts, default_prompt_name = _read_prompts(root)
+    weight_files = _weight_files(root)
 
     return ModelInfo(
         model_id=resolved.model_id,
@@ -109,9 +110,10 @@ def inspect_model(
         dense_layers=()
         if head in (Head.CLASSIFIER, Head.YES_NO_LOGIT)
         else _dense_layers(root, modules, dense_path),
-        hidden_size=_hidden_size(config, config_path),
+        hidden_size=_projection_width(model_type, weight_files)
+        or _hidden_size(config, config_path),
         uses_token_type_ids=_uses_token_type_ids(config, model_type, config_path),
-        weight_files=_weight_files(root),
+        weight_files=weight_files,
         yes_no_token_ids=yes_no,
         rerank_template=template,
     )
@@ -249,6 +251,20 @@ def _hidden_size(config: dict[str, Any], config_path: Path) -> int:
         if value is not None:
             return value
     raise ModelError(f"{config_path} sets none of `hidden_size`, `n_embd`, `dim`")
+
+
+def _projection_width(model_type: str, weight_files: tuple[Path, ...]) -> int | None:
+    """The output width of a Qwen3 embedder that projects its hidden states (TEI applies
+    ``linear.weight`` when the checkpoint has it); None for every other model."""
+    if model_type not in ("qwen3", "bidirectional_pplx_qwen3"):
+        return None
+    from tei_ort.exporters.weights import SafetensorsFile  # reads the header only
+
+    for path in weight_files:
+        handle = SafetensorsFile(path)
+        if "linear.weight" in handle.names():
+            return handle.shape("linear.weight")[0]
+    return None
 
 
 def _uses_token_type_ids(config: dict[str, Any], model_type: str, config_path: Path) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +21,10 @@ from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import EngineError
 from tei_ort.model.build import Progress, prepare_engine, quiet
 from tei_ort.model.cache import ENGINE_FILE, OPTIMIZED_FILE
-from tei_ort.model.dense import DenseStack
+from tei_ort.model.dense import F32, DenseStack
 from tei_ort.model.info import ModelInfo
 from tei_ort.model.options import ModelOptions
+from tei_ort.model.pplx import pooled_transform
 from tei_ort.model.targets import EngineTarget
 from tei_ort.model.tokenization import Tokenizer
 
@@ -39,7 +41,7 @@ class LoadedModel:
     info: ModelInfo
     tokenizer: Tokenizer
     engine: Engine
-    dense: DenseStack | None = None
+    dense: Callable[[F32], F32] | None = None  # Dense modules, pplx quantization
     entry_dir: Path | None = None
     built: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
@@ -85,7 +87,8 @@ def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel
     seconds = dict(prepared.seconds)
     t = time.perf_counter()
     tokenizer = Tokenizer.from_dir(info.path)
-    dense = DenseStack.load(info.dense_layers) if info.dense_layers else None
+    stack = DenseStack.load(info.dense_layers) if info.dense_layers else None
+    dense = pooled_transform(info, stack)  # pplx models quantize before any Dense
     progress("loading the engine")
     engine = open_engine(prepared.entry_dir, prepared.target, options)
     seconds["load"] = time.perf_counter() - t

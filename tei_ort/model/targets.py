@@ -117,8 +117,20 @@ def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
     )
 
 
+# Architectures whose activations overflow float16 (Gemma's residual stream): TEI refuses
+# them in any other precision; on a GPU, where float16 is the default, they run float32.
+FLOAT32_ONLY = frozenset({"gemma3_text"})
+
+
 def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions) -> EngineTarget:
     """GPU targets learn the batch shapes (the model's input limit and the budget)."""
+    if info.model_type in FLOAT32_ONLY and target.dtype not in ("float32", "int8"):
+        if options.dtype is not None:
+            raise ConfigurationError(
+                f"{info.model_type} models run in float32 only (as in TEI): drop --dtype "
+                f"{options.dtype} or pass --dtype float32"
+            )
+        target = replace(target, dtype="float32")
     if target.engine not in ("ort-cuda", "trt"):
         return target
     limits = BatchLimits(

@@ -1,5 +1,5 @@
-"""NomicBert, JinaBERT v2 and GTE "new" served end to end from their fixture directories:
-inspect -> export -> engine cache -> ONNX Runtime -> pooling, in process and over HTTP,
+"""NomicBert (v1 and v2 MoE), JinaBERT v2 and GTE "new" served end to end from their fixture
+directories: inspect -> export -> engine cache -> ONNX Runtime -> pooling, in process and over HTTP,
 against the golden pooled vectors of the original modeling code."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ POOLING = {
     "nomic_bert_tiny": Pooling.MEAN,
     "jina_bert_v2_tiny": Pooling.MEAN,
     "gte_new_tiny": Pooling.CLS,
+    "nomic_bert_moe_tiny": Pooling.MEAN,
 }
 ATOL = 1e-4
 MIN_COSINE = 0.99999

@@ -1,5 +1,6 @@
-"""NomicBert, JinaBERT v2 and GTE "new" exporters against golden outputs of their original
-modeling code (tests/fixtures/*/README.txt says how each was made), both variants."""
+"""NomicBert (v1 and the v2 MoE), JinaBERT v2 and GTE "new" exporters against golden outputs
+of their original modeling code (tests/fixtures/*/README.txt says how each was made), both
+variants."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ POOLING = {
     "nomic_bert_tiny": Pooling.MEAN,
     "jina_bert_v2_tiny": Pooling.MEAN,
     "gte_new_tiny": Pooling.CLS,
+    "nomic_bert_moe_tiny": Pooling.MEAN,
 }
 ATOL = 1e-4
 MIN_COSINE = 0.99999
@@ -134,7 +136,11 @@ def test_gte_single_token_type_is_a_constant_row(tmp_path: Path) -> None:
         ("gte_new_tiny", {"position_embedding_type": "absolute"}, "position_embedding_type"),
         ("nomic_bert_tiny", {"rotary_scaling_factor": 2.0}, "rotary_scaling_factor"),
         ("nomic_bert_tiny", {"prenorm": True}, "prenorm"),
-        ("nomic_bert_tiny", {"activation_function": "gelu"}, "activation_function 'gelu'"),
+        ("nomic_bert_tiny", {"activation_function": "geglu"}, "activation_function 'geglu'"),
+        ("nomic_bert_moe_tiny", {"moe_normalize_expert_weights": 1.0}, "moe_normalize_expert"),
+        ("nomic_bert_moe_tiny", {"num_shared_experts": 1}, "num_shared_experts"),
+        ("nomic_bert_moe_tiny", {"expert_choice_router": True}, "expert_choice_router"),
+        ("nomic_bert_moe_tiny", {"num_experts": 0}, "num_experts and moe_every_n_layers"),
         ("nomic_bert_tiny", {"rotary_emb_fraction": 0.5}, "rotary_emb_fraction"),
         ("jina_bert_v2_tiny", {"feed_forward_type": "original"}, "feed_forward_type"),
         (
