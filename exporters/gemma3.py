@@ -28,7 +28,8 @@ from numpy.typing import NDArray
 
 from tei_ort.engines.base import OutputName
 from tei_ort.exporters import decoder, layers, rotary
-from tei_ort.exporters.decoder import FULL, SLIDING, DecoderConfig, LayerWeights
+from tei_ort.exporters.decoder import LayerWeights
+from tei_ort.exporters.decoder_config import FULL, SLIDING, DecoderConfig, rope_inv_freq
 from tei_ort.exporters.errors import UnsupportedModelError
 from tei_ort.exporters.export import ExportContext, GraphOutput
 from tei_ort.exporters.graph import GraphBuilder
@@ -138,7 +139,7 @@ def _inv_freq(config: dict[str, Any], layer_type: str, head_dim: int) -> F32:
             theta = config.get("rope_local_base_freq") or DEFAULT_THETA[SLIDING]
             entry = {"rope_type": "default", "rope_theta": theta}
     entry.setdefault("rope_theta", DEFAULT_THETA[layer_type])
-    return decoder.rope_inv_freq({"rope_parameters": entry}, head_dim)
+    return rope_inv_freq({"rope_parameters": entry}, head_dim)
 
 
 def _plus_one(w: F32) -> F32:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tei_ort.exporters.deberta_v2 import DebertaConfig, relative_positions
+from tei_ort.exporters.deberta_config import DebertaConfig, relative_positions
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.fp16 import to_float16
 from tei_ort.model.info import Head
