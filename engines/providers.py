@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Collection
@@ -173,8 +172,12 @@ def query_compute_capability(device_id: int = 0) -> tuple[int, int] | None:
     return _cudart.compute_capability(device_id)
 
 
-def gpu_compute_capability(device_id: int = 0) -> tuple[int, int]:
-    """The capability of the GPU the engine will run on, checked; no GPU is an error."""
+def gpu_compute_capability(device_id: int = 0, image_cap: str | None = None) -> tuple[int, int]:
+    """The capability of the GPU the engine will run on, checked; no GPU is an error.
+
+    ``image_cap`` is the architecture an image was built for (Dockerfile-trt's
+    CUDA_COMPUTE_CAP): a different GPU is only warned about, its engines are built for it.
+    """
     capability = query_compute_capability(device_id)
     if capability is None:
         raise EngineError(
@@ -182,7 +185,6 @@ def gpu_compute_capability(device_id: int = 0) -> tuple[int, int]:
             "use --execution-provider cpu, or run the container with --gpus all"
         )
     check_compute_capability(capability)
-    image_cap = os.environ.get("CUDA_COMPUTE_CAP")  # set by Dockerfile-trt
     if image_cap and parse_compute_capability(image_cap) != capability:
         logger.warning(
             "this image was built for compute capability %s but GPU %d has %d.%d: engines "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import sys
 
 import orjson
 from opentelemetry import trace
+
+from tei_ort.settings import log_level
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +40,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(json_output: bool = False, level: str | None = None) -> None:
     """Configure the root logger (and uvicorn's, which then propagate to it)."""
-    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    level = (level or log_level()).upper()
     handler = logging.StreamHandler(sys.stdout)
     if json_output:
         handler.setFormatter(JsonFormatter())

@@ -1,13 +1,16 @@
-"""Every setting of the server, with TEI 1.9's names and defaults.
+"""Every setting of the server, with TEI 1.9's names and defaults, and the environment.
 
 One frozen object is built by the CLI (flags, then environment variables, then defaults)
-and passed everywhere; nothing else reads flags or the environment.
+and passed everywhere. This module is the only reader of the environment: the flags'
+variables (through :func:`environment`), the container's (TASK, DOCKER_LABEL), and the ones
+huggingface_hub, TEI's images and the logger define (the functions at the end).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tei_ort.errors import ConfigurationError
@@ -149,3 +152,33 @@ class Settings:
     @property
     def bind_host(self) -> str:
         return listen_address(self.hostname)
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+_TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, where the CLI's flags read their variables."""
+    return os.environ
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE, read now (huggingface_hub reads it once, when it is imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE_VALUES
+
+
+def hub_token_from_environment() -> str | None:
+    """HF_TOKEN, else HF_API_TOKEN (TEI's old name)."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HF_API_TOKEN") or None
+
+
+def log_level() -> str:
+    """LOG_LEVEL, default INFO."""
+    return (os.environ.get("LOG_LEVEL") or "INFO").upper()
+
+
+def image_compute_capability() -> str | None:
+    """CUDA_COMPUTE_CAP: the GPU architecture a Dockerfile-trt image was built for."""
+    return os.environ.get("CUDA_COMPUTE_CAP") or None

@@ -7,7 +7,6 @@ before loading, so an image build or an init container can pay the export once.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
@@ -22,6 +21,7 @@ from tei_ort.cli.flags import (
     settings_from_args,
 )
 from tei_ort.errors import START_ERRORS
+from tei_ort.settings import environment
 
 #: ``--target`` -> execution provider
 TARGETS = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}
@@ -41,7 +41,7 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--target",
         choices=sorted(TARGETS),
-        default=os.environ.get("TARGET"),
+        default=environment().get("TARGET"),
         help="cpu (ONNX Runtime, float32), cuda (ONNX Runtime CUDA, float16) or trt "
         "(TensorRT engine for this GPU, float16); --execution-provider wins [env: TARGET]",
     )

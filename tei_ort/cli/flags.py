@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tei_ort.errors import START_ERRORS
-from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, parse_pooling
+from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, environment, parse_pooling
 
 logger = logging.getLogger("tei_ort")
 
@@ -342,7 +341,7 @@ def settings_from_args(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Flags, then environment variables, then Settings' defaults; errors exit via parser."""
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     values: dict[str, Any] = {}
     for flag in flags:
         value = getattr(namespace, flag.dest, None)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
 from tei_ort.errors import ModelNotFoundError
+from tei_ort.settings import hub_offline, hub_token_from_environment
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -77,15 +77,12 @@ class ResolvedModel:
 
 def is_offline() -> bool:
     """HF_HUB_OFFLINE, read now (huggingface_hub reads it once, when it is imported)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE_VALUES
+    return hub_offline()
 
 
 def hub_token(token: str | None = None) -> str | None:
     """The token to send: the argument, else HF_TOKEN, else HF_API_TOKEN (TEI's old name)."""
-    for candidate in (token, os.environ.get("HF_TOKEN"), os.environ.get("HF_API_TOKEN")):
-        if candidate:
-            return candidate
-    return None
+    return token or hub_token_from_environment()
 
 
 def default_model_path() -> Path:

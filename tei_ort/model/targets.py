@@ -26,6 +26,7 @@ from tei_ort.errors import ConfigurationError
 from tei_ort.exporters.export import Variant
 from tei_ort.model.info import ModelInfo
 from tei_ort.model.options import ModelOptions
+from tei_ort.settings import image_compute_capability
 
 CPU_TARGET = "onnx-cpu"
 
@@ -92,7 +93,7 @@ def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
         raise ConfigurationError(
             f"--dtype {dtype} is not available on {provider.name}; use float16 or float32"
         )
-    arch = sm_tag(gpu_compute_capability(options.device_id))
+    arch = sm_tag(gpu_compute_capability(options.device_id, image_compute_capability()))
     if provider.name == "cuda":
         options_cuda = ort_options(
             provider, device_id=options.device_id, cuda_graphs=options.cuda_graphs

@@ -166,11 +166,16 @@ def test_image_built_for_another_gpu_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     _fake_smi(tmp_path, monkeypatch, "8.9")
-    monkeypatch.setenv("CUDA_COMPUTE_CAP", "80")
     with caplog.at_level("WARNING", logger="tei_ort.engines.providers"):
-        assert gpu_compute_capability(0) == (8, 9)
+        assert gpu_compute_capability(0, "80") == (8, 9)
     assert "built for compute capability 80 but GPU 0 has 8.9" in caplog.text
-    monkeypatch.setenv("CUDA_COMPUTE_CAP", "89")
     caplog.clear()
-    gpu_compute_capability(0)
+    gpu_compute_capability(0, "89")
     assert caplog.text == ""
+    # the target reads the image's architecture from the environment (Dockerfile-trt)
+    monkeypatch.setenv("CUDA_COMPUTE_CAP", "80")
+    monkeypatch.setattr("tei_ort.model.targets.require", lambda provider: None)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tei_ort.engines.providers"):
+        select_target(ModelOptions(provider="cuda"))
+    assert "built for compute capability 80" in caplog.text

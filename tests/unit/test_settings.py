@@ -78,3 +78,18 @@ def test_the_container_environment_is_read_by_settings(monkeypatch: pytest.Monke
     monkeypatch.setenv("TEI_ORT_GIT_SHA", "0123")
     s = Settings()
     assert (s.task, s.docker_label, s.git_sha) == ("sentence-similarity", "sha-abc", "0123")
+
+
+def test_settings_is_the_only_reader_of_the_environment() -> None:
+    import re
+    from pathlib import Path
+
+    import tei_ort
+
+    root = Path(tei_ort.__file__).parent
+    readers = [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*.py"))
+        if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
+    ]
+    assert readers == ["settings.py"]
