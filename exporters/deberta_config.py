@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.exporters import layers
+from tei_ort.exporters.config_sizes import read_sizes
 from tei_ort.exporters.errors import UnsupportedModelError
 
 I64 = NDArray[np.int64]
@@ -56,14 +57,9 @@ class DebertaConfig:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DebertaConfig:
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            n_layers = int(config["num_hidden_layers"])
-            intermediate = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-        except KeyError as exc:
-            raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
+        sizes = read_sizes(config)
+        hidden, heads, n_layers = sizes.hidden, sizes.heads, sizes.layers
+        intermediate, vocab = sizes.intermediate, sizes.vocab
         head_size = int(config.get("attention_head_size") or hidden // heads)
         max_positions = int(config.get("max_position_embeddings", 512))
         pos_att = config.get("pos_att_type") or []

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.exporters import layers, rotary
+from tei_ort.exporters.config_sizes import read_sizes
 from tei_ort.exporters.errors import UnsupportedModelError
 
 F32 = NDArray[np.float32]
@@ -58,17 +59,14 @@ class DecoderConfig:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model_type: str) -> DecoderConfig:
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            kv_heads = int(config.get("num_key_value_heads") or heads)
-            head_dim = int(config.get("head_dim") or hidden // heads)
-            n_layers = int(config["num_hidden_layers"])
-            intermediate = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-            max_positions = int(config["max_position_embeddings"])
-        except KeyError as exc:
-            raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
+        sizes = read_sizes(config)
+        hidden, heads, n_layers = sizes.hidden, sizes.heads, sizes.layers
+        intermediate, vocab = sizes.intermediate, sizes.vocab
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or hidden // heads)
+        if "max_position_embeddings" not in config:
+            raise UnsupportedModelError("config.json lacks 'max_position_embeddings'")
+        max_positions = int(config["max_position_embeddings"])
         if heads % kv_heads:
             raise UnsupportedModelError(
                 f"{heads} attention heads are not a multiple of {kv_heads} key/value heads"

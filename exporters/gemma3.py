@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from tei_ort.engines.base import OutputName
 from tei_ort.exporters import decoder, layers, rotary
+from tei_ort.exporters.config_sizes import read_sizes
 from tei_ort.exporters.decoder import LayerWeights
 from tei_ort.exporters.decoder_config import FULL, SLIDING, DecoderConfig, rope_inv_freq
 from tei_ort.exporters.errors import UnsupportedModelError
@@ -51,14 +52,9 @@ class Gemma3Config:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Gemma3Config:
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            n_layers = int(config["num_hidden_layers"])
-            intermediate = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-        except KeyError as exc:
-            raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
+        sizes = read_sizes(config)
+        hidden, heads, n_layers = sizes.hidden, sizes.heads, sizes.layers
+        intermediate, vocab = sizes.intermediate, sizes.vocab
         kv_heads = int(config.get("num_key_value_heads") or heads)
         head_dim = int(config.get("head_dim") or hidden // heads)
         if heads % kv_heads:

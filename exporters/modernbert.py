@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from tei_ort.engines.base import OutputName
 from tei_ort.exporters import layers, rotary
+from tei_ort.exporters.config_sizes import read_sizes
 from tei_ort.exporters.errors import UnsupportedModelError, WeightMappingError
 from tei_ort.exporters.export import ExportContext, GraphOutput
 from tei_ort.exporters.graph import MS_DOMAIN, GraphBuilder
@@ -60,14 +61,9 @@ class ModernBertConfig:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModernBertConfig:
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            n_layers = int(config["num_hidden_layers"])
-            intermediate = int(config["intermediate_size"])
-            vocab = int(config["vocab_size"])
-        except KeyError as exc:
-            raise UnsupportedModelError(f"config.json lacks {exc.args[0]!r}") from exc
+        sizes = read_sizes(config)
+        hidden, heads, n_layers = sizes.hidden, sizes.heads, sizes.layers
+        intermediate, vocab = sizes.intermediate, sizes.vocab
         if hidden % heads:
             raise UnsupportedModelError(f"hidden size {hidden} is not divisible by {heads} heads")
         every = int(config.get("global_attn_every_n_layers", 3))

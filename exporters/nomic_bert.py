@@ -211,20 +211,7 @@ def _mlp(
     if p + "mlp.fc11.bias" in store or p + "mlp.fc12.bias" in store:
         raise UnsupportedModelError("nomic_bert with mlp_fc1_bias is not supported")
     up = layers.gated_mlp(g, x, gate, value, "silu", name + ".mlp", fused)  # (B, T, I)
-    return blocks.project_add_norm(
-        g,
-        store,
-        up,
-        x,
-        projection=p + "mlp.fc2",
-        norm=p + "norm2",
-        in_features=inter,
-        hidden=h,
-        eps=cfg.eps,
-        name=name + ".down",
-        fused=fused,
-        bias_optional=True,
-    )
+    return _down_add_norm(g, store, up, x, cfg, p, name, fused, inter)
 
 
 def _plain_mlp(
@@ -240,6 +227,21 @@ def _plain_mlp(
     bias = store.take_optional(p + "mlp.fc1.bias", (inter,))
     up = g.op("MatMul", x, g.weight(f"{name}.fc1.weight_t", weight.T.copy()))  # (B, T, I)
     up = layers.activation(g, up, bias, cfg.act, name + ".act", fused)
+    return _down_add_norm(g, store, up, x, cfg, p, name, fused, inter)
+
+
+def _down_add_norm(
+    g: GraphBuilder,
+    store: WeightStore,
+    up: str,
+    x: str,
+    cfg: NomicConfig,
+    p: str,
+    name: str,
+    fused: bool,
+    inter: int,
+) -> str:
+    """norm2(x + fc2(up)): the MLP's way back to the residual stream, (B, T, H)."""
     return blocks.project_add_norm(
         g,
         store,
@@ -248,7 +250,7 @@ def _plain_mlp(
         projection=p + "mlp.fc2",
         norm=p + "norm2",
         in_features=inter,
-        hidden=h,
+        hidden=cfg.hidden,
         eps=cfg.eps,
         name=name + ".down",
         fused=fused,
