@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from tei_ort.build_cli import add_build_parser
+from tei_ort.ray_cli import add_ray_parsers
 from tei_ort.errors import TeiOrtError
 from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, listen_address, parse_pooling
 
@@ -398,6 +399,7 @@ def build_parser(prog: str = "tei-ort") -> tuple[argparse.ArgumentParser, argpar
     )
     add_serve_arguments(serve_parser)
     add_build_parser(subparsers)  # tei-ort build: export an engine ahead of time
+    add_ray_parsers(subparsers)  # tei-ort serve-ray, tei-ort embed-corpus (import ray late)
     return parser, serve_parser
 
 
