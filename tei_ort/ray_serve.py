@@ -20,6 +20,7 @@ of Serve config files::
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.applications import Starlette
 
+from tei_ort.ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from tei_ort.settings import Settings
 
 logger = logging.getLogger("tei_ort")
@@ -72,18 +74,18 @@ class TeiOrtReplica:
         setup_logging(settings.json_output)
         self.settings = settings
         self.model = load_model(replace(ModelOptions.from_settings(settings), threads=threads))
-        self.app: Starlette | None = None
+        self.tei_app: Starlette | None = None  # (`app` is taken by Serve's wrapper)
 
     def __serve_build_asgi_app__(self) -> Starlette:
         from tei_ort.http_app import create_app
         from tei_ort.tracing import setup_tracing
 
-        self.app = create_app(self.settings, self.model, tracer=setup_tracing(self.settings))
-        return self.app
+        self.tei_app = create_app(self.settings, self.model, tracer=setup_tracing(self.settings))
+        return self.tei_app
 
     async def check_health(self) -> None:
         """Serve's health check: the probe /health runs (the engine's last run, or a new one)."""
-        if self.app is None or not await self.app.state.infer.health():
+        if self.tei_app is None or not await self.tei_app.state.infer.health():
             raise RuntimeError("the engine failed its health probe")
 
 
@@ -146,6 +148,8 @@ def serve_ray(settings: Settings, scaling: Scaling, ray_address: str | None) -> 
 
     setup_logging(settings.json_output)
     application = build_app(settings, scaling)
+    # read by the proxy processes of the local Ray started here (a cluster sets it itself)
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     ray.init(address=ray_address, logging_level=logging.WARNING)
     try:
         serve.start(http_options={"host": settings.bind_host, "port": settings.port})
