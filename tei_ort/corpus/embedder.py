@@ -40,7 +40,9 @@ class CorpusEmbedder:
         )
         self.sparse = self.model.encoder.is_splade
         # as /embed and /embed_sparse answer by default
-        self.spec = OutputSpec(Mode.SPARSE) if self.sparse else OutputSpec(Mode.POOLED)
+        self.spec = (
+            OutputSpec(Mode.SPARSE) if self.sparse else OutputSpec(Mode.POOLED, normalize=True)
+        )
         self.model.encoder.check_embed(self.spec)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
