@@ -8,8 +8,9 @@ Layout::
         model.opt.onnx    the graph as ONNX Runtime optimized it (written on first load)
 
 An entry is built in a temporary sibling directory and renamed into place, so a reader
-never sees half an entry. Builders of the same key take a file lock first (``<root>/.locks/<slug>--<digest>.lock``):
-one process builds, the others wait and then reuse its entry.
+never sees half an entry. Builders of the same key take a file lock first
+(``<root>/.locks/<slug>--<digest>.lock``): one process builds, the others wait and then
+reuse its entry.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from tei_ort.build_cli import add_build_parser
-from tei_ort.ray_cli import add_ray_parsers
 from tei_ort.errors import TeiOrtError
+from tei_ort.ray_cli import add_ray_parsers
 from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, listen_address, parse_pooling
 
 if TYPE_CHECKING:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tei_ort.errors import TeiOrtError
@@ -106,6 +108,9 @@ def serve_ray_options(
         )
     except TeiOrtError as exc:
         parser.error(str(exc))
+    if args.tokenization_workers is None and not os.environ.get("TOKENIZATION_WORKERS"):
+        # the default is the cores of the process that parses: a replica has its own
+        settings = replace(settings, tokenization_workers=scaling.threads)
     return settings, scaling, args.ray_address
 
 
@@ -143,9 +148,7 @@ def embed_corpus_parser(subparsers: Any) -> argparse.ArgumentParser:
         "truncating them, as /embed does with truncate=false",
     )
     _add_ray_address(parser)
-    parser.add_argument(
-        "--num-workers", type=_count, default=1, help="engine actors [default: 1]"
-    )
+    parser.add_argument("--num-workers", type=_count, default=1, help="engine actors [default: 1]")
     parser.add_argument(
         "--cpus-per-worker",
         type=_positive_float,

@@ -96,7 +96,6 @@ def build_app(settings: Settings, scaling: Scaling) -> Application:
     """The Serve application for ``settings`` (serve's flags) under ``scaling``."""
     _refuse_unsupported(settings)
     deployment = serve.deployment(
-        TeiOrtIngress,
         name=APP_NAME,
         autoscaling_config={
             "min_replicas": scaling.min_replicas,
@@ -108,8 +107,9 @@ def build_app(settings: Settings, scaling: Scaling) -> Application:
         ray_actor_options={"num_cpus": scaling.num_cpus},
         health_check_period_s=scaling.health_check_period_s,
         health_check_timeout_s=scaling.health_check_timeout_s,
-    )
-    return deployment.bind(settings, scaling.threads)
+    )(TeiOrtIngress)
+    application: Application = deployment.bind(settings, scaling.threads)
+    return application
 
 
 def _refuse_unsupported(settings: Settings) -> None:
@@ -121,7 +121,7 @@ def _refuse_unsupported(settings: Settings) -> None:
 
 def app(args: Mapping[str, Any]) -> Application:
     """Serve's application builder: ``args`` are serve-ray's flags, with or without ``--``."""
-    from tei_ort.ray_cli import serve_ray_parser, serve_ray_options
+    from tei_ort.ray_cli import serve_ray_options, serve_ray_parser
 
     parser = serve_ray_parser()
     settings, scaling, _ = serve_ray_options(parser, parser.parse_args(args_to_argv(args)))

@@ -149,10 +149,8 @@ def _parquet_chunks(path: str, fields: Fields, chunk_rows: int) -> Iterator[tupl
     start = 0
     for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns or None):
         count = batch.num_rows
-        ids = batch.column(fields.id).to_pylist() if fields.id in names else [_ABSENT] * count
-        if fields.text in names:
-            texts = batch.column(fields.text).to_pylist()
-        else:
-            texts = [_ABSENT] * count
+        absent = [_ABSENT] * count
+        ids = batch.column(fields.id).to_pylist() if fields.id in names else absent
+        texts = batch.column(fields.text).to_pylist() if fields.text in names else absent
         yield start, [classify(i, t) for i, t in zip(ids, texts, strict=True)]
         start += count

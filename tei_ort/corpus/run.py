@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class CorpusJob:
     input: str
     output: str
     model: ModelOptions
-    fields: Fields = Fields()
+    fields: Fields = field(default_factory=Fields)
     truncate: bool = True
     max_batch_tokens: int = 16384
     num_workers: int = 1

@@ -8,18 +8,21 @@ only the listed rows of each file come out (the rows a run still has to embed).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 from ray.data.block import BlockMetadata
+from ray.data.context import DataContext
 from ray.data.datasource import Datasource, ReadTask
 
 from tei_ort.corpus.inputs import TOO_LONG, Fields, Row, read_rows
+from tei_ort.tokenization import Tokenizer
 
 #: the most rows in one block of the read
 BLOCK_ROWS = 2048
@@ -34,9 +37,10 @@ class LengthLimit:
 
     def too_long(self, texts: Sequence[str]) -> list[bool]:
         from tei_ort.encoding import MAX_CHAR_MULTIPLIER
-        from tei_ort.tokenization import Tokenizer
 
-        tokenizer = _tokenizer(self.tokenizer_dir, Tokenizer.from_dir)
+        if self.tokenizer_dir not in _TOKENIZERS:  # one per worker process, reused
+            _TOKENIZERS[self.tokenizer_dir] = Tokenizer.from_dir(Path(self.tokenizer_dir))
+        tokenizer = _TOKENIZERS[self.tokenizer_dir]
         limit = self.max_input_length * MAX_CHAR_MULTIPLIER
         result = [len(text) > limit for text in texts]
         short = [i for i, over in enumerate(result) if not over]
@@ -46,17 +50,10 @@ class LengthLimit:
         return result
 
 
-_TOKENIZERS: dict[str, Any] = {}
+_TOKENIZERS: dict[str, Tokenizer] = {}
 
 
-def _tokenizer(path: str, load: Callable[[str], Any]) -> Any:
-    """One tokenizer per worker process (read tasks of one worker reuse it)."""
-    if path not in _TOKENIZERS:
-        _TOKENIZERS[path] = load(path)
-    return _TOKENIZERS[path]
-
-
-class CorpusDatasource(Datasource):  # type: ignore[misc]
+class CorpusDatasource(Datasource):
     def __init__(
         self,
         files: Sequence[str],
@@ -66,7 +63,7 @@ class CorpusDatasource(Datasource):  # type: ignore[misc]
         todo: Mapping[int, NDArray[np.int64]] | None = None,
         length_limit: LengthLimit | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.files = list(files)
         self.fields = fields
         self.with_text = with_text
@@ -79,7 +76,12 @@ class CorpusDatasource(Datasource):  # type: ignore[misc]
     def estimate_inmemory_data_size(self) -> int | None:
         return sum(os.path.getsize(path) for path in self.files)
 
-    def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+    def get_read_tasks(
+        self,
+        parallelism: int,
+        per_task_row_limit: int | None = None,
+        data_context: DataContext | None = None,
+    ) -> list[ReadTask]:
         tasks = []
         for index, path in enumerate(self.files):
             rows = None if self.todo is None else self.todo.get(index)
@@ -88,7 +90,7 @@ class CorpusDatasource(Datasource):  # type: ignore[misc]
             metadata = BlockMetadata(
                 num_rows=None if rows is None else int(rows.size),
                 size_bytes=os.path.getsize(path),
-                input_files=[path],
+                input_files=(path,),
                 exec_stats=None,
             )
             read = partial(self._read_file, index, path, rows)

@@ -28,7 +28,22 @@ from tei_ort.tokenization import Tokenizer
 from tests.integration._helpers import serve as serve_in_process
 from tests.integration._tiny_embedder import make_embedder
 
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "hex",
+]
 
 
 @pytest.fixture(scope="module")

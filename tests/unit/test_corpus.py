@@ -123,9 +123,12 @@ def test_a_run_with_other_arguments_is_refused(tmp_path: Path) -> None:
 
 
 def test_one_run_per_output_directory(tmp_path: Path) -> None:
-    with exclusive(tmp_path), pytest.raises(ConfigurationError, match="another"):
-        with exclusive(tmp_path):
-            pass
+    with (
+        exclusive(tmp_path),
+        pytest.raises(ConfigurationError, match="another"),
+        exclusive(tmp_path),
+    ):
+        pass
 
 
 def test_source_reads_only_the_rows_left(tmp_path: Path) -> None:
