@@ -71,7 +71,7 @@ def _run(job: CorpusJob, out_dir: Path) -> dict[str, Any]:
     limit = None
     if not job.truncate:
         max_length = min(prepared.info.max_input_length, job.max_batch_tokens)
-        limit = LengthLimit(str(prepared.info.path), max_length)
+        limit = LengthLimit(str(prepared.info.path), max_length, job.model)
     first = CorpusDatasource(files, fields, with_text=False, length_limit=limit)
     blocks = ray.data.read_datasource(first).iter_batches(batch_size=None, batch_format="pyarrow")
     plan = make_plan(blocks, files, done_ids(out_dir))
@@ -121,7 +121,11 @@ def _embed(job: CorpusJob, files: list[str], plan: Plan, out_dir: Path) -> tuple
         threads=max(1, int(job.cpus_per_worker)),
     )
     source = CorpusDatasource(files, job.fields, with_text=True, todo=plan.todo)
-    results = ray.data.read_datasource(source).map_batches(
+    # the reads reserve no CPU: actors that take every CPU (one worker of --cpus-per-worker
+    # = all cores) would otherwise wait forever for rows that cannot be read
+    reads = max(1, min(job.num_workers + 1, len(plan.todo)))  # one read task per file
+    rows = ray.data.read_datasource(source, num_cpus=0, concurrency=reads)
+    results = rows.map_batches(
         CorpusEmbedder,
         fn_constructor_args=(options,),
         batch_size=job.rows_per_file,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,9 @@ from ray.data.datasource import Datasource, ReadTask
 from tei_ort.corpus.inputs import TOO_LONG, Fields, Row, read_rows
 from tei_ort.tokenization import Tokenizer
 
+if TYPE_CHECKING:
+    from tei_ort.loading import ModelOptions
+
 #: the most rows in one block of the read
 BLOCK_ROWS = 2048
 
@@ -32,15 +35,30 @@ BLOCK_ROWS = 2048
 class LengthLimit:
     """``--no-truncate``: a text over the model's input limit is refused, as /embed does."""
 
-    tokenizer_dir: str
+    tokenizer_dir: str  # the model's directory on the driver's node
     max_input_length: int
+    model: ModelOptions | None = None  # resolves the model on a node without that directory
+
+    def tokenizer(self) -> Tokenizer:
+        """One per worker process, reused by its read tasks."""
+        if self.tokenizer_dir not in _TOKENIZERS:
+            path = Path(self.tokenizer_dir)
+            if not path.is_dir() and self.model is not None:
+                from tei_ort.hub import resolve_model
+
+                path = resolve_model(
+                    self.model.model_id,
+                    revision=self.model.revision,
+                    token=self.model.hf_token,
+                    cache_dir=self.model.huggingface_hub_cache,
+                ).path
+            _TOKENIZERS[self.tokenizer_dir] = Tokenizer.from_dir(path)
+        return _TOKENIZERS[self.tokenizer_dir]
 
     def too_long(self, texts: Sequence[str]) -> list[bool]:
         from tei_ort.encoding import MAX_CHAR_MULTIPLIER
 
-        if self.tokenizer_dir not in _TOKENIZERS:  # one per worker process, reused
-            _TOKENIZERS[self.tokenizer_dir] = Tokenizer.from_dir(Path(self.tokenizer_dir))
-        tokenizer = _TOKENIZERS[self.tokenizer_dir]
+        tokenizer = self.tokenizer()
         limit = self.max_input_length * MAX_CHAR_MULTIPLIER
         result = [len(text) > limit for text in texts]
         short = [i for i, over in enumerate(result) if not over]
