@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import ray
 from ray import serve
@@ -176,7 +175,5 @@ def test_killed_replica_is_replaced_under_load(proxy_url: str, models: dict[str,
         assert not worker.is_alive(), "a request hung"
     assert _replica_actors() not in ([], [victim])
     counts = {code: statuses.count(code) for code in set(statuses)}
-    print(counts)
-    assert set(counts) <= {200, 503}, counts
+    assert set(counts) <= {200, 503}, counts  # 503: in flight on the killed replica
     assert statuses[-1] == 200
-    np.testing.assert_equal(counts[200] > 0, True)
