@@ -7,6 +7,7 @@ postprocessing, so a row's vector is what /embed answers for its text.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,10 @@ class CorpusEmbedder:
         rows = batch.column("_row").to_numpy()
         first = int(np.lexsort((rows, files))[0])
         name = part_name(int(files[first]), int(rows[first]))
-        write_atomic(pa.table(columns), self.out_dir / name)
+        # FileExistsError: Ray Data retried this batch, whose first actor died after writing
+        # and before answering; the name is the batch's first row, so the file holds it
+        with contextlib.suppress(FileExistsError):
+            write_atomic(pa.table(columns), self.out_dir / name)
         return pa.table(
             {
                 "part": [name],
