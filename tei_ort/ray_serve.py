@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -155,9 +156,11 @@ def serve_ray(settings: Settings, scaling: Scaling, ray_address: str | None) -> 
         serve.start(http_options={"host": settings.bind_host, "port": settings.port})
         serve.run(application, name=APP_NAME, route_prefix="/")
         logger.info("Serving on Ray: %s:%d", settings.bind_host, settings.port)
-        stop = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait, not a handler
-        signal.sigwait(stop)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init: replaces Ray's exit
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
         serve.delete(APP_NAME)
     finally:
         ray.shutdown()

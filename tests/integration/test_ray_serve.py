@@ -4,6 +4,11 @@ Serve's proxy, and a replica killed under load is replaced with every request an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -114,7 +119,7 @@ def test_embed_and_openai_through_the_proxy(proxy_url: str, models: dict[str, Pa
             ("/embed", {"inputs": ["a short text", "a somewhat longer text " * 5]}),
             ("/embed", {"inputs": "one", "normalize": False}),
             ("/v1/embeddings", {"input": ["first", "second"], "model": "tiny"}),
-            ("/embed", {"inputs": ""}),  # 422 with TEI's error body
+            ("/embed", {"inputs": ""}),  # 400 with TEI's error body
             ("/rerank", {"query": "q", "texts": ["a"]}),  # not a re-ranker: TEI's error
         ],
     )
@@ -177,3 +182,35 @@ def test_killed_replica_is_replaced_under_load(proxy_url: str, models: dict[str,
     counts = {code: statuses.count(code) for code in set(statuses)}
     assert set(counts) <= {200, 503}, counts  # 503: in flight on the killed replica
     assert statuses[-1] == 200
+
+
+def test_serve_ray_command_deploys_and_stops(
+    proxy_url: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``tei-ort serve-ray`` joins the module's Ray, deploys, and deletes its app on SIGTERM."""
+    address = str(ray.get_runtime_context().gcs_address)
+    argv = [
+        str(Path(sys.executable).parent / "tei-ort"), "serve-ray",
+        "--model-id", str(models["embedder"]), "--engine-cache", str(models["cache"]),
+        "--ray-address", address, "--num-cpus", "0.5", "--max-client-batch-size", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with (tmp_path / "serve-ray.log").open("w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        body = {"inputs": ["one", "two", "three"]}
+        status = 0
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                status = httpx.post(f"{proxy_url}/embed", json=body, timeout=10).status_code
+            if status == 413:  # the command's --max-client-batch-size, not the earlier app's
+                break
+            time.sleep(0.5)
+        assert status == 413, (tmp_path / "serve-ray.log").read_text()[-2000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        assert APP_NAME not in serve.status().applications
+    finally:
+        if process.poll() is None:
+            process.kill()
