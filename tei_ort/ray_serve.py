@@ -152,13 +152,13 @@ def serve_ray(settings: Settings, scaling: Scaling, ray_address: str | None) -> 
     # read by the proxy processes of the local Ray started here (a cluster sets it itself)
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     ray.init(address=ray_address, logging_level=logging.WARNING)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init: replaces Ray's exit
+        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": settings.bind_host, "port": settings.port})
         serve.run(application, name=APP_NAME, route_prefix="/")
         logger.info("Serving on Ray: %s:%d", settings.bind_host, settings.port)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init: replaces Ray's exit
-            signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(0.5):
             pass
         serve.delete(APP_NAME)
