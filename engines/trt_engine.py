@@ -1,6 +1,6 @@
 """A TensorRT engine behind the same Engine interface as ONNX Runtime.
 
-The serialized engine (``model.plan``, built by ``tei_ort.exporters.tensorrt``) holds one
+The serialized engine (``model.plan``, built by ``exporters.tensorrt``) holds one
 optimization profile per sequence-length segment. A run picks the profile that covers the
 batch's shape (:func:`tei_ort.engines.trt_profiles.select_profile`; a shape outside every profile is
 an error, never a rebuild), copies the inputs into device buffers allocated once for the

@@ -1,7 +1,7 @@
 """TensorRT at run time: the optimization profiles that cover the batcher's shapes.
 
 The profiles are pure functions of the batch limits (tested without a GPU), shared by the
-build (``tei_ort.exporters.tensorrt``) and the engine (``trt_engine``). Sequence lengths are
+build (``exporters.tensorrt``) and the engine (``trt_engine``). Sequence lengths are
 split into segments (up to 64 tokens, then doubling: 65-128, 129-256, ...); each segment's
 profile takes batches from 1 up to the largest batch the budget allows at the segment's
 shortest bucket. Every (batch, length) the batcher can form falls in exactly one profile;

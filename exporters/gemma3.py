@@ -1,6 +1,6 @@
 """Gemma3 text encoders (model_type ``gemma3_text``): EmbeddingGemma and its kin.
 
-The decoder of ``tei_ort.exporters.decoder`` with Gemma's changes: every RMSNorm scales by
+The decoder of ``exporters.decoder`` with Gemma's changes: every RMSNorm scales by
 (1 + w), q and k included; each block norms its attention and MLP outputs again before the
 residual add (four norms a layer); token embeddings are scaled by sqrt(hidden); scores by
 ``query_pre_attn_scalar`` ** -0.5; the MLP is GeGLU (tanh GELU). Layers alternate between

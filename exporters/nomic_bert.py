@@ -7,7 +7,7 @@ biases; a checkpoint that carries them gets them applied.
 
 nomic-embed-text-v2-moe: a plain GELU MLP ``fc2(gelu(fc1(x)))`` with biases, and every
 ``moe_every_n_layers``-th layer (counting from 1: layers 1, 3, ... for 2) a mixture of
-experts with top-k routing (``tei_ort.exporters.moe``), as the remote code's NomicMoELayer.
+experts with top-k routing (``exporters.moe``), as the remote code's NomicMoELayer.
 """
 
 from __future__ import annotations

@@ -194,6 +194,14 @@ class Model:
         if not items:
             raise EmptyError("Input validation error: `inputs` cannot be empty")
         encoded = self.encoder.encode(items, truncate, direction, prompt, instruction)
+        return self.answer_encoded(encoded, spec)
+
+    def answer_encoded(self, encoded: Sequence[Encoded], spec: OutputSpec) -> list[F32]:
+        """The answers for inputs already encoded by ``self.encoder``, in input order.
+
+        For callers that need the token counts too (``tei-ort embed-corpus``): encode with
+        ``self.encoder.encode``, then run the batches here.
+        """
         answers: list[F32 | None] = [None] * len(encoded)
         for rows in self._batches(encoded):
             inputs = self.executor.inputs([encoded[i] for i in rows])

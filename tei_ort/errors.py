@@ -1,7 +1,7 @@
 """Every error tei-ort raises, and the one place they map to TEI's wire format.
 
 The lower layers raise their own errors (``tei_ort.engines.errors``,
-``tei_ort.exporters.errors``); this module re-exports them so the server names one module,
+``exporters.errors``); this module re-exports them so the server names one module,
 and :data:`START_ERRORS` is what a failed start-up can raise.
 
 ::

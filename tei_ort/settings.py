@@ -164,6 +164,11 @@ def environment() -> Mapping[str, str]:
     return os.environ
 
 
+def export_default(name: str, value: str) -> None:
+    """Set ``name`` for the processes this one starts (Ray's), unless it is set already."""
+    os.environ.setdefault(name, value)
+
+
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE, read now (huggingface_hub reads it once, when it is imported)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE_VALUES

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from tei_ort.cli.build import add_build_parser
 from tei_ort.cli.flags import add_serve_arguments, settings_from_args
+from tei_ort.cli.ray import add_ray_parsers
 from tei_ort.cli.serve import serve
 
 
@@ -27,6 +28,7 @@ def build_parser(prog: str = "tei-ort") -> tuple[argparse.ArgumentParser, argpar
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(handler=_run_serve, parser=serve_parser)
     add_build_parser(subparsers)  # tei-ort build: export an engine ahead of time
+    add_ray_parsers(subparsers)  # tei-ort serve-ray, tei-ort embed-corpus (import ray late)
     return parser, serve_parser
 
 

@@ -8,7 +8,9 @@ Layout::
         model.opt.onnx    the graph as ONNX Runtime optimized it (written on first load)
 
 An entry is built in a temporary sibling directory and renamed into place, so a reader
-never sees half an entry and two processes building the same key both end up with one.
+never sees half an entry. Builders of the same key take a file lock first
+(``<root>/.locks/<slug>--<digest>.lock``): one process builds, the others wait and then
+reuse its entry.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tei_ort.model.file_lock import file_lock
 
 ENGINE_FILE = "model.onnx"
 OPTIMIZED_FILE = "model.opt.onnx"
@@ -82,6 +86,13 @@ class EngineCache:
         if found is not None:
             return found, False
         entry = self.entry_dir(key)
+        with file_lock(self.root / ".locks" / f"{entry.parent.name}--{entry.name}.lock"):
+            found = self.lookup(key)  # built by the holder we waited for
+            if found is not None:
+                return found, False
+            return self._build(key, entry, build), True
+
+    def _build(self, key: CacheKey, entry: Path, build: Callable[[Path], None]) -> Path:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
         try:
@@ -99,7 +110,7 @@ class EngineCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return entry, True
+        return entry
 
 
 def weights_digest(files: Iterable[Path], memo_dir: Path | None = None) -> str:

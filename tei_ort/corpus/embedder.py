@@ -1,0 +1,83 @@
+"""The actor of the embed pass: one tei-ort engine, one part file per batch it is given.
+
+It reuses the in-process API (``tei_ort.api.Model``): the server's validation and
+tokenization, length-sorted batches under ``--max-batch-tokens``, the server's
+postprocessing, so a row's vector is what /embed answers for its text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tei_ort.corpus.output import part_name, write_atomic
+from tei_ort.serving.postprocess import Mode, OutputSpec
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What every actor needs: where to write, which model, how to run it."""
+
+    out_dir: str
+    model: dict[str, Any]  # keyword arguments of tei_ort.api.load
+    max_batch_tokens: int
+    truncate: bool
+    threads: int | None
+
+
+class CorpusEmbedder:
+    def __init__(self, options: EmbedOptions) -> None:
+        from tei_ort.api import load
+
+        self.options = options
+        self.out_dir = Path(options.out_dir)
+        self.model = load(
+            max_batch_tokens=options.max_batch_tokens, threads=options.threads, **options.model
+        )
+        self.sparse = self.model.encoder.is_splade
+        # as /embed and /embed_sparse answer by default
+        self.spec = (
+            OutputSpec(Mode.SPARSE) if self.sparse else OutputSpec(Mode.POOLED, normalize=True)
+        )
+        self.model.encoder.check_embed(self.spec)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts: list[str] = batch.column("text").to_pylist()
+        encoded = self.model.encoder.encode(texts, self.options.truncate, "right", None)
+        vectors = self.model.answer_encoded(encoded, self.spec)
+        columns: dict[str, pa.Array] = {"id": batch.column("id")}
+        if self.sparse:
+            indices, values = [], []
+            for vector in vectors:
+                (nonzero,) = np.nonzero(vector)
+                indices.append(nonzero.astype(np.uint32))
+                values.append(vector[nonzero])
+            columns["indices"] = pa.array(indices, pa.list_(pa.uint32()))
+            columns["values"] = pa.array(values, pa.list_(pa.float32()))
+        else:
+            matrix = np.stack(vectors).astype(np.float32, copy=False)  # (N, D)
+            flat = pa.array(matrix.reshape(-1))
+            columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+        tokens = np.asarray([len(e) for e in encoded], dtype=np.int32)  # (N,)
+        columns["tokens"] = pa.array(tokens)
+
+        files = batch.column("_file").to_numpy()
+        rows = batch.column("_row").to_numpy()
+        first = int(np.lexsort((rows, files))[0])
+        name = part_name(int(files[first]), int(rows[first]))
+        # FileExistsError: Ray Data retried this batch, whose first actor died after writing
+        # and before answering; the name is the batch's first row, so the file holds it
+        with contextlib.suppress(FileExistsError):
+            write_atomic(pa.table(columns), self.out_dir / name)
+        return pa.table(
+            {
+                "part": [name],
+                "rows": [batch.num_rows],
+                "tokens": [int(tokens.sum())],
+            }
+        )

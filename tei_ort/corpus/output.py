@@ -1,0 +1,105 @@
+"""The output directory of a corpus run: part files, the rejects file, the run record.
+
+::
+
+    DIR/part-<file:05d>-<row:012d>.parquet   id, embedding | indices + values, tokens
+    DIR/rejects.parquet                      id, reason, file, row
+    DIR/_run.json                            what the rows depend on (checked on restart)
+    DIR/_summary.json                        the last run's counts
+
+A part file is named for the position of its first row and written under a temporary
+name, then linked into place: it exists complete or not at all, and a name is never
+written twice (``os.link`` refuses an existing name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tei_ort.errors import ConfigurationError
+from tei_ort.model.file_lock import file_lock
+
+PART_GLOB = "part-*.parquet"
+REJECTS_FILE = "rejects.parquet"
+RUN_FILE = "_run.json"
+SUMMARY_FILE = "_summary.json"
+_TMP_PREFIX = ".tmp-"
+
+
+def part_name(file_index: int, row: int) -> str:
+    return f"part-{file_index:05d}-{row:012d}.parquet"
+
+
+def write_atomic(table: pa.Table, path: Path, *, replace: bool = False) -> None:
+    """Write ``table`` to ``path`` so that ``path`` appears complete or not at all."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError rather than a silent overwrite
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def done_ids(out_dir: Path) -> set[str]:
+    """The ids in the part files already written (by earlier, interrupted runs)."""
+    ids: set[str] = set()
+    for path in sorted(out_dir.glob(PART_GLOB)):
+        ids.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def remove_leftovers(out_dir: Path) -> None:
+    """Temporary files of a killed run (never linked into place)."""
+    for path in out_dir.glob(f"{_TMP_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def check_run_record(out_dir: Path, record: dict[str, Any]) -> None:
+    """Refuse to continue a run made with other arguments (its rows would not match)."""
+    path = out_dir / RUN_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            changed = sorted(
+                key for key in set(previous) | set(record) if previous.get(key) != record.get(key)
+            )
+            raise ConfigurationError(
+                f"{out_dir} holds a run with other arguments or input ({', '.join(changed)}); "
+                "use another --output directory or remove it"
+            )
+        return
+    write_json_atomic(record, path)
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path) -> Iterator[None]:
+    """One run at a time per output directory: a second one is refused."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(out_dir / ".lock", wait=False))
+        except BlockingIOError:
+            raise ConfigurationError(f"another embed-corpus run writes to {out_dir}") from None
+        yield
