@@ -9,8 +9,8 @@ and :data:`START_ERRORS` is what a failed start-up can raise.
     TeiOrtError                      base of the server's own errors; never raised itself
     ├── ConfigurationError           bad flags or settings; start-up fails
     └── RequestError                 one request failed; HTTP status, gRPC code, ``error_type``
-        ├── ValidationError          413 INVALID_ARGUMENT "Validation"
-        │   ├── BatchSizeError       413 INVALID_ARGUMENT "Validation", counted as batch_size
+        ├── ValidationError          422 INVALID_ARGUMENT "Validation"
+        │   ├── BatchSizeError       422 INVALID_ARGUMENT "Validation", counted as batch_size
         │   └── BodyError            422 "Validation": the body is not what the route takes
         │       └── JsonSyntaxError  400 "Validation": the body is not JSON
         ├── TokenizerError           422 FAILED_PRECONDITION "Tokenizer"
@@ -100,11 +100,11 @@ class RequestError(TeiOrtError):
 class ValidationError(RequestError):
     """The request is well formed but not acceptable (too many inputs, too long, ...).
 
-    TEI maps ``ErrorType::Validation`` to 413 Payload Too Large in its HTTP server; clients
-    built against TEI see 413 here, so we answer the same.
+    TEI 1.9 maps ``ErrorType::Validation`` to 422 Unprocessable Entity in its HTTP server
+    (it was 413 before 1.9.0); a body over ``--payload-limit`` stays 413.
     """
 
-    status_code = 413
+    status_code = 422
     grpc_code = "INVALID_ARGUMENT"
     error_type = "Validation"
     metric_label = "validation"

@@ -6,6 +6,7 @@ import logging
 
 from tei_ort.errors import ConfigurationError
 from tei_ort.model.info import ModelInfo
+from tei_ort.serving.validation import rust_debug_list
 from tei_ort.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,6 @@ def resolve_default_prompt(settings: Settings, info: ModelInfo) -> str | None:
     if name not in info.prompts:
         raise ConfigurationError(
             f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
-            f"Transformers prompts. Available prompts: {sorted(info.prompts)}"
+            f"Transformers prompts. Available prompts: {rust_debug_list(sorted(info.prompts))}"
         )
     return info.prompts[name]
