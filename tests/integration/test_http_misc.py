@@ -34,7 +34,7 @@ async def test_tokenize(make_model: Any) -> None:
         assert (await client.post("/tokenize", json={"inputs": []})).status_code == 400
         assert (await client.post("/tokenize", json={"inputs": ""})).status_code == 400
         too_many = await client.post("/tokenize", json={"inputs": ["a"] * 33})
-        assert too_many.status_code == 413
+        assert too_many.status_code == 422
 
 
 async def test_decode(make_model: Any) -> None:
@@ -47,7 +47,7 @@ async def test_decode(make_model: Any) -> None:
         assert kept.json() == ["[CLS] hello [SEP]", "world"]
         empty = await client.post("/decode", json={"ids": []})
         assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
-        assert (await client.post("/decode", json={"ids": [[1]] * 33})).status_code == 413
+        assert (await client.post("/decode", json={"ids": [[1]] * 33})).status_code == 422
 
 
 async def test_info(make_model: Any) -> None:
@@ -63,6 +63,10 @@ async def test_info(make_model: Any) -> None:
     assert info["max_concurrent_requests"] == 512 and info["tokenization_workers"] == 2
     for key in ("model_id", "model_sha", "version", "sha", "docker_label"):
         assert key in info
+    # TEI: the release it is, and --revision as given (null without it)
+    assert info["version"] == "1.9.3" and info["model_sha"] is None
+    async with serve(create_app(settings(revision="refs/pr/2"), make_model())) as client:
+        assert (await client.get("/info")).json()["model_sha"] == "refs/pr/2"
     async with serve(create_app(settings(), make_model("classifier"))) as client:
         info = (await client.get("/info")).json()
     assert info["model_type"] == {
@@ -114,8 +118,10 @@ async def test_metrics_follow_requests(make_model: Any) -> None:
 
 async def test_docs_and_openapi(make_model: Any) -> None:
     async with serve(create_app(settings(api_key="secret"), make_model())) as client:
-        docs = await client.get("/docs")
-        assert docs.status_code == 200 and "/api-doc/openapi.json" in docs.text
+        redirect = await client.get("/docs")
+        assert redirect.status_code == 303 and redirect.headers["location"] == "/docs/"
+        docs = await client.get("/docs/")
+        assert docs.status_code == 200 and "./swagger-initializer.js" in docs.text
         document = (await client.get("/api-doc/openapi.json")).json()
     assert document["openapi"].startswith("3.")
     for path in (
