@@ -140,7 +140,9 @@ async def test_too_long_without_truncation(make_model: Any) -> None:
         assert ids.status_code == 422
         chars = await client.post("/embed", json={"inputs": "a" * (16 * 250 + 1)})
         assert chars.status_code == 422
-        assert "must have less than 4000 characters" in chars.json()["error"]
+        assert chars.json()["error"] == (
+            "Input validation error: `inputs` must have less than 4000 characters. Given: 4001"
+        )
         metrics = (await client.get("/metrics")).text
         assert 'te_request_failure{err="tokenization"} 3' in metrics
 
@@ -274,3 +276,15 @@ async def test_unknown_prompt_names_as_tei_words_them(make_model: Any) -> None:
         "Input validation error: `default-prompt-name` is set to `query` but no prompts were "
         "found in the Sentence Transformers configuration"
     )
+
+
+async def test_empty_texts_and_ids_word_for_word(make_model: Any) -> None:
+    async with serve(create_app(settings(), make_model("reranker"))) as client:
+        texts = await client.post("/rerank", json={"query": "q", "texts": []})
+        assert texts.json() == {"error": "`texts` cannot be empty", "error_type": "Empty"}
+        ids = await client.post("/decode", json={"ids": [[1], []]})
+        assert ids.status_code == 400
+        assert ids.json() == {
+            "error": "Input validation error: `input_ids` cannot be empty",
+            "error_type": "Empty",
+        }

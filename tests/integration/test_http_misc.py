@@ -189,5 +189,10 @@ def test_start_up_refuses_bad_prompt_and_budget(make_model: Any) -> None:
         create_app(settings(default_prompt_name="query"), make_model())
     with pytest.raises(ConfigurationError, match="Available prompts"):
         create_app(settings(default_prompt_name="doc"), make_model(prompts={"query": "q: "}))
-    with pytest.raises(ConfigurationError, match="--auto-truncate"):
+    with pytest.raises(ConfigurationError) as refused:
         create_app(settings(max_batch_tokens=64, auto_truncate=False), make_model())
+    assert refused.value.args[0] == (  # TEI's words (router/src/lib.rs)
+        "The maximum input length is `256` which exceeds `--max-batch-tokens=64`. Either "
+        "increase `--max-batch-tokens` to at least `256`, or set `--auto-truncate true` so "
+        "that regardless the maximum input length, those are truncated to `64` tokens."
+    )
