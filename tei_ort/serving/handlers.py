@@ -69,6 +69,17 @@ def ranked(scores: F32) -> list[tuple[int, float]]:
     return [(index, values[index]) for index in rank_order(scores)]
 
 
+def _label2id(info: ModelInfo) -> dict[str, int]:
+    """config.json's ``label2id`` as written (TEI shows it verbatim, even where it disagrees
+    with ``id2label``); derived from ``id2label`` when the config has none."""
+    declared = info.config.get("label2id")
+    if isinstance(declared, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in declared.values()
+    ):
+        return {str(label): int(index) for label, index in declared.items()}
+    return info.label2id
+
+
 class Handlers:
     """TEI's operations over one ``Infer`` (its model, queue and engine)."""
 
@@ -235,7 +246,7 @@ class Handlers:
             model_type = {"embedding": {"pooling": pooling}}
         else:
             labels = {str(i): label for i, label in sorted(info.id2label.items())}
-            classifier = {"id2label": labels, "label2id": info.label2id}
+            classifier = {"id2label": labels, "label2id": _label2id(info)}
             model_type = {info.kind.value: classifier}
         return {
             "model_id": settings.model_id,

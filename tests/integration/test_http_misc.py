@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -78,6 +79,12 @@ async def test_info(make_model: Any) -> None:
     async with serve(create_app(settings(), make_model("reranker"))) as client:
         info = (await client.get("/info")).json()
     assert "reranker" in info["model_type"]
+    # TEI copies config.json's label2id as it is, even when it disagrees with id2label
+    model = make_model("classifier")
+    model.info = dataclasses.replace(model.info, config={"label2id": {"LABEL_0": 0, "x": 2}})
+    async with serve(create_app(settings(), model)) as client:
+        info = (await client.get("/info")).json()
+    assert info["model_type"]["classifier"]["label2id"] == {"LABEL_0": 0, "x": 2}
 
 
 async def test_max_input_length_clamped_to_max_batch_tokens(make_model: Any) -> None:
