@@ -19,8 +19,7 @@ and :data:`START_ERRORS` is what a failed start-up can raise.
         ├── BackendError             424 FAILED_PRECONDITION "Backend"
         │   └── ModelTypeError       424 "Backend", counted as model_type
         ├── UnhealthyError           503 UNAVAILABLE "Unhealthy"
-        ├── PayloadTooLargeError     413 "PayloadTooLarge" (HTTP only)
-        └── UnauthorizedError        401 UNAUTHENTICATED "Unauthorized"
+        └── PayloadTooLargeError     413, HTTP only: TEI's framework answers it in plain text
 
     ModelError (exporters)           the model cannot be resolved, read or exported
     ├── ModelNotFoundError           not on disk, not in the hub cache while offline
@@ -60,7 +59,6 @@ __all__ = [
     "RequestError",
     "TeiOrtError",
     "TokenizerError",
-    "UnauthorizedError",
     "UnhealthyError",
     "UnknownProviderError",
     "UnsupportedModelError",
@@ -173,16 +171,11 @@ class UnhealthyError(RequestError):
 
 
 class PayloadTooLargeError(RequestError):
+    """A body over ``--payload-limit`` (``http.responses`` answers it as axum does)."""
+
     status_code = 413
     grpc_code = "INVALID_ARGUMENT"
     error_type = "PayloadTooLarge"
-    metric_label = "validation"
-
-
-class UnauthorizedError(RequestError):
-    status_code = 401
-    grpc_code = "UNAUTHENTICATED"
-    error_type = "Unauthorized"
     metric_label = "validation"
 
 

@@ -529,7 +529,6 @@ def test_error_mapping_is_teis() -> None:
         errors.ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
         errors.BatchSizeError: grpc.StatusCode.INVALID_ARGUMENT,
         errors.EmptyError: grpc.StatusCode.INVALID_ARGUMENT,
-        errors.UnauthorizedError: grpc.StatusCode.UNAUTHENTICATED,
     }
     for cls, code in expected.items():
         assert grpc_status(cls("x")) == code, cls
