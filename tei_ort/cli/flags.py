@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from tei_ort.errors import START_ERRORS
 from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, environment, parse_pooling
+from tei_ort.version import TEI_VERSION, VERSION
 
 logger = logging.getLogger("tei_ort")
 
@@ -163,7 +164,8 @@ SERVER_FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "--tokenization-workers",
-        "Threads that tokenize and validate request inputs. Defaults to the number of CPU cores.",
+        "Threads that tokenize and validate request inputs. Defaults to the usable CPU "
+        "cores less one (between 1 and 64).",
         parse=_positive_int,
     ),
     Flag(
@@ -323,6 +325,18 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
             )
 
 
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``-V``/``--version`` as TEI's (clap's): the program and the TEI version, then
+    tei-ort's own version."""
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"%(prog)s {TEI_VERSION} (tei-ort {VERSION})",
+        help="Print version",
+    )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that pick and fetch a model (shared with ``tei-ort build``)."""
     add_flags(parser, MODEL_FLAGS)
@@ -332,6 +346,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Every flag ``serve`` (and text-embeddings-router) takes."""
     add_model_arguments(parser)
     add_flags(parser, SERVER_FLAGS)
+    add_version_flag(parser)
 
 
 def settings_from_args(
@@ -362,6 +377,12 @@ def settings_from_args(
             )
         values[flag.dest] = value
     api_token = values.pop("hf_api_token", None)
+    if api_token is not None and values.get("hf_token") is not None:
+        # TEI (clap) refuses both, from flags or environment variables alike
+        parser.error(
+            "the argument '--hf-token <HF_TOKEN>' cannot be used with "
+            "'--hf-api-token <HF_API_TOKEN>'"
+        )
     if api_token is not None:
         logger.warning("--hf-api-token (HF_API_TOKEN) is deprecated: use --hf-token (HF_TOKEN)")
         values.setdefault("hf_token", api_token)

@@ -22,7 +22,7 @@ def serve(settings: Settings) -> int:
     setup_logging(settings.json_output)
     logger.info("Args %s", _redacted(settings))
     if listen_address(settings.hostname) != settings.hostname:
-        logger.warning("invalid hostname %r, defaulting to 0.0.0.0", settings.hostname)
+        logger.warning("Invalid hostname, defaulting to 0.0.0.0 (--hostname %r)", settings.hostname)
     from tei_ort.serving.tracing import setup_tracing
 
     tracer = setup_tracing(settings)
@@ -49,7 +49,9 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(infer.metrics, "0.0.0.0", settings.prometheus_port)
+    listener = start_prometheus_listener(
+        infer.metrics, settings.bind_host, settings.prometheus_port
+    )
     try:
         return asyncio.run(serve_grpc(settings, infer))
     except START_ERRORS as exc:
@@ -79,7 +81,9 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(app.state.metrics, "0.0.0.0", settings.prometheus_port)
+    listener = start_prometheus_listener(
+        app.state.metrics, settings.bind_host, settings.prometheus_port
+    )
     config = uvicorn.Config(
         app,
         host=settings.bind_host,

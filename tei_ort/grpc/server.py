@@ -178,7 +178,7 @@ class GrpcServer:
                 if hmac.compare_digest(given, self._expected):
                     return
                 break
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "No valid auth token")
 
     async def _fail(self, context: Any, exc: BaseException, span: Any = None) -> None:
         """Answer ``exc`` with its status (this raises, ending the call)."""

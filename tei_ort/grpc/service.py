@@ -212,7 +212,7 @@ class GrpcService:
             raw_scores=request.raw_scores,
             return_text=request.return_text,
         )
-        reply = await self.handlers.rerank(req)
+        reply = await self.handlers.rerank(req, validation.check_grpc_rerank_route)
         response = pb.RerankResponse(ranks=_ranks(reply.content, texts, request.return_text))
         return self._with_metadata(reply, response)
 
@@ -222,7 +222,7 @@ class GrpcService:
         """RerankStream: each (query, text) message is scored as it arrives (waiting for a
         permit, at most ``window`` in flight); one RerankResponse ranks them all."""
         started = self.handlers.count(False)
-        validation.check_rerank_route(self.infer.info)
+        validation.check_grpc_rerank_route(self.infer.info)
         limit = asyncio.Semaphore(window)
         tasks: list[asyncio.Task[Outcome]] = []
         texts: list[str] = []

@@ -18,13 +18,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tei_ort.errors import UnauthorizedError
-from tei_ort.http.responses import error_response
+from tei_ort.http.docs import docs_routes
 from tei_ort.http.routes import Routes
 from tei_ort.serving.handlers import Handlers
 from tei_ort.serving.infer import Infer, ServedModel
@@ -35,36 +37,44 @@ from tei_ort.settings import Settings
 #: something that serves beside HTTP on the app's Infer while the app runs
 Companion = Callable[[Infer], AbstractAsyncContextManager[Any]]
 
-#: routes that stay open with --api-key (GET / is health; POST / is inference)
-PUBLIC_PATHS = frozenset({"/health", "/ping", "/metrics", "/docs", "/api-doc/openapi.json"})
-
 
 class ApiKeyMiddleware:
-    """``--api-key``: inference routes need ``Authorization: Bearer <key>`` (else 401)."""
+    """``--api-key``: the guarded routes need ``Authorization: Bearer <key>``.
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    As TEI's auth layer: a guarded path (and ``POST /``) without the key gets a bare 401
+    whatever the method (with the key, a wrong method is a 405); health, metrics, the
+    docs, ``GET /`` and paths that do not exist (404) stay open.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, guarded: frozenset[str]) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.guarded = guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+        if scope["type"] != "http" or not self._guarded(scope) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = error_response(UnauthorizedError("Unauthorized"))
-        await response(scope, receive, send)
+        await Response(status_code=401)(scope, receive, send)
 
-    @staticmethod
-    def _public(scope: Scope) -> bool:
+    def _guarded(self, scope: Scope) -> bool:
+        method = scope["method"]
+        if method == "OPTIONS":  # CORS preflights are answered before the key is checked
+            return False
         path = scope["path"]
-        if path in PUBLIC_PATHS or scope["method"] == "OPTIONS":
-            return True
-        return path == "/" and scope["method"] in ("GET", "HEAD")
+        return path in self.guarded or (path == "/" and method == "POST")
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 return hmac.compare_digest(value, self.expected)
         return False
+
+
+async def _bare_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 as TEI's router answers them: no body (405 keeps its ``allow``)."""
+    assert isinstance(exc, HTTPException)
+    return Response(status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(
@@ -90,13 +100,15 @@ def create_app(
         finally:
             await infer.stop()
 
-    routes = [
+    public = [
         Route("/health", api.health, methods=["GET"]),
         Route("/ping", api.health, methods=["GET"]),
-        Route("/info", api.info_route, methods=["GET"]),
         Route("/metrics", api.metrics_route, methods=["GET"]),
-        Route("/docs", api.docs, methods=["GET"]),
+        *docs_routes(),
         Route("/api-doc/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    guarded = [
+        Route("/info", api.info_route, methods=["GET"]),
         Route("/embed", api.embed, methods=["POST"]),
         Route("/embed_all", api.embed_all, methods=["POST"]),
         Route("/embed_sparse", api.embed_sparse, methods=["POST"]),
@@ -111,8 +123,8 @@ def create_app(
         Route("/embeddings", api.openai_embeddings, methods=["POST"]),
         Route("/vertex", api.vertex, methods=["POST"]),
         Route("/invocations", api.default, methods=["POST"]),
-        Route("/", _root(api), methods=["GET", "POST"]),
     ]
+    routes = [*public, *guarded, Route("/", _root(api), methods=["GET", "POST"])]
     origins = list(settings.cors_allow_origin or ("*",))
     middleware = [
         Middleware(
@@ -123,10 +135,16 @@ def create_app(
         ),
     ]
     if settings.api_key:
-        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
+        paths = frozenset(route.path for route in guarded)
+        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded=paths))
     if tracer is not None:  # outermost: the span covers refusals too
         middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: _bare_error, 405: _bare_error},
+    )
     app.state.settings = settings
     app.state.infer = infer
     app.state.metrics = infer.metrics

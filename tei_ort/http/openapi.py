@@ -1,4 +1,4 @@
-"""tei-ort's own OpenAPI document (served at /api-doc/openapi.json) and the /docs page.
+"""tei-ort's own OpenAPI document (served at /api-doc/openapi.json; /docs shows it).
 
 It describes what the server does (TEI's code behaviour), not TEI's published document.
 """
@@ -8,26 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from tei_ort.model.info import ModelKind
+from tei_ort.version import TEI_VERSION
 
 TITLE = "tei-ort (Text Embeddings Inference API)"
-
-SWAGGER_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>tei-ort API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <noscript>The API document: <a href="/api-doc/openapi.json">openapi.json</a>.</noscript>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "/api-doc/openapi.json", dom_id: "#swagger-ui"});
-  </script>
-</body>
-</html>
-"""
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -81,8 +64,6 @@ SCHEMAS: dict[str, Any] = {
             "Validation",
             "Tokenizer",
             "Empty",
-            "PayloadTooLarge",
-            "Unauthorized",
         ],
     },
     "OpenAICompatErrorResponse": {
@@ -359,14 +340,14 @@ def _errors(openai: bool = False) -> dict[str, Any]:
     content = {"application/json": {"schema": schema}}
     return {
         "400": {"description": "Empty input or malformed JSON", "content": content},
-        "401": {"description": "Missing or wrong API key", "content": content},
+        "401": {"description": "Missing or wrong API key (no body)"},
         "413": {
-            "description": "Validation error (too many inputs, too long, bad dimensions) or "
-            "body over the payload limit",
-            "content": content,
+            "description": "Body over the payload limit",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
         },
         "422": {
-            "description": "Body not of the route's shape, or tokenization error",
+            "description": "Validation error (too many inputs, too long, bad dimensions, "
+            "unknown prompt name), body not of the route's shape, or tokenization error",
             "content": content,
         },
         "424": {"description": "Inference failed or wrong model kind", "content": content},
@@ -469,7 +450,7 @@ def openapi_document(kind: ModelKind | None = None) -> dict[str, Any]:
             "description": "A drop-in replacement for Hugging Face Text Embeddings Inference "
             "on ONNX Runtime.",
             "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
-            "version": "0.1.0",
+            "version": TEI_VERSION,
         },
         "tags": [{"name": "Text Embeddings Inference"}],
         "paths": paths,

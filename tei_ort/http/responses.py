@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from tei_ort.errors import PayloadTooLargeError, RequestError
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+#: axum's answer to a body over ``DefaultBodyLimit`` (TEI's ``--payload-limit``)
+PAYLOAD_TOO_LARGE = "Failed to buffer the request body: length limit exceeded"
 
 T = TypeVar("T")
 
@@ -39,7 +42,13 @@ def json_response(
 
 
 def error_response(exc: RequestError, *, openai: bool = False) -> Response:
-    """The one place errors become HTTP: TEI's body, or OpenAI's on OpenAI routes."""
+    """The one place errors become HTTP: TEI's body, or OpenAI's on OpenAI routes.
+
+    A body over the payload limit is refused before any route runs, as TEI's framework
+    (axum) does it: plain text, on every route.
+    """
+    if isinstance(exc, PayloadTooLargeError):
+        return PlainTextResponse(exc.message, exc.status_code)
     if openai:
         body: dict[str, Any] = {
             "message": exc.message,
@@ -65,17 +74,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused (413) as soon as it is known to be over ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(
-            f"Failed to buffer the request body: length limit exceeded ({declared} > {limit} bytes)"
-        )
+        raise PayloadTooLargeError(PAYLOAD_TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(
-                f"Failed to buffer the request body: length limit exceeded (> {limit} bytes)"
-            )
+            raise PayloadTooLargeError(PAYLOAD_TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
 

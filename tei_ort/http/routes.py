@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from tei_ort.errors import RequestError
-from tei_ort.http.openapi import SWAGGER_HTML, openapi_document
+from tei_ort.http.openapi import openapi_document
 from tei_ort.http.responses import (
     ClientDisconnected,
     error_response,
@@ -248,6 +248,3 @@ class Routes:
 
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi, media_type="application/json")
-
-    async def docs(self, request: Request) -> Response:
-        return HTMLResponse(SWAGGER_HTML)

@@ -162,7 +162,9 @@ def parse_inputs(value: Any, name: str = "inputs") -> tuple[list[Item], bool]:
     if not isinstance(value, list):
         raise BodyError(f"`{name}` must be {expected}, got {_type_name(value)}")
     if not value:
-        return [], False
+        # TEI's untagged enum tries a single input first: [] is one empty list of ids,
+        # refused later as an empty input
+        return [[]], True
     if _is_ids(value):
         return [_token_ids(value, name)], True
     items: list[Item] = []

@@ -14,6 +14,7 @@ for a single input; the inputs of a batch, or of a gRPC stream, wait for theirs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.errors import EmptyError
-from tei_ort.model.info import ModelKind
+from tei_ort.model.info import ModelInfo, ModelKind
 from tei_ort.model.tokenization import Token
 from tei_ort.serving import validation
 from tei_ort.serving.encoding import Item
@@ -37,7 +38,7 @@ from tei_ort.serving.requests import (
     TokenizeRequest,
 )
 from tei_ort.settings import Settings
-from tei_ort.version import VERSION
+from tei_ort.version import TEI_VERSION
 
 F32 = NDArray[np.float32]
 
@@ -66,6 +67,17 @@ def ranked(scores: F32) -> list[tuple[int, float]]:
     validation.check_scores(scores)
     values = scores.tolist()
     return [(index, values[index]) for index in rank_order(scores)]
+
+
+def _label2id(info: ModelInfo) -> dict[str, int]:
+    """config.json's ``label2id`` as written (TEI shows it verbatim, even where it disagrees
+    with ``id2label``); derived from ``id2label`` when the config has none."""
+    declared = info.config.get("label2id")
+    if isinstance(declared, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in declared.values()
+    ):
+        return {str(label): int(index) for label, index in declared.items()}
+    return info.label2id
 
 
 class Handlers:
@@ -166,14 +178,19 @@ class Handlers:
         content = [self.labelled(scores) for scores in outcome.results]
         return self._done(req.single, Reply(content, started, chars=chars(req.inputs)), outcome)
 
-    async def rerank(self, req: RerankRequest) -> Reply:
-        """(index, score) of every text, best first."""
+    async def rerank(
+        self,
+        req: RerankRequest,
+        check_route: Callable[[ModelInfo], None] = validation.check_rerank_route,
+    ) -> Reply:
+        """(index, score) of every text, best first; ``check_route`` refuses a model that
+        does not re-rank, with the front end's text."""
         started = time.perf_counter()
         what = "documents" if req.documents_form else "texts"
         if not req.texts:
             self.count(False)
             raise EmptyError(f"`{what}` cannot be empty")
-        validation.check_rerank_route(self.info)
+        check_route(self.info)
         self.count(False)
         validation.check_batch(len(req.texts), self.settings.max_client_batch_size, what)
         pairs: list[str | tuple[str, str]] = [(req.query, text) for text in req.texts]
@@ -218,7 +235,9 @@ class Handlers:
         return "embed"
 
     def info_document(self) -> dict[str, Any]:
-        """/info (and gRPC's Info): the model and the server's limits."""
+        """/info (and gRPC's Info): the model and the server's limits, with TEI's keys and
+        values: ``model_sha`` is ``--revision`` as given (null without it, even for a
+        local directory) and ``version`` the TEI release served."""
         info = self.info
         settings = self.settings
         model_type: dict[str, Any]
@@ -227,11 +246,11 @@ class Handlers:
             model_type = {"embedding": {"pooling": pooling}}
         else:
             labels = {str(i): label for i, label in sorted(info.id2label.items())}
-            classifier = {"id2label": labels, "label2id": info.label2id}
+            classifier = {"id2label": labels, "label2id": _label2id(info)}
             model_type = {info.kind.value: classifier}
         return {
             "model_id": settings.model_id,
-            "model_sha": info.revision,
+            "model_sha": settings.revision,
             "model_dtype": self.infer.engine.dtype,
             "served_model_name": settings.model_name,
             "model_type": model_type,
@@ -242,7 +261,7 @@ class Handlers:
             "max_client_batch_size": settings.max_client_batch_size,
             "auto_truncate": settings.auto_truncate,
             "tokenization_workers": settings.tokenization_workers,
-            "version": VERSION,
+            "version": TEI_VERSION,
             "sha": settings.git_sha,
             "docker_label": settings.docker_label,
         }

@@ -197,6 +197,9 @@ class Infer:
         held = self._take_single_permit(single)
         self.metrics.embed_count.inc(len(items))
         outcome = await self._submit(items, spec, truncate, direction, prompt, held)
+        if spec.dimensions is not None and self.encoder.embedding_size is None:
+            for vector in outcome.results:  # (D',): D' < dimensions when D was too small
+                validation.check_dimensions_fit(spec.dimensions, vector.shape[-1])
         self._observe(self.metrics.embed, self.metrics.embed_success, outcome, len(items))
         return outcome
 

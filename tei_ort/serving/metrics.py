@@ -177,7 +177,8 @@ class PrometheusListener:
 
 
 def start_prometheus_listener(metrics: Metrics, host: str, port: int) -> PrometheusListener | None:
-    """Start the listener; an address in use (or any bind error) is a warning, as in TEI."""
+    """Start the listener; an address in use (or any bind error) is a warning (TEI fails to
+    start; tei-ort keeps serving, with /metrics on the main port)."""
     try:
         listener = PrometheusListener(metrics, host, port)
     except OSError as exc:

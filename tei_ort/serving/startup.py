@@ -6,30 +6,37 @@ import logging
 
 from tei_ort.errors import ConfigurationError
 from tei_ort.model.info import ModelInfo
+from tei_ort.serving.validation import rust_debug_list
 from tei_ort.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def effective_max_input_length(settings: Settings, info: ModelInfo) -> int:
-    """TEI's start-up rule for inputs longer than ``--max-batch-tokens``.
+    """TEI's start-up rule (and words) for inputs longer than ``--max-batch-tokens``.
 
     Without auto-truncation a model whose inputs may be longer than one batch cannot be
     served (start-up fails); with it, inputs are truncated to ``max_batch_tokens``.
     """
     if info.max_input_length <= settings.max_batch_tokens:
         return info.max_input_length
+    length, budget = info.max_input_length, settings.max_batch_tokens
     if not settings.auto_truncate:
         raise ConfigurationError(
-            f"`--max-batch-tokens` cannot be lower than the model `max_input_length` "
-            f"({settings.max_batch_tokens} < {info.max_input_length}) when `--auto-truncate` "
-            f"is disabled: add `--auto-truncate` to truncate inputs to `--max-batch-tokens`"
+            f"The maximum input length is `{length}` which exceeds `--max-batch-tokens="
+            f"{budget}`. Either increase `--max-batch-tokens` to at least `{length}`, or set "
+            f"`--auto-truncate true` so that regardless the maximum input length, those are "
+            f"truncated to `{budget}` tokens."
         )
     logger.warning(
-        "inputs will be truncated to %d tokens (--max-batch-tokens) although the model "
-        "accepts %d, as --auto-truncate is on",
-        settings.max_batch_tokens,
-        info.max_input_length,
+        "The maximum input length is `%d` which exceeds `--max-batch-tokens=%d`. Input "
+        "sequences will be truncated to `%d` tokens, as `--auto-truncate` is either not "
+        "provided (defaults to true) or provided as true. To avoid truncation, increase "
+        "`--max-batch-tokens` to at least `%d` and set `--auto-truncate false`.",
+        length,
+        budget,
+        budget,
+        length,
     )
     return settings.max_batch_tokens
 
@@ -47,6 +54,6 @@ def resolve_default_prompt(settings: Settings, info: ModelInfo) -> str | None:
     if name not in info.prompts:
         raise ConfigurationError(
             f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
-            f"Transformers prompts. Available prompts: {sorted(info.prompts)}"
+            f"Transformers prompts. Available prompts: {rust_debug_list(sorted(info.prompts))}"
         )
     return info.prompts[name]

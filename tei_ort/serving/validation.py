@@ -9,6 +9,7 @@ character and token limits, and a score must be a number.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -34,11 +35,9 @@ def check_batch(size: int, limit: int, what: str = "inputs") -> None:
 
 
 def check_pair_count(count: int) -> None:
-    """A classifier input is one text or a pair of texts."""
+    """A gRPC PredictPair input is one text or a pair of texts (TEI's text has no prefix)."""
     if count not in (1, 2):
-        raise ValidationError(
-            f"Input validation error: `inputs` must have a single or two elements. Given: {count}"
-        )
+        raise ValidationError(f"`inputs` must have a single or two elements. Given: {count}")
 
 
 # -- the route against the model kind -------------------------------------------------------
@@ -53,56 +52,78 @@ def is_classifier(info: ModelInfo) -> bool:
 
 
 def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | None) -> None:
-    """Refuse what this model cannot answer for an embedding route, as TEI does."""
-    if is_classifier(info):
-        raise ModelTypeError("Backend error: Inference error: Model is not an embedding model")
+    """Refuse what this model cannot answer for an embedding route, in TEI's order: the
+    SPLADE checks of each route, ``dimensions == 0``, the model kind, then the size."""
     splade = is_splade(info)
     if spec.mode is Mode.SPARSE and not splade:
-        raise ModelTypeError(
-            "Backend error: Inference error: Model is not an embedding model with SPLADE pooling"
-        )
+        raise ModelTypeError("Backend error: Model is not an embedding model with SPLADE pooling")
     if spec.mode is Mode.TOKENS and splade:
-        raise ModelTypeError(
-            "Backend error: Inference error: `embed_all` is not available for SPLADE models"
-        )
+        raise ModelTypeError("Backend error: `embed_all` is not available for SPLADE models")
     if spec.mode is Mode.POOLED and splade and spec.normalize:
-        raise ModelTypeError(
-            "Backend error: Inference error: `normalize` is not available for SPLADE models"
-        )
-    if spec.dimensions is not None and (
-        spec.dimensions < 1 or (embedding_size is not None and spec.dimensions > embedding_size)
-    ):
+        raise ModelTypeError("Backend error: `normalize` is not available for SPLADE models")
+    if spec.dimensions is not None and spec.dimensions < 1:
+        raise ValidationError("Input validation error: `dimensions` should be positive")
+    if is_classifier(info):
+        raise ModelTypeError("Backend error: Model is not an embedding model")
+    if spec.dimensions is not None and embedding_size is not None:
+        check_dimensions_fit(spec.dimensions, embedding_size)
+
+
+def check_dimensions_fit(dimensions: int, embedding_size: int) -> None:
+    """``dimensions`` may be at most the vector's length (TEI checks it after inference;
+    tei-ort knows the length before, and checks again after when it did not)."""
+    if dimensions > embedding_size:
         raise ValidationError(
-            f"Input validation error: `dimensions` must be between 1 and {embedding_size}, "
-            f"got {spec.dimensions}"
+            "Input validation error: `dimensions` should be smaller than the maximum "
+            "embedding dimension."
         )
 
 
 def check_predict_route(info: ModelInfo) -> None:
     if not is_classifier(info):
-        raise ModelTypeError("Backend error: Inference error: Model is not a classifier model")
+        raise ModelTypeError("Backend error: Model is not a classifier model")
 
 
 def check_rerank_route(info: ModelInfo) -> None:
+    """HTTP /rerank: TEI wraps the text in a backend error ("Backend error: ...")."""
     if info.kind is not ModelKind.RERANKER:
-        raise ModelTypeError("Backend error: Inference error: model is not a re-ranker model")
+        raise ModelTypeError("Backend error: model is not a re-ranker model")
+
+
+def check_grpc_rerank_route(info: ModelInfo) -> None:
+    """gRPC Rerank: TEI sends a bare status text, and names the classifier kind when the
+    model is an embedding model."""
+    if info.kind is ModelKind.CLASSIFIER:
+        raise ModelTypeError("model is not a re-ranker model")
+    if info.kind is ModelKind.EMBEDDING:
+        raise ModelTypeError("model is not a classifier model")
+
+
+def rust_debug_list(names: Sequence[str]) -> str:
+    """A list of names as Rust's ``{:?}`` writes it: ``["a", "b"]``."""
+    quoted = (json.dumps(name, ensure_ascii=False) for name in names)
+    return "[" + ", ".join(quoted) + "]"
 
 
 def prompt_text(
     prompts: Mapping[str, str], prompt_name: str | None, default: str | None
 ) -> str | None:
-    """The prompt ``prompt_name`` names; None means the default prompt."""
+    """The prompt ``prompt_name`` names; None means the default prompt.
+
+    TEI reports a request's ``prompt_name`` under the flag's name, ``default-prompt-name``.
+    """
     if prompt_name is None:
         return default
     if not prompts:
         raise ValidationError(
-            f"Input validation error: `prompt_name` is set to `{prompt_name}` but no prompts "
-            f"were found in the Sentence Transformers configuration"
+            f"Input validation error: `default-prompt-name` is set to `{prompt_name}` but no "
+            f"prompts were found in the Sentence Transformers configuration"
         )
     if prompt_name not in prompts:
         raise ValidationError(
-            f"Input validation error: `prompt_name` is set to `{prompt_name}` but it was not "
-            f"found in the Sentence Transformers prompts. Available prompts: {sorted(prompts)}"
+            f"Input validation error: `default-prompt-name` is set to `{prompt_name}` but it "
+            f"was not found in the Sentence Transformers prompts. Available prompts: "
+            f"{rust_debug_list(sorted(prompts))}"
         )
     return prompts[prompt_name]
 

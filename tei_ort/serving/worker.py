@@ -127,7 +127,7 @@ class EngineWorker:
                 self.healthy = False
                 logger.error("inference failed: %s", exc)
                 ended = time.perf_counter()
-                error = BackendError(f"Backend error: Inference error: {exc}")
+                error = BackendError(f"Backend error: {exc}")
                 self._resolve(item.entries, None, error, started, ended)
                 continue
             ended = time.perf_counter()
@@ -147,5 +147,5 @@ class EngineWorker:
             error: RequestError | None = None
         except Exception as exc:
             logger.exception("post-processing failed")
-            results, error = None, BackendError(f"Backend error: Inference error: {exc}")
+            results, error = None, BackendError(f"Backend error: {exc}")
         self._resolve(batch.entries, results, error, started, ended)

@@ -61,7 +61,7 @@ async def test_normalize_and_dimensions(make_model: Any) -> None:
         np.testing.assert_allclose(cut, expected, rtol=1e-5)
         for bad in (0, 33):
             response = await client.post("/embed", json={"inputs": "hello", "dimensions": bad})
-            assert response.status_code == 413
+            assert response.status_code == 422
             assert response.json()["error_type"] == "Validation"
 
 
@@ -90,7 +90,7 @@ async def test_truncation(make_model: Any) -> None:
         expected = reference_embedding(model, "five six seven eight nine ten")
         np.testing.assert_allclose(left.json()[0], expected, rtol=1e-5, atol=1e-6)
         refused = await client.post("/embed", json={"inputs": text, "truncate": False})
-        assert refused.status_code == 413
+        assert refused.status_code == 422
         assert refused.json() == {
             "error": "Input validation error: `inputs` must have less than 8 tokens. Given: 12",
             "error_type": "Validation",
@@ -101,7 +101,7 @@ async def test_auto_truncate_off_refuses_long_inputs(make_model: Any) -> None:
     model = make_model(max_input_length=8)
     async with serve(create_app(settings(auto_truncate=False), model)) as client:
         long = await client.post("/embed", json={"inputs": "a b c d e f g h i j"})
-        assert long.status_code == 413
+        assert long.status_code == 422
         ok = await client.post("/embed", json={"inputs": "a b c d e f g h i j", "truncate": True})
         assert ok.status_code == 200
 
@@ -114,7 +114,10 @@ async def test_prompts(make_model: Any) -> None:
         ).json()
         np.testing.assert_allclose(prompted[0], reference_embedding(model, "query: x"), rtol=1e-5)
         unknown = await client.post("/embed", json={"inputs": "x", "prompt_name": "nope"})
-        assert unknown.status_code == 413 and "Available prompts" in unknown.json()["error"]
+        assert unknown.status_code == 422 and unknown.json()["error"] == (
+            "Input validation error: `default-prompt-name` is set to `nope` but it was not "
+            'found in the Sentence Transformers prompts. Available prompts: ["doc", "query"]'
+        )
     async with serve(create_app(settings(default_prompt_name="doc"), model)) as client:
         default = (await client.post("/embed", json={"inputs": "x"})).json()
         np.testing.assert_allclose(default[0], reference_embedding(model, "passage: x"), rtol=1e-5)
@@ -190,7 +193,11 @@ async def test_openai_float_and_base64(make_model: Any) -> None:
         assert vector.shape == (4,) and abs(np.linalg.norm(vector) - 1) < 1e-5
         error = await client.post("/v1/embeddings", json={"input": []})
         assert error.status_code == 400
-        assert error.json() == {"message": "`inputs` cannot be empty", "code": 400, "type": "Empty"}
+        assert error.json() == {
+            "message": "Input validation error: `inputs` cannot be empty",
+            "code": 400,
+            "type": "Empty",
+        }
 
 
 async def test_default_routes_and_vertex(make_model: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -34,7 +35,7 @@ async def test_tokenize(make_model: Any) -> None:
         assert (await client.post("/tokenize", json={"inputs": []})).status_code == 400
         assert (await client.post("/tokenize", json={"inputs": ""})).status_code == 400
         too_many = await client.post("/tokenize", json={"inputs": ["a"] * 33})
-        assert too_many.status_code == 413
+        assert too_many.status_code == 422
 
 
 async def test_decode(make_model: Any) -> None:
@@ -47,7 +48,7 @@ async def test_decode(make_model: Any) -> None:
         assert kept.json() == ["[CLS] hello [SEP]", "world"]
         empty = await client.post("/decode", json={"ids": []})
         assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
-        assert (await client.post("/decode", json={"ids": [[1]] * 33})).status_code == 413
+        assert (await client.post("/decode", json={"ids": [[1]] * 33})).status_code == 422
 
 
 async def test_info(make_model: Any) -> None:
@@ -63,6 +64,10 @@ async def test_info(make_model: Any) -> None:
     assert info["max_concurrent_requests"] == 512 and info["tokenization_workers"] == 2
     for key in ("model_id", "model_sha", "version", "sha", "docker_label"):
         assert key in info
+    # TEI: the release it is, and --revision as given (null without it)
+    assert info["version"] == "1.9.3" and info["model_sha"] is None
+    async with serve(create_app(settings(revision="refs/pr/2"), make_model())) as client:
+        assert (await client.get("/info")).json()["model_sha"] == "refs/pr/2"
     async with serve(create_app(settings(), make_model("classifier"))) as client:
         info = (await client.get("/info")).json()
     assert info["model_type"] == {
@@ -74,6 +79,12 @@ async def test_info(make_model: Any) -> None:
     async with serve(create_app(settings(), make_model("reranker"))) as client:
         info = (await client.get("/info")).json()
     assert "reranker" in info["model_type"]
+    # TEI copies config.json's label2id as it is, even when it disagrees with id2label
+    model = make_model("classifier")
+    model.info = dataclasses.replace(model.info, config={"label2id": {"LABEL_0": 0, "x": 2}})
+    async with serve(create_app(settings(), model)) as client:
+        info = (await client.get("/info")).json()
+    assert info["model_type"]["classifier"]["label2id"] == {"LABEL_0": 0, "x": 2}
 
 
 async def test_max_input_length_clamped_to_max_batch_tokens(make_model: Any) -> None:
@@ -114,8 +125,10 @@ async def test_metrics_follow_requests(make_model: Any) -> None:
 
 async def test_docs_and_openapi(make_model: Any) -> None:
     async with serve(create_app(settings(api_key="secret"), make_model())) as client:
-        docs = await client.get("/docs")
-        assert docs.status_code == 200 and "/api-doc/openapi.json" in docs.text
+        redirect = await client.get("/docs")
+        assert redirect.status_code == 303 and redirect.headers["location"] == "/docs/"
+        docs = await client.get("/docs/")
+        assert docs.status_code == 200 and "./swagger-initializer.js" in docs.text
         document = (await client.get("/api-doc/openapi.json")).json()
     assert document["openapi"].startswith("3.")
     for path in (
@@ -183,5 +196,10 @@ def test_start_up_refuses_bad_prompt_and_budget(make_model: Any) -> None:
         create_app(settings(default_prompt_name="query"), make_model())
     with pytest.raises(ConfigurationError, match="Available prompts"):
         create_app(settings(default_prompt_name="doc"), make_model(prompts={"query": "q: "}))
-    with pytest.raises(ConfigurationError, match="--auto-truncate"):
+    with pytest.raises(ConfigurationError) as refused:
         create_app(settings(max_batch_tokens=64, auto_truncate=False), make_model())
+    assert refused.value.args[0] == (  # TEI's words (router/src/lib.rs)
+        "The maximum input length is `256` which exceeds `--max-batch-tokens=64`. Either "
+        "increase `--max-batch-tokens` to at least `256`, or set `--auto-truncate true` so "
+        "that regardless the maximum input length, those are truncated to `64` tokens."
+    )

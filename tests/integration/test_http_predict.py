@@ -50,7 +50,7 @@ async def test_predict_single_pair_and_batch(make_model: Any) -> None:
         rerank = await client.post("/rerank", json={"query": "q", "texts": ["a"]})
         assert rerank.status_code == 424
         assert rerank.json() == {
-            "error": "Backend error: Inference error: model is not a re-ranker model",
+            "error": "Backend error: model is not a re-ranker model",
             "error_type": "Backend",
         }
 
@@ -174,4 +174,4 @@ async def test_prompt_template_reranker(make_model: Any) -> None:
         )
         np.testing.assert_array_equal(seen[-1], expected.input_ids)
         single = await client.post("/predict", json={"inputs": "just a text"})
-        assert single.status_code == 413 and "pairs" in single.json()["error"]
+        assert single.status_code == 422 and "pairs" in single.json()["error"]

@@ -8,6 +8,7 @@ from tei_ort.cli import commands as cli
 from tei_ort.cli import flags, serve
 from tei_ort.model.info import Pooling
 from tei_ort.settings import Settings
+from tei_ort.version import VERSION
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
@@ -129,7 +130,39 @@ def test_bool_flags_take_an_optional_value(argv: list[str], value: bool) -> None
 def test_deprecated_hf_api_token() -> None:
     assert parse(["--hf-api-token", "old"]).hf_token == "old"
     assert parse([], {"HF_API_TOKEN": "old"}).hf_token == "old"
-    assert parse([], {"HF_API_TOKEN": "old", "HF_TOKEN": "new"}).hf_token == "new"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--hf-token", "new", "--hf-api-token", "old"], {}),
+        ([], {"HF_API_TOKEN": "old", "HF_TOKEN": "new"}),
+        (["--hf-token", "new"], {"HF_API_TOKEN": "old"}),
+    ],
+)
+def test_hf_token_conflicts_with_hf_api_token(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As TEI (clap's conflicts_with): both given, by flag or variable, stop the start."""
+    with pytest.raises(SystemExit) as exc:
+        parse(argv, env)
+    assert exc.value.code == 2
+    assert (
+        "the argument '--hf-token <HF_TOKEN>' cannot be used with '--hf-api-token "
+        "<HF_API_TOKEN>'" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """TEI prints ``text-embeddings-router 1.9.3``; tei-ort adds its own version after."""
+    with pytest.raises(SystemExit) as exc:
+        cli.router_main([flag])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"text-embeddings-router 1.9.3 (tei-ort {VERSION})\n"
+    with pytest.raises(SystemExit):
+        cli.main([flag])
+    assert capsys.readouterr().out.startswith("tei-ort 1.9.3 (tei-ort ")
 
 
 def test_conflicting_prompt_flags_fail(capsys: pytest.CaptureFixture[str]) -> None:

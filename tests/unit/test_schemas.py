@@ -39,7 +39,7 @@ def test_json_syntax_errors_are_400() -> None:
         (["a", "b"], ["a", "b"], False),
         (["a", [1, 2]], ["a", [1, 2]], False),
         ([[1], [2]], [[1], [2]], False),
-        ([], [], False),
+        ([], [[]], True),  # TEI: one input, an empty list of token ids
         ("", [""], True),
     ],
 )

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import tei_ort.settings as settings_module
 from tei_ort.errors import ConfigurationError
 from tei_ort.model.info import Pooling
-from tei_ort.settings import DEFAULT_MODEL_ID, Settings, cpu_count, listen_address, parse_pooling
+from tei_ort.settings import (
+    DEFAULT_MODEL_ID,
+    Settings,
+    cpu_count,
+    default_tokenization_workers,
+    listen_address,
+    parse_pooling,
+)
 
 
 def test_tei_defaults() -> None:
@@ -23,9 +33,36 @@ def test_tei_defaults() -> None:
     assert s.prometheus_port == 9000
     assert s.otlp_service_name == "text-embeddings-inference.server"
     assert s.uds_path == "/tmp/text-embeddings-inference-server"
-    assert s.tokenization_workers == cpu_count()
+    assert s.tokenization_workers == min(max(cpu_count() - 1, 1), 64)
     assert s.dtype is None and s.engine_cache is None and s.pooling is None
     assert s.model_name == DEFAULT_MODEL_ID
+
+
+@pytest.mark.parametrize(
+    ("cpus", "cpu_max", "workers"),
+    [
+        (2, None, 1),  # TEI: the cores less one...
+        (1, None, 1),  # ...but at least one
+        (8, None, 7),
+        (200, None, 64),  # ...and at most 64
+        (16, "max 100000", 15),  # no quota
+        (16, "400000 100000", 3),  # a container limited to 4 CPUs
+        (16, "150000 100000", 1),  # 1.5 CPUs round up to 2
+        (2, "800000 100000", 1),  # the affinity mask is smaller than the quota
+    ],
+)
+def test_tokenization_workers_default_as_tei(
+    cpus: int,
+    cpu_max: str | None,
+    workers: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(settings_module, "cpu_count", lambda: cpus)
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max + "\n")
+    assert default_tokenization_workers(path) == workers
 
 
 def test_served_model_name() -> None:

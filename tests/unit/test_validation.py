@@ -48,3 +48,15 @@ def test_scores() -> None:
     validation.check_scores(np.array([0.1, 0.9], dtype=np.float32))
     with pytest.raises(BackendError, match="score is NaN"):
         validation.check_scores(np.array([0.1, np.nan], dtype=np.float32))
+
+
+def test_a_tokenizer_failure_is_teis_tokenizer_error() -> None:
+    """TEI: ``TextEmbeddingsError::Tokenizer`` writes ``tokenizer error {0}``; 422."""
+    from tei_ort.errors import TokenizerError
+    from tei_ort.serving.phases import failure_label, tokenization_errors
+
+    with pytest.raises(TokenizerError) as exc, tokenization_errors():
+        raise ValueError("Truncation error: Second sequence not provided")
+    assert exc.value.message == "tokenizer error Truncation error: Second sequence not provided"
+    assert exc.value.status_code == 422 and exc.value.error_type == "Tokenizer"
+    assert failure_label(exc.value) == "tokenization"
