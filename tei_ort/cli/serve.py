@@ -49,7 +49,9 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(infer.metrics, "0.0.0.0", settings.prometheus_port)
+    listener = start_prometheus_listener(
+        infer.metrics, settings.bind_host, settings.prometheus_port
+    )
     try:
         return asyncio.run(serve_grpc(settings, infer))
     except START_ERRORS as exc:
@@ -66,6 +68,7 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
         import uvicorn
 
         from tei_ort.http.app import Companion, create_app
+        from tei_ort.http.connections import ConnectionLimits, limited_protocol
         from tei_ort.model.loading import load_from_settings
         from tei_ort.serving.metrics import start_prometheus_listener
 
@@ -79,15 +82,25 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(app.state.metrics, "0.0.0.0", settings.prometheus_port)
+    listener = start_prometheus_listener(
+        app.state.metrics, settings.bind_host, settings.prometheus_port
+    )
+    limits = ConnectionLimits(
+        header_read_timeout=settings.header_read_timeout,
+        body_read_timeout=settings.body_read_timeout,
+        max_connections=settings.max_connections,
+    )
     config = uvicorn.Config(
         app,
         host=settings.bind_host,
         port=settings.port,
+        http=limited_protocol(limits),
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        # None: wait for every accepted request (uvicorn stops accepting first)
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
     )
     server = uvicorn.Server(config)
     logger.info("Starting HTTP server: %s:%d", settings.bind_host, settings.port)

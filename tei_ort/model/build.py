@@ -13,6 +13,8 @@ from pathlib import Path
 
 import onnx
 
+from tei_ort.engines.errors import EngineError
+from tei_ort.engines.ort_engine import check_providers, save_optimized
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.exporters.export import (
@@ -24,6 +26,7 @@ from tei_ort.exporters.export import (
 from tei_ort.exporters.weights import WeightStore
 from tei_ort.model.cache import (
     ENGINE_FILE,
+    OPTIMIZED_FILE,
     CacheKey,
     EngineCache,
     default_cache_root,
@@ -47,7 +50,8 @@ class PreparedEngine:
     info: ModelInfo
     target: EngineTarget
     entry_dir: Path  # the engine cache entry
-    built: bool  # exported by this call (a cache miss)
+    built: bool  # exported (or repaired) by this call
+    optimized: bool = False  # the entry holds the graph ORT optimized for the target
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -155,8 +159,36 @@ def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> Prepare
                 progress=progress,
             )
 
+    def optimize(model_path: Path, out_dir: Path) -> None:
+        optimize_graph(target, model_path, out_dir / OPTIMIZED_FILE, progress)
+
     t = time.perf_counter()
-    entry, built = cache.get_or_build(key, build)
-    seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
-    progress(("built " if built else "found cached ") + f"engine in {entry}")
-    return PreparedEngine(info=info, target=target, entry_dir=entry, built=built, seconds=seconds)
+    found = cache.get_or_build(key, build, None if target.engine == "trt" else optimize)
+    seconds["export" if found.built else "cache_lookup"] = time.perf_counter() - t
+    progress(("built " if found.built else "found cached ") + f"engine in {found.path}")
+    return PreparedEngine(
+        info=info,
+        target=target,
+        entry_dir=found.path,
+        built=found.built,
+        optimized=found.optimized,
+        seconds=seconds,
+    )
+
+
+def optimize_graph(
+    target: EngineTarget, model_path: Path, optimized_path: Path, progress: Progress
+) -> None:
+    """Save the graph ONNX Runtime optimizes for the target, so that starts load it as is.
+
+    A target whose provider this machine lacks (a CUDA engine built on a CPU host) is left
+    without one: its server optimizes in memory at each start.
+    """
+    try:
+        check_providers(target.providers)
+    except EngineError as exc:
+        progress(f"not optimizing the graph here ({exc}); the server will at each start")
+        return
+    progress("optimizing the graph with ONNX Runtime")
+    options = target.provider_options or None
+    save_optimized(model_path, optimized_path, providers=target.providers, provider_options=options)

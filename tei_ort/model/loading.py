@@ -47,8 +47,11 @@ class LoadedModel:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
-    """An engine over a cache entry."""
+def open_engine(
+    entry_dir: Path, target: EngineTarget, options: ModelOptions, *, optimized: bool = True
+) -> Engine:
+    """An engine over a cache entry (its optimized graph unless ``optimized`` is False)."""
+    optimized_path = entry_dir / OPTIMIZED_FILE if optimized else None
     if target.engine == "ort-cuda" and target.limits is not None:
         from tei_ort.engines.ort_cuda import OrtCudaEngine
 
@@ -58,7 +61,7 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
             provider_options=target.provider_options[0],
             device_id=options.device_id,
             cuda_graphs=options.cuda_graphs,
-            optimized_path=entry_dir / OPTIMIZED_FILE,
+            optimized_path=optimized_path,
             dtype=target.dtype,
         )
     if target.engine == "trt" and target.profiles is not None:
@@ -75,7 +78,7 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
         providers=target.providers,
         provider_options=target.provider_options or None,
         threads=options.threads,
-        optimized_path=entry_dir / OPTIMIZED_FILE,
+        optimized_path=optimized_path,
         dtype=target.dtype,
     )
 
@@ -90,7 +93,7 @@ def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel
     stack = DenseStack.load(info.dense_layers) if info.dense_layers else None
     dense = pooled_transform(info, stack)  # pplx models quantize before any Dense
     progress("loading the engine")
-    engine = open_engine(prepared.entry_dir, prepared.target, options)
+    engine = open_engine(prepared.entry_dir, prepared.target, options, optimized=prepared.optimized)
     seconds["load"] = time.perf_counter() - t
     t = time.perf_counter()
     warm_up(engine, tokenizer.pad_token_id)
