@@ -10,6 +10,7 @@ from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
 
 if TYPE_CHECKING:
+    from tei_ort.exporters.progress import Progress
     from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
@@ -45,7 +46,7 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     from tei_ort.serving.metrics import start_prometheus_listener
 
     try:
-        infer = Infer(settings, load_from_settings(settings), tracer=tracer)
+        infer = Infer(settings, load_from_settings(settings, _progress(settings)), tracer=tracer)
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
@@ -72,7 +73,7 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
         from tei_ort.model.loading import load_from_settings
         from tei_ort.serving.metrics import start_prometheus_listener
 
-        model = load_from_settings(settings)
+        model = load_from_settings(settings, _progress(settings))
         companions: list[Companion] = []
         if settings.grpc_port is not None:
             from tei_ort.grpc.server import grpc_companion
@@ -115,6 +116,15 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
         if listener is not None:
             listener.close()
     return 0 if server.started else 1
+
+
+def _progress(settings: Settings) -> Progress:
+    """Download and build progress: bars on a terminal, log lines elsewhere."""
+    import sys
+
+    from tei_ort.cli.progress import make_progress
+
+    return make_progress(logger.info, json_output=settings.json_output, stream=sys.stderr)
 
 
 def _redacted(settings: Settings) -> str:

@@ -7,7 +7,6 @@ of ``loading.load_model``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tei_ort.exporters.export import (
     export_onnx,
     export_to_file,
 )
+from tei_ort.exporters.progress import QUIET, Progress
 from tei_ort.exporters.weights import WeightStore
 from tei_ort.model.cache import (
     ENGINE_FILE,
@@ -38,12 +38,6 @@ from tei_ort.model.inspect import inspect_model
 from tei_ort.model.options import ModelOptions
 from tei_ort.model.targets import CPU_TARGET, EngineTarget, finalize_target, select_target
 
-Progress = Callable[[str], None]
-
-
-def quiet(_: str) -> None:
-    """A progress callback that says nothing."""
-
 
 @dataclass(frozen=True)
 class PreparedEngine:
@@ -55,7 +49,9 @@ class PreparedEngine:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
+def write_graph(
+    info: ModelInfo, target: EngineTarget, path: Path, progress: Progress = QUIET
+) -> None:
     """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
     post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
         target.dtype == "int8"
@@ -68,6 +64,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
             path,
             target.variant,
             yes_no_token_ids=info.yes_no_token_ids,
+            progress=progress,
         )
         if target.name == CPU_TARGET:
             from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
@@ -89,6 +86,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
         info.head,
         target.variant,
         yes_no_token_ids=info.yes_no_token_ids,
+        progress=progress,
     )
     if target.dtype == "float16":
         from tei_ort.exporters.fp16 import to_float16
@@ -104,7 +102,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
     onnx.save_model(graph, str(path))
 
 
-def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> PreparedEngine:
+def prepare_engine(options: ModelOptions, progress: Progress = QUIET) -> PreparedEngine:
     """Resolve and inspect the model, then find its engine in the cache or build it."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -147,7 +145,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> Prepare
 
     def build(tmp: Path) -> None:
         progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
-        write_graph(info, target, tmp / ENGINE_FILE)
+        write_graph(info, target, tmp / ENGINE_FILE, progress)
         if target.profiles is not None:
             from tei_ort.exporters.tensorrt import build_engine
 
@@ -189,6 +187,9 @@ def optimize_graph(
     except EngineError as exc:
         progress(f"not optimizing the graph here ({exc}); the server will at each start")
         return
-    progress("optimizing the graph with ONNX Runtime")
     options = target.provider_options or None
-    save_optimized(model_path, optimized_path, providers=target.providers, provider_options=options)
+    # one opaque call: its meter shows the time it has taken, not how much is left
+    with progress.meter("optimizing the graph with ONNX Runtime", None, "s"):
+        save_optimized(
+            model_path, optimized_path, providers=target.providers, provider_options=options
+        )

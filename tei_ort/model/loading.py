@@ -19,7 +19,8 @@ from tei_ort.engines.base import Engine, EngineInputs
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import EngineError
-from tei_ort.model.build import Progress, prepare_engine, quiet
+from tei_ort.exporters.progress import QUIET, Progress
+from tei_ort.model.build import prepare_engine
 from tei_ort.model.cache import ENGINE_FILE, OPTIMIZED_FILE
 from tei_ort.model.dense import F32, DenseStack
 from tei_ort.model.info import ModelInfo
@@ -83,7 +84,7 @@ def open_engine(
     )
 
 
-def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel:
+def load_model(options: ModelOptions, progress: Progress = QUIET) -> LoadedModel:
     """Everything ``serve`` needs: model info, tokenizer, a warmed-up engine."""
     prepared = prepare_engine(options, progress)
     info = prepared.info
@@ -110,7 +111,7 @@ def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel
     )
 
 
-def load_from_settings(settings: Settings, progress: Progress = quiet) -> LoadedModel:
+def load_from_settings(settings: Settings, progress: Progress = QUIET) -> LoadedModel:
     return load_model(ModelOptions.from_settings(settings), progress)
 
 

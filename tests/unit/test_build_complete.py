@@ -4,9 +4,11 @@ damaged optimized graph is optimized again from the intact model.onnx, never loa
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +25,36 @@ from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.manifest import MANIFEST_FILE
 
 
+@dataclass(frozen=True)
+class Built:
+    root: Path
+    stderr: str  # what `tei-ort build` showed (not a terminal: plain lines)
+
+
 @pytest.fixture(scope="module")
-def built_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     root = tmp_path_factory.mktemp("built") / "engines"
     args = ["build", "--model-id", str(default_model_path()), "--engine-cache", str(root)]
-    assert main(args) == 0
-    return root
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown), contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    return Built(root, shown.getvalue())
 
 
 @pytest.fixture
-def cache(built_cache: Path, tmp_path: Path) -> Path:
+def cache(built: Built, tmp_path: Path) -> Path:
     copy = tmp_path / "engines"
-    shutil.copytree(built_cache, copy)
+    shutil.copytree(built.root, copy)
     return copy
+
+
+def test_build_reports_each_step_in_plain_lines(built: Built) -> None:
+    lines = [line.split("] ", 1)[1] for line in built.stderr.splitlines()]
+    exported = next(line for line in lines if line.startswith("exporting the weights ("))
+    assert exported.endswith("MB)")  # the total, in bytes
+    assert any(line.startswith("exporting the weights: done, ") for line in lines)
+    assert any(line.startswith("optimizing the graph with ONNX Runtime: done") for line in lines)
+    assert "\r" not in built.stderr and "\x1b" not in built.stderr  # no bars
 
 
 def _entry(cache: Path) -> Path:

@@ -27,12 +27,12 @@ def _key(**changes: str) -> CacheKey:
     return CacheKey(**parts)
 
 
-def _writes_model(calls: list[Path]) -> build.Progress:
-    def build(tmp: Path) -> None:  # type: ignore[misc]
+def _writes_model(calls: list[Path]) -> cache_module.Build:
+    def build(tmp: Path) -> None:
         calls.append(tmp)
         (tmp / "model.onnx").write_bytes(b"graph")
 
-    return build  # type: ignore[return-value]
+    return build
 
 
 def test_every_key_part_changes_the_entry() -> None:
