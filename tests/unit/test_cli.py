@@ -198,7 +198,7 @@ def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
     from tei_ort.errors import ModelNotFoundError
     from tei_ort.model import loading
 
-    def fail(settings: Settings) -> None:
+    def fail(settings: Settings, progress: object) -> None:
         raise ModelNotFoundError("no such model")
 
     monkeypatch.setattr(loading, "load_from_settings", fail)
