@@ -37,6 +37,7 @@ from tei_ort.model.cache_guard import (
     build_lock,
     clean_debris,
     make_readable,
+    tidy,
 )
 from tei_ort.model.manifest import EntryCheck, check_entry, write_manifest
 
@@ -123,6 +124,7 @@ class EngineCache:
         entry = self.entry_dir(key)
         check = self.check(key)
         if check.complete:
+            tidy(entry.parent, self.root)
             return CacheEntry(entry, False, (entry / OPTIMIZED_FILE).is_file())
         with build_lock(entry.parent) as writable:
             if not writable:

@@ -50,6 +50,27 @@ def build_lock(model_dir: Path) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
+def tidy(model_dir: Path, root: Path) -> None:
+    """Clean debris if no build of the model runs now and the cache can be written.
+
+    A start that finds its entry complete calls this: it takes the build lock without
+    waiting (a running build owns its temporary directory) and never creates anything.
+    """
+    try:
+        fd = os.open(model_dir / LOCK_FILE, os.O_RDWR)
+    except OSError:  # no lock file (nothing was built here) or a read-only cache
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a build is running
+        os.close(fd)
+        return
+    try:
+        clean_debris(model_dir, root)
+    finally:
+        os.close(fd)
+
+
 def _age(path: Path, now: float) -> float:
     """Seconds since anything in ``path`` (a file or a directory's files) last changed."""
     newest = path.lstat().st_mtime

@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,28 @@ def test_debris_of_killed_builds_is_removed(tmp_path: Path) -> None:
     cache.get_or_build(CacheKey(**{**KEY.__dict__, "dtype": "int8"}), calls.build, calls.optimize)
     assert not dead.exists() and not stale_tmp.exists() and not memo_tmp.exists()
     assert young.is_dir()
+
+
+def test_a_start_on_a_complete_entry_cleans_debris_too(tmp_path: Path) -> None:
+    cache, calls, entry = _built(tmp_path)
+    dead = entry.parent / ".building-dead"
+    dead.mkdir()
+    os.utime(dead, (time.time() - 3600,) * 2)
+    assert not cache.get_or_build(KEY, calls.build, calls.optimize).built
+    assert not dead.exists()
+
+
+def test_concurrent_starts_build_once(tmp_path: Path) -> None:
+    cache, calls = EngineCache(tmp_path), Counting()
+
+    def slow_build(tmp: Path) -> None:
+        time.sleep(0.3)  # long enough for the other start to find the lock taken
+        calls.build(tmp)
+
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda _: cache.get_or_build(KEY, slow_build, calls.optimize), "ab"))
+    assert calls.builds == 1 and sorted(f.built for f in found) == [False, True]
+    assert found[0].path == found[1].path and _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("memo", ["[1, 2]", '{"a": 1}', "not json", '"text"'])
