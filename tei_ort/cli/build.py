@@ -22,7 +22,7 @@ from tei_ort.cli.flags import (
     add_model_arguments,
     settings_from_args,
 )
-from tei_ort.cli.progress import make_progress
+from tei_ort.cli.progress import download_bar, make_progress
 from tei_ort.errors import START_ERRORS
 from tei_ort.exporters.progress import Progress
 
@@ -87,7 +87,7 @@ def run_build(args: argparse.Namespace) -> int:
     progress = _progress(settings.json_output)
     try:
         options = ModelOptions.from_settings(settings)
-        prepared = prepare_engine(options, progress)
+        prepared = prepare_engine(options, progress, download_bar=download_bar(progress))
     except START_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

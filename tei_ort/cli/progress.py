@@ -10,10 +10,11 @@ and one at the end, and huggingface_hub's bars are turned off.
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -21,6 +22,7 @@ from tei_ort.exporters.progress import Advance, Progress
 
 Emit = Callable[[str], None]
 LOG_INTERVAL_S = 10.0
+_DOWNLOAD_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {rate_fmt}, ETA {remaining}"
 
 
 class _Ticker:
@@ -137,6 +139,37 @@ class LogProgress:
                 eta = elapsed * (total - done) / done
                 text += f", ETA {tqdm.format_interval(eta)}"
         return text
+
+
+def download_bar(progress: Progress) -> type[tqdm] | None:
+    """The tqdm class huggingface_hub shows downloads with: its own bars on a terminal,
+    lines through the same ``emit`` (at most one per interval, with the ETA) elsewhere."""
+    if not isinstance(progress, LogProgress):
+        return None
+    emit, interval, clock = progress.emit, progress.interval, progress.clock
+
+    class LogTqdm(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(file=io.StringIO(), disable=False)  # nothing is drawn
+            self._emitted = clock()
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            if clock() - self._emitted >= interval:
+                self._emitted = clock()
+                emit(self._line())
+            return True
+
+        def close(self) -> None:
+            if not self.disable and self.n:
+                emit(self._line())
+            super().close()
+
+        def _line(self) -> str:
+            meter = {**self.format_dict, "bar_format": _DOWNLOAD_FORMAT, "ncols": None}
+            return str(self.format_meter(**meter))
+
+    return LogTqdm
 
 
 def on_terminal(stream: TextIO, json_output: bool) -> bool:

@@ -10,7 +10,7 @@ from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
 
 if TYPE_CHECKING:
-    from tei_ort.exporters.progress import Progress
+    from tei_ort.model.loading import LoadedModel
     from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
@@ -41,12 +41,11 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     import asyncio
 
     from tei_ort.grpc.server import serve_grpc
-    from tei_ort.model.loading import load_from_settings
     from tei_ort.serving.infer import Infer
     from tei_ort.serving.metrics import start_prometheus_listener
 
     try:
-        infer = Infer(settings, load_from_settings(settings, _progress(settings)), tracer=tracer)
+        infer = Infer(settings, _load(settings), tracer=tracer)
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
@@ -70,10 +69,9 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
 
         from tei_ort.http.app import Companion, create_app
         from tei_ort.http.connections import ConnectionLimits, limited_protocol
-        from tei_ort.model.loading import load_from_settings
         from tei_ort.serving.metrics import start_prometheus_listener
 
-        model = load_from_settings(settings, _progress(settings))
+        model = _load(settings)
         companions: list[Companion] = []
         if settings.grpc_port is not None:
             from tei_ort.grpc.server import grpc_companion
@@ -118,13 +116,15 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     return 0 if server.started else 1
 
 
-def _progress(settings: Settings) -> Progress:
-    """Download and build progress: bars on a terminal, log lines elsewhere."""
+def _load(settings: Settings) -> LoadedModel:
+    """The model, its download and build shown as bars on a terminal, log lines elsewhere."""
     import sys
 
-    from tei_ort.cli.progress import make_progress
+    from tei_ort.cli.progress import download_bar, make_progress
+    from tei_ort.model.loading import load_from_settings
 
-    return make_progress(logger.info, json_output=settings.json_output, stream=sys.stderr)
+    progress = make_progress(logger.info, json_output=settings.json_output, stream=sys.stderr)
+    return load_from_settings(settings, progress, download_bar=download_bar(progress))
 
 
 def _redacted(settings: Settings) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -102,8 +103,13 @@ def write_graph(
     onnx.save_model(graph, str(path))
 
 
-def prepare_engine(options: ModelOptions, progress: Progress = QUIET) -> PreparedEngine:
-    """Resolve and inspect the model, then find its engine in the cache or build it."""
+def prepare_engine(
+    options: ModelOptions, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> PreparedEngine:
+    """Resolve and inspect the model, then find its engine in the cache or build it.
+
+    ``download_bar``: the tqdm class a hub download is shown with (None: huggingface_hub's).
+    """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     target = select_target(options)
@@ -113,6 +119,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = QUIET) -> Prepare
         revision=options.revision,
         token=options.hf_token,
         cache_dir=options.huggingface_hub_cache,
+        download_bar=download_bar,
     )
     info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
     target = finalize_target(target, info, options)

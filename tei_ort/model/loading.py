@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -84,9 +84,11 @@ def open_engine(
     )
 
 
-def load_model(options: ModelOptions, progress: Progress = QUIET) -> LoadedModel:
+def load_model(
+    options: ModelOptions, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> LoadedModel:
     """Everything ``serve`` needs: model info, tokenizer, a warmed-up engine."""
-    prepared = prepare_engine(options, progress)
+    prepared = prepare_engine(options, progress, download_bar=download_bar)
     info = prepared.info
     seconds = dict(prepared.seconds)
     t = time.perf_counter()
@@ -111,8 +113,10 @@ def load_model(options: ModelOptions, progress: Progress = QUIET) -> LoadedModel
     )
 
 
-def load_from_settings(settings: Settings, progress: Progress = QUIET) -> LoadedModel:
-    return load_model(ModelOptions.from_settings(settings), progress)
+def load_from_settings(
+    settings: Settings, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> LoadedModel:
+    return load_model(ModelOptions.from_settings(settings), progress, download_bar=download_bar)
 
 
 def warm_up(engine: Engine, pad_id: int) -> None:

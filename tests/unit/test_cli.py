@@ -201,7 +201,7 @@ def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
     from tei_ort.errors import ModelNotFoundError
     from tei_ort.model import loading
 
-    def fail(settings: Settings, progress: object) -> None:
+    def fail(settings: Settings, progress: object, download_bar: object) -> None:
         raise ModelNotFoundError("no such model")
 
     monkeypatch.setattr(loading, "load_from_settings", fail)
@@ -225,7 +225,9 @@ def test_serve_passes_the_connection_flags_to_uvicorn(
     from tei_ort.model import loading
 
     configs: list[uvicorn.Config] = []
-    monkeypatch.setattr(loading, "load_from_settings", lambda settings, progress: make_model())
+    monkeypatch.setattr(
+        loading, "load_from_settings", lambda settings, progress, download_bar: make_model()
+    )
     monkeypatch.setattr(
         uvicorn.Server, "run", lambda self, sockets=None: configs.append(self.config)
     )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from huggingface_hub.utils.tqdm import are_progress_bars_disabled, enable_progress_bars
 
-from tei_ort.cli.progress import LogProgress, TerminalProgress, make_progress
+from tei_ort.cli.progress import LogProgress, TerminalProgress, download_bar, make_progress
 from tei_ort.exporters.export import Variant, export_to_file
 from tei_ort.exporters.progress import Advance
 from tei_ort.exporters.tensorrt import progress_monitor
@@ -152,3 +152,36 @@ def test_tensorrt_phases_become_meters() -> None:
     assert recorder.amounts == {"TensorRT: Building engine": 3}
     assert recorder.closed == ["TensorRT: Building engine"]
     assert progress_monitor(SimpleNamespace(), recorder) is None  # TensorRT < 10
+
+
+def test_downloads_are_lines_without_a_terminal() -> None:
+    lines: list[str] = []
+    clock = _Clock()
+    bar_class = download_bar(LogProgress(lines.append, interval=10, clock=clock))
+    assert bar_class is not None
+    bar = bar_class(total=4_000_000, desc="Downloading bytes", unit="B", unit_scale=True)
+    bar.mininterval = 0  # tqdm's own throttle runs on the real clock
+    clock.now = 20
+    bar.update(1_000_000)
+    clock.now = 25
+    bar.update(1_000_000)  # within the interval: no line
+    bar.close()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("Downloading bytes: 1.00M/4.00M (25%), ") and ", ETA " in lines[0]
+    assert lines[1].startswith("Downloading bytes: 2.00M/4.00M (50%)")
+
+
+def test_hub_downloads_use_the_bar_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tei_ort.model import hub
+
+    seen: dict[str, Any] = {}
+
+    def fake_download(model_id: str, **kwargs: Any) -> str:
+        seen.update(kwargs)
+        return str(tmp_path)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_download)
+    bar_class = download_bar(LogProgress(lambda _: None))
+    hub.resolve_model("org/model", download_bar=bar_class)
+    assert seen["tqdm_class"] is bar_class
+    assert download_bar(TerminalProgress(lambda _: None, _Tty())) is None  # hub's own bars
