@@ -176,7 +176,13 @@ class EngineCache:
             if entry.exists():  # damaged: moved aside, then removed
                 stale = entry.with_name(f"{STALE_PREFIX}{entry.name}-{os.getpid()}")
                 os.rename(entry, stale)
-            os.rename(tmp, entry)
+            try:
+                os.rename(tmp, entry)
+            except OSError:
+                # without a working lock another process may have finished first
+                if not self.check(key).complete:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
             if stale is not None:
                 shutil.rmtree(stale, ignore_errors=True)
         except BaseException:

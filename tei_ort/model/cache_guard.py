@@ -30,6 +30,7 @@ STALE_PREFIX = ".stale-"
 #: debris younger than this is left alone (a build on another host may own it)
 DEBRIS_AGE_S = 300.0
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 @contextlib.contextmanager
@@ -44,7 +45,14 @@ def build_lock(model_dir: Path) -> Iterator[bool]:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise
+            # some network file systems have no flock: builds then race, and the entry
+            # renamed into place first wins (EngineCache._build)
+            logger.warning("cannot lock %s (%s): building without the lock", model_dir, exc)
         yield True
     finally:
         os.close(fd)  # closing releases the lock

@@ -17,6 +17,7 @@ from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
 _CHUNK = 1 << 20
+_NO_MANIFEST = "missing or unreadable (an unfinished build, or one by an older tei-ort)"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def check_entry(entry: Path, required: tuple[str, ...]) -> EntryCheck:
         return EntryCheck({"(entry)": "missing"})
     records = read_manifest(entry)
     if records is None:
-        return EntryCheck({MANIFEST_FILE: "missing or unreadable (an unfinished build)"})
+        return EntryCheck({MANIFEST_FILE: _NO_MANIFEST})
     problems: dict[str, str] = {}
     for name in required:
         if name not in records:
