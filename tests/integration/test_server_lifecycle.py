@@ -219,3 +219,22 @@ def test_graceful_shutdown_timeout_bounds_the_drain(built: Built, tmp_path: Path
         assert server.stop(timeout=30) == 0, server.output()
         assert time.monotonic() - start < 5
         assert [_status(sock, timeout=5) for sock in sockets].count(200) < len(sockets)
+
+
+def test_build_on_a_built_cache_with_json_output(built: Built) -> None:
+    """A second build finds the engine (writing nothing) and logs JSON lines, no bars."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_CACHE", "MODEL_ID")}
+    cache_args = ("--engine-cache", str(built.cache), "--json-output")
+    done = subprocess.run(
+        [str(SCRIPTS / "tei-ort"), "build", "--model-id", str(default_model_path()), *cache_args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env | {"HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    *logged, last = done.stdout.splitlines()
+    messages = [json.loads(line)["message"] for line in logged]
+    assert any(m.startswith("found cached engine in ") for m in messages), messages
+    assert Path(last).parent.parent == built.cache and done.stderr == ""
+    assert _snapshot(built.cache) == built.snapshot
