@@ -125,13 +125,13 @@ class EngineCache:
         check = self.check(key)
         if check.complete:
             tidy(entry.parent, self.root)
-            return CacheEntry(entry, False, (entry / OPTIMIZED_FILE).is_file())
+            return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
         with build_lock(entry.parent) as writable:
             if not writable:
                 return self._read_only(entry, check)
             check = self.check(key)  # another process may have built it while we waited
             if check.complete:
-                return CacheEntry(entry, False, (entry / OPTIMIZED_FILE).is_file())
+                return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
             clean_debris(entry.parent, self.root)
             if entry.is_dir():
                 logger.warning("rebuilding the engine cache entry %s: %s", entry, check.describe())

@@ -31,6 +31,7 @@ class EntryCheck:
     """The result of checking an entry against its manifest: file name -> what is wrong."""
 
     problems: dict[str, str] = field(default_factory=dict)
+    recorded: frozenset[str] = frozenset()  # the files the manifest lists
 
     @property
     def complete(self) -> bool:
@@ -107,4 +108,4 @@ def check_entry(entry: Path, required: tuple[str, ...]) -> EntryCheck:
     for name, record in records.items():
         if name not in problems and file_crc32(entry / name) != record.crc32:
             problems[name] = "content differs from what the build wrote (CRC-32)"
-    return EntryCheck(problems)
+    return EntryCheck(problems, frozenset(records))
