@@ -81,6 +81,39 @@ def check_providers(providers: Sequence[str]) -> None:
             )
 
 
+def save_optimized(
+    model_path: Path,
+    optimized_path: Path,
+    *,
+    providers: Sequence[str] = (CPU_PROVIDER,),
+    provider_options: Sequence[dict[str, str]] | None = None,
+) -> None:
+    """Let ONNX Runtime optimize the graph for ``providers`` and save it at ``optimized_path``.
+
+    Weights kept beside the graph (external data) go beside the optimized graph too, as
+    ``<optimized name>.data``. The options are the ones ``OrtEngine`` loads with, so that
+    loading the saved graph gives the session a fresh optimization would.
+    """
+    check_providers(providers)
+    data_name = None
+    if model_path.with_name(model_path.name + ".data").is_file():
+        data_name = optimized_path.name + ".data"
+    cpu = tuple(providers) == (CPU_PROVIDER,)
+    opts = session_options(1, optimized_path, data_name, cpu=cpu)
+    try:
+        ort.InferenceSession(
+            str(model_path),
+            sess_options=opts,
+            providers=list(providers),
+            provider_options=list(provider_options) if provider_options is not None else None,
+            disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if cpu else None,
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise EngineError(f"onnxruntime cannot optimize {model_path}: {exc}") from exc
+    if not optimized_path.is_file():
+        raise EngineError(f"onnxruntime did not save the optimized graph {optimized_path}")
+
+
 class OrtEngine(Engine):
     """Runs an exported graph with ONNX Runtime."""
 
@@ -99,20 +132,16 @@ class OrtEngine(Engine):
         self.dtype = dtype
         if provider_options is not None and len(provider_options) != len(providers):
             raise EngineError("provider_options needs one dict per provider")
-        # A graph that ORT already optimized and saved loads without re-optimizing it.
-        path, save_to = model_path, None
-        if optimized_path is not None:
-            if optimized_path.is_file():
-                path = optimized_path
-            else:  # written beside, then renamed: a reader never sees half a file
-                save_to = optimized_path.with_name(f".{optimized_path.name}.{os.getpid()}.tmp")
-        # weights beside the graph stay beside the optimized graph too, in a file named for
-        # this writer so that two processes saving at once never write the same one
-        data_name = None
-        if optimized_path is not None and model_path.with_name(model_path.name + ".data").is_file():
-            data_name = f"{optimized_path.name}.{os.getpid()}.data"
+        # A graph that ORT already optimized and saved (``save_optimized``, at build time)
+        # loads without re-optimizing it; the engine itself never writes to the cache, which
+        # may be mounted read-only.
+        path = (
+            optimized_path
+            if optimized_path is not None and optimized_path.is_file()
+            else model_path
+        )
         self.cpu = tuple(providers) == (CPU_PROVIDER,)
-        opts = session_options(threads, save_to, data_name, cpu=self.cpu)
+        opts = session_options(threads, None, cpu=self.cpu)
         try:
             self.session = ort.InferenceSession(
                 str(path),
@@ -123,8 +152,6 @@ class OrtEngine(Engine):
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
-        if save_to is not None and optimized_path is not None and save_to.is_file():
-            os.replace(save_to, optimized_path)
         self._input_names = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if len(outputs) != 1 or outputs[0] not in {n.value for n in OutputName}:

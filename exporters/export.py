@@ -20,6 +20,7 @@ from tei_ort.engines.base import OutputName
 from tei_ort.exporters.errors import UnsupportedModelError
 from tei_ort.exporters.graph import FLOAT, INT64, ExternalData, GraphBuilder
 from tei_ort.exporters.head_kind import Head
+from tei_ort.exporters.progress import QUIET, Advance, Progress
 from tei_ort.exporters.weights import WeightStore
 
 # Bump when any builder changes the graphs it writes: it is part of the engine cache key.
@@ -154,9 +155,12 @@ def export_onnx(
     variant: Variant = Variant.ORT,
     *,
     yes_no_token_ids: tuple[int, int] | None = None,
+    progress: Progress = QUIET,
 ) -> onnx.ModelProto:
     """Build the graph for ``head`` straight from the safetensors tensors, in memory."""
-    model = _build(config, weight_files, head, variant, yes_no_token_ids, None)
+    total = WeightStore(weight_files).nbytes_float32()
+    with progress.meter("exporting the weights", total) as advance:
+        model = _build(config, weight_files, head, variant, yes_no_token_ids, None, advance)
     onnx.checker.check_model(model, full_check=False)
     return model
 
@@ -170,6 +174,7 @@ def export_to_file(
     *,
     yes_no_token_ids: tuple[int, int] | None = None,
     external_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    progress: Progress = QUIET,
 ) -> bool:
     """Write the graph to ``path``; returns whether its weights went to external data.
 
@@ -179,15 +184,24 @@ def export_to_file(
     size = WeightStore(weight_files).nbytes_float32()
     if size <= external_threshold:
         onnx.save_model(
-            export_onnx(config, weight_files, head, variant, yes_no_token_ids=yes_no_token_ids),
+            export_onnx(
+                config,
+                weight_files,
+                head,
+                variant,
+                yes_no_token_ids=yes_no_token_ids,
+                progress=progress,
+            ),
             str(path),
         )
         return False
     external = ExternalData(path.with_name(path.name + ".data"))
     try:
-        model = _build(config, weight_files, head, variant, yes_no_token_ids, external)
+        with progress.meter("exporting the weights (external data)", size) as advance:
+            model = _build(config, weight_files, head, variant, yes_no_token_ids, external, advance)
     finally:
         external.close()
+    progress("writing and checking the graph")
     onnx.save_model(model, str(path))
     del model
     # by path: the checker reads the external tensors' metadata without loading them
@@ -202,10 +216,11 @@ def _build(
     variant: Variant,
     yes_no_token_ids: tuple[int, int] | None,
     external: ExternalData | None,
+    on_weight: Advance | None = None,
 ) -> onnx.ModelProto:
     key = architecture_of(config)
     family = family_of(config, head)
-    g = GraphBuilder(f"tei_ort_{key}_{head.value}", external=external)
+    g = GraphBuilder(f"tei_ort_{key}_{head.value}", external=external, on_weight=on_weight)
     ctx = ExportContext(
         g=g,
         config=config,

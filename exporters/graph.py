@@ -6,7 +6,7 @@ like the math it computes. Initializers are added with ``g.weight(...)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -62,9 +62,15 @@ class ExternalData:
 
 
 class GraphBuilder:
-    def __init__(self, name: str, external: ExternalData | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        external: ExternalData | None = None,
+        on_weight: Callable[[float], None] | None = None,
+    ) -> None:
         self.name = name
         self.external = external
+        self.on_weight = on_weight  # told each weight's bytes: the export's progress
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -85,6 +91,8 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
     def weight(self, name: str, array: NDArray[Any]) -> str:
+        if self.on_weight is not None:
+            self.on_weight(array.nbytes)
         if self.external is not None and array.nbytes >= self.external.min_bytes:
             self.initializers.append(self.external.tensor(name, array))
         else:

@@ -9,12 +9,13 @@ profiles come from ``tei_ort.engines.trt_profiles``, which the engine uses to pi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.trt_profiles import ProfilePlan, import_tensorrt
+from tei_ort.exporters.progress import QUIET, Advance, Progress
 
 
 def build_engine(
@@ -24,7 +25,7 @@ def build_engine(
     *,
     fp16: bool = True,
     workspace_bytes: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = QUIET,
 ) -> None:
     """Parse ``onnx_path`` and write a serialized engine with ``plan``'s profiles."""
     trt = import_tensorrt()
@@ -49,9 +50,15 @@ def build_engine(
         for name in inputs:  # every input is (B, T)
             profile.set_shape(name, shape_range.min, shape_range.opt, shape_range.max)
         config.add_optimization_profile(profile)
-    if progress is not None:
-        progress(f"building the TensorRT engine ({len(plan.ranges)} profiles); this takes minutes")
-    serialized = builder.build_serialized_network(network, config)
+    progress(f"building the TensorRT engine ({len(plan.ranges)} profiles); this takes minutes")
+    monitor = progress_monitor(trt, progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if serialized is None:
         raise EngineError(f"TensorRT could not build an engine from {onnx_path}")
     plan_path.write_bytes(memoryview(serialized).tobytes())
@@ -93,3 +100,40 @@ def _pin(trt: Any, layer: Any) -> None:
     layer.precision = trt.float32
     for out in range(layer.num_outputs):
         layer.set_output_type(out, trt.float32)
+
+
+def progress_monitor(trt: Any, progress: Progress) -> Any:
+    """A TensorRT ``IProgressMonitor`` that meters the builder's top-level phases.
+
+    Nested phases (per layer, per tactic) come by the thousand and would bury the ones
+    that say how far the build is; None where TensorRT has no progress monitors (< 10).
+    """
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.meters: dict[str, tuple[AbstractContextManager[Advance], Advance]] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            if parent_phase is None:
+                meter = progress.meter(f"TensorRT: {phase_name}", num_steps or None, "step")
+                self.meters[phase_name] = (meter, meter.__enter__())
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            if phase_name in self.meters:
+                self.meters[phase_name][1](1)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            entry = self.meters.pop(phase_name, None)
+            if entry is not None:
+                entry[0].__exit__(None, None, None)
+
+        def close(self) -> None:
+            for name in list(self.meters):
+                self.phase_finish(name)
+
+    return Monitor()

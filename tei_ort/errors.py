@@ -49,6 +49,7 @@ __all__ = [
     "BodyError",
     "ConfigurationError",
     "EmptyError",
+    "EngineCacheError",
     "EngineError",
     "JsonSyntaxError",
     "ModelError",
@@ -73,6 +74,10 @@ class TeiOrtError(Exception):
 
 class ConfigurationError(TeiOrtError):
     """Flags or settings that cannot work together."""
+
+
+class EngineCacheError(TeiOrtError):
+    """An engine cache entry that cannot be used (damaged, unfinished) nor rebuilt."""
 
 
 class ModelNotFoundError(ModelError):

@@ -121,6 +121,13 @@ class Settings:
     prometheus_port: int = 9000
     grpc: bool = False  # serve TEI's gRPC API on `port` instead of HTTP (TEI's -grpc images)
     grpc_port: int | None = None  # tei-ort: gRPC on this port beside HTTP on `port`
+    # tei-ort: how long a stopping server waits for accepted requests (None: all of them)
+    graceful_shutdown_timeout: int | None = None
+    # tei-ort: deadlines (seconds) and the connection cap that bound what a client may hold
+    keep_alive_timeout: int = 5
+    header_read_timeout: int = 30
+    body_read_timeout: int = 60
+    max_connections: int = 1024
     # logging and telemetry
     json_output: bool = False
     disable_spans: bool = False
@@ -148,9 +155,15 @@ class Settings:
             "max_batch_tokens",
             "max_client_batch_size",
             "payload_limit",
+            "keep_alive_timeout",
+            "header_read_timeout",
+            "body_read_timeout",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"`{name}` must be at least 1")
+        if self.graceful_shutdown_timeout is not None and self.graceful_shutdown_timeout < 0:
+            raise ConfigurationError("`graceful_shutdown_timeout` must be 0 or more")
         if self.max_batch_requests is not None and self.max_batch_requests < 1:
             raise ConfigurationError("`max_batch_requests` must be at least 1")
         for name in ("port", "prometheus_port"):

@@ -7,6 +7,7 @@ before loading, so an image build or an init container can pay the export once.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import replace
@@ -20,7 +21,9 @@ from tei_ort.cli.flags import (
     add_model_arguments,
     settings_from_args,
 )
+from tei_ort.cli.progress import download_bar, make_progress
 from tei_ort.errors import START_ERRORS
+from tei_ort.exporters.progress import Progress
 from tei_ort.settings import environment
 
 #: ``--target`` -> execution provider
@@ -50,11 +53,12 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _batch_flags() -> tuple[Flag, ...]:
-    """serve's batch-limit flags: GPU engines are sized from them."""
-    return tuple(f for f in SERVER_FLAGS if f.dest in ("max_batch_tokens", "max_batch_requests"))
+    """serve's batch-limit flags (GPU engines are sized from them) and --json-output."""
+    names = ("max_batch_tokens", "max_batch_requests", "json_output")
+    return tuple(f for f in SERVER_FLAGS if f.dest in names)
 
 
-class _Progress:
+class _Steps:
     """One line per step on stderr, with the time since the build started."""
 
     def __init__(self) -> None:
@@ -64,19 +68,29 @@ class _Progress:
         print(f"[{time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def _progress(json_output: bool) -> Progress:
+    """Bars and step lines on stderr; with --json-output, JSON log lines on stdout."""
+    if json_output:
+        from tei_ort.log import setup_logging
+
+        setup_logging(json_output=True)
+        return make_progress(logging.getLogger("tei_ort").info, json_output=True, stream=sys.stderr)
+    return make_progress(_Steps(), json_output=False, stream=sys.stderr)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from tei_ort.model.loading import ModelOptions, prepare_engine
 
     settings = settings_from_args(args.parser, args, MODEL_FLAGS + _batch_flags())
     if settings.execution_provider is None and args.target is not None:
         settings = replace(settings, execution_provider=TARGETS[args.target])
-    progress = _Progress()
+    progress = _progress(settings.json_output)
     try:
         options = ModelOptions.from_settings(settings)
-        prepared = prepare_engine(options, progress)
+        prepared = prepare_engine(options, progress, download_bar=download_bar(progress))
     except START_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     progress("done" if prepared.built else "done (already in the cache)")
-    print(prepared.entry_dir)
+    print(prepared.entry_dir, flush=True)
     return 0

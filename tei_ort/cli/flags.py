@@ -272,6 +272,39 @@ SERVER_FLAGS: tuple[Flag, ...] = (
         default=9000,
     ),
     Flag(
+        "--graceful-shutdown-timeout",
+        "On SIGTERM / SIGINT the server stops accepting connections and answers every request "
+        "it has accepted; this bounds that wait, in seconds (requests still running then are "
+        "cancelled). By default it waits for all of them, as TEI does.",
+        parse=_non_negative_int,
+    ),
+    Flag(
+        "--keep-alive-timeout",
+        "Close a kept-alive connection after this many idle seconds.",
+        parse=_positive_int,
+        default=5,
+    ),
+    Flag(
+        "--header-read-timeout",
+        "Close a connection whose request line and headers are not all received within this "
+        "many seconds (of opening it, or of the previous answer).",
+        parse=_positive_int,
+        default=30,
+    ),
+    Flag(
+        "--body-read-timeout",
+        "Close a connection whose request body is not all received within this many seconds "
+        "of its headers.",
+        parse=_positive_int,
+        default=60,
+    ),
+    Flag(
+        "--max-connections",
+        "The most client connections open at once; more are closed as soon as they are accepted.",
+        parse=_positive_int,
+        default=1024,
+    ),
+    Flag(
         "--cors-allow-origin",
         "Origins allowed by CORS (repeat the flag or separate with commas); all by default.",
         kind="list",

@@ -10,6 +10,7 @@ from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
 
 if TYPE_CHECKING:
+    from tei_ort.model.loading import LoadedModel
     from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
@@ -40,12 +41,11 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     import asyncio
 
     from tei_ort.grpc.server import serve_grpc
-    from tei_ort.model.loading import load_from_settings
     from tei_ort.serving.infer import Infer
     from tei_ort.serving.metrics import start_prometheus_listener
 
     try:
-        infer = Infer(settings, load_from_settings(settings), tracer=tracer)
+        infer = Infer(settings, _load(settings), tracer=tracer)
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
@@ -68,10 +68,10 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
         import uvicorn
 
         from tei_ort.http.app import Companion, create_app
-        from tei_ort.model.loading import load_from_settings
+        from tei_ort.http.connections import ConnectionLimits, limited_protocol
         from tei_ort.serving.metrics import start_prometheus_listener
 
-        model = load_from_settings(settings)
+        model = _load(settings)
         companions: list[Companion] = []
         if settings.grpc_port is not None:
             from tei_ort.grpc.server import grpc_companion
@@ -84,14 +84,22 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     listener = start_prometheus_listener(
         app.state.metrics, settings.bind_host, settings.prometheus_port
     )
+    limits = ConnectionLimits(
+        header_read_timeout=settings.header_read_timeout,
+        body_read_timeout=settings.body_read_timeout,
+        max_connections=settings.max_connections,
+    )
     config = uvicorn.Config(
         app,
         host=settings.bind_host,
         port=settings.port,
+        http=limited_protocol(limits),
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        # None: wait for every accepted request (uvicorn stops accepting first)
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
     )
     server = uvicorn.Server(config)
     logger.info("Starting HTTP server: %s:%d", settings.bind_host, settings.port)
@@ -106,6 +114,17 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
         if listener is not None:
             listener.close()
     return 0 if server.started else 1
+
+
+def _load(settings: Settings) -> LoadedModel:
+    """The model, its download and build shown as bars on a terminal, log lines elsewhere."""
+    import sys
+
+    from tei_ort.cli.progress import download_bar, make_progress
+    from tei_ort.model.loading import load_from_settings
+
+    progress = make_progress(logger.info, json_output=settings.json_output, stream=sys.stderr)
+    return load_from_settings(settings, progress, download_bar=download_bar(progress))
 
 
 def _redacted(settings: Settings) -> str:

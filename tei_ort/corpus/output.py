@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tei_ort.corpus.file_lock import file_lock
 from tei_ort.errors import ConfigurationError
-from tei_ort.model.file_lock import file_lock
 
 PART_GLOB = "part-*.parquet"
 REJECTS_FILE = "rejects.parquet"

@@ -41,8 +41,9 @@ from tei_ort.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: how long a stopping server lets calls in flight finish (as uvicorn's graceful shutdown)
-GRACE_S = 30.0
+#: grpc's ``stop(None)`` aborts every call at once, so "wait for all of them" (the default
+#: of --graceful-shutdown-timeout, as in TEI) is a grace longer than any call
+_UNTIL_DONE_S = 365 * 24 * 3600.0
 #: every service of tei.proto, by full name (tei.v1.Embed, ...)
 SERVICE_NAMES = tuple(service.full_name for service in tei_pb2.DESCRIPTOR.services_by_name.values())
 
@@ -123,9 +124,14 @@ class GrpcServer:
         logger.info("Starting gRPC server: %s", address(self.host, self.port))
         return self.port
 
-    async def stop(self, grace: float | None = GRACE_S) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls; those in flight finish within ``grace`` seconds (by default
+        --graceful-shutdown-timeout, unset: however long they take)."""
         if self._server is None:
             return
+        if grace is None:
+            configured = self.settings.graceful_shutdown_timeout
+            grace = _UNTIL_DONE_S if configured is None else float(configured)
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None

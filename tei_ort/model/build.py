@@ -7,12 +7,14 @@ of ``loading.load_model``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from tei_ort.engines.errors import EngineError
+from tei_ort.engines.ort_engine import check_providers, save_optimized
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.exporters.export import (
@@ -21,9 +23,11 @@ from tei_ort.exporters.export import (
     export_onnx,
     export_to_file,
 )
+from tei_ort.exporters.progress import QUIET, Progress
 from tei_ort.exporters.weights import WeightStore
 from tei_ort.model.cache import (
     ENGINE_FILE,
+    OPTIMIZED_FILE,
     CacheKey,
     EngineCache,
     default_cache_root,
@@ -35,23 +39,20 @@ from tei_ort.model.inspect import inspect_model
 from tei_ort.model.options import ModelOptions
 from tei_ort.model.targets import CPU_TARGET, EngineTarget, finalize_target, select_target
 
-Progress = Callable[[str], None]
-
-
-def quiet(_: str) -> None:
-    """A progress callback that says nothing."""
-
 
 @dataclass(frozen=True)
 class PreparedEngine:
     info: ModelInfo
     target: EngineTarget
     entry_dir: Path  # the engine cache entry
-    built: bool  # exported by this call (a cache miss)
+    built: bool  # exported (or repaired) by this call
+    optimized: bool = False  # the entry holds the graph ORT optimized for the target
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
+def write_graph(
+    info: ModelInfo, target: EngineTarget, path: Path, progress: Progress = QUIET
+) -> None:
     """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
     post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
         target.dtype == "int8"
@@ -64,6 +65,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
             path,
             target.variant,
             yes_no_token_ids=info.yes_no_token_ids,
+            progress=progress,
         )
         if target.name == CPU_TARGET:
             from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
@@ -85,6 +87,7 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
         info.head,
         target.variant,
         yes_no_token_ids=info.yes_no_token_ids,
+        progress=progress,
     )
     if target.dtype == "float16":
         from tei_ort.exporters.fp16 import to_float16
@@ -100,8 +103,13 @@ def write_graph(info: ModelInfo, target: EngineTarget, path: Path) -> None:
     onnx.save_model(graph, str(path))
 
 
-def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> PreparedEngine:
-    """Resolve and inspect the model, then find its engine in the cache or build it."""
+def prepare_engine(
+    options: ModelOptions, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> PreparedEngine:
+    """Resolve and inspect the model, then find its engine in the cache or build it.
+
+    ``download_bar``: the tqdm class a hub download is shown with (None: huggingface_hub's).
+    """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     target = select_target(options)
@@ -111,6 +119,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> Prepare
         revision=options.revision,
         token=options.hf_token,
         cache_dir=options.huggingface_hub_cache,
+        download_bar=download_bar,
     )
     info = inspect_model(resolved, pooling=options.pooling, dense_path=options.dense_path)
     target = finalize_target(target, info, options)
@@ -143,7 +152,7 @@ def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> Prepare
 
     def build(tmp: Path) -> None:
         progress(f"exporting {info.model_id} ({info.model_type}, {info.head.value} head) to ONNX")
-        write_graph(info, target, tmp / ENGINE_FILE)
+        write_graph(info, target, tmp / ENGINE_FILE, progress)
         if target.profiles is not None:
             from tei_ort.exporters.tensorrt import build_engine
 
@@ -155,8 +164,39 @@ def prepare_engine(options: ModelOptions, progress: Progress = quiet) -> Prepare
                 progress=progress,
             )
 
+    def optimize(model_path: Path, out_dir: Path) -> None:
+        optimize_graph(target, model_path, out_dir / OPTIMIZED_FILE, progress)
+
     t = time.perf_counter()
-    entry, built = cache.get_or_build(key, build)
-    seconds["export" if built else "cache_lookup"] = time.perf_counter() - t
-    progress(("built " if built else "found cached ") + f"engine in {entry}")
-    return PreparedEngine(info=info, target=target, entry_dir=entry, built=built, seconds=seconds)
+    found = cache.get_or_build(key, build, None if target.engine == "trt" else optimize)
+    seconds["export" if found.built else "cache_lookup"] = time.perf_counter() - t
+    progress(("built " if found.built else "found cached ") + f"engine in {found.path}")
+    return PreparedEngine(
+        info=info,
+        target=target,
+        entry_dir=found.path,
+        built=found.built,
+        optimized=found.optimized,
+        seconds=seconds,
+    )
+
+
+def optimize_graph(
+    target: EngineTarget, model_path: Path, optimized_path: Path, progress: Progress
+) -> None:
+    """Save the graph ONNX Runtime optimizes for the target, so that starts load it as is.
+
+    A target whose provider this machine lacks (a CUDA engine built on a CPU host) is left
+    without one: its server optimizes in memory at each start.
+    """
+    try:
+        check_providers(target.providers)
+    except EngineError as exc:
+        progress(f"not optimizing the graph here ({exc}); the server will at each start")
+        return
+    options = target.provider_options or None
+    # one opaque call: its meter shows the time it has taken, not how much is left
+    with progress.meter("optimizing the graph with ONNX Runtime", None, "s"):
+        save_optimized(
+            model_path, optimized_path, providers=target.providers, provider_options=options
+        )

@@ -2,21 +2,26 @@
 
 Layout::
 
+    <root>/<model-slug>/.lock             held while an entry of the model is built
     <root>/<model-slug>/<key-digest>/
         key.json          the key's parts, readable
-        model.onnx        the exported graph
-        model.opt.onnx    the graph as ONNX Runtime optimized it (written on first load)
+        model.onnx        the exported graph (and model.onnx.data for weights over 1 GiB)
+        model.opt.onnx    the graph as ONNX Runtime optimized it for the target
+        manifest.json     size and CRC-32 of every file above, written last
 
-An entry is built in a temporary sibling directory and renamed into place, so a reader
-never sees half an entry. Builders of the same key take a file lock first
-(``<root>/.locks/<slug>--<digest>.lock``): one process builds, the others wait and then
-reuse its entry.
+``tei-ort build`` leaves an entry complete: a later ``serve`` only reads it, so the cache
+may be mounted read-only. An entry is built in a temporary sibling directory and renamed
+into place, so a reader never sees half an entry. An entry that does not match its
+manifest (a killed build, a truncated or damaged file) is never loaded: it is rebuilt
+(only the optimized graph when that alone is damaged), or, in a read-only cache, refused
+with a message that says what is wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,12 +30,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tei_ort.model.file_lock import file_lock
+from tei_ort.errors import EngineCacheError
+from tei_ort.model.cache_guard import (
+    BUILDING_PREFIX,
+    STALE_PREFIX,
+    build_lock,
+    clean_debris,
+    make_readable,
+    tidy,
+)
+from tei_ort.model.manifest import EntryCheck, check_entry, write_manifest
+
+logger = logging.getLogger(__name__)
 
 ENGINE_FILE = "model.onnx"
 OPTIMIZED_FILE = "model.opt.onnx"
 KEY_FILE = "key.json"
 _DIGEST_MEMO = "weights-digests.json"
+
+#: ``build(tmp_dir)`` writes model.onnx (and any external data or plan) into tmp_dir
+Build = Callable[[Path], None]
+#: ``optimize(model_path, out_dir)`` writes out_dir/model.opt.onnx, or nothing when the
+#: target cannot be optimized on this machine (its provider is missing)
+Optimize = Callable[[Path, Path], None]
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,13 @@ class CacheKey:
         return hashlib.sha256(blob).hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    built: bool  # built or repaired by this call
+    optimized: bool  # model.opt.onnx is there and matches the manifest
+
+
 def model_slug(model_id: str) -> str:
     """A directory name for a model id or path."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model_id.strip("/")).strip("-.")
@@ -65,6 +94,11 @@ def default_cache_root(hub_cache: str | Path | None = None) -> Path:
     return Path(hub_cache) / "tei-ort-engines"
 
 
+def _only_optimized(check: EntryCheck) -> bool:
+    """Whether the damage is confined to the optimized graph (rebuilt from model.onnx)."""
+    return bool(check.problems) and all(n.startswith(OPTIMIZED_FILE) for n in check.problems)
+
+
 class EngineCache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -72,45 +106,102 @@ class EngineCache:
     def entry_dir(self, key: CacheKey) -> Path:
         return self.root / model_slug(key.model_id) / key.digest()
 
+    def check(self, key: CacheKey) -> EntryCheck:
+        return check_entry(self.entry_dir(key), (KEY_FILE, ENGINE_FILE))
+
     def lookup(self, key: CacheKey) -> Path | None:
-        entry = self.entry_dir(key)
-        return entry if (entry / ENGINE_FILE).is_file() and (entry / KEY_FILE).is_file() else None
+        """The entry for ``key`` if it is complete and undamaged."""
+        return self.entry_dir(key) if self.check(key).complete else None
 
-    def get_or_build(self, key: CacheKey, build: Callable[[Path], None]) -> tuple[Path, bool]:
-        """The entry for ``key``, built with ``build(tmp_dir)`` on a miss.
+    def get_or_build(
+        self, key: CacheKey, build: Build, optimize: Optimize | None = None
+    ) -> CacheEntry:
+        """The entry for ``key``: checked against its manifest, built or repaired if needed.
 
-        ``build`` must write ``model.onnx`` (and any external data) into the directory it
-        is given. Returns the entry directory and whether it was built now.
+        ``build`` must write ``model.onnx`` into the directory it is given; ``optimize``
+        (when the target has an optimized graph) writes ``model.opt.onnx`` from it.
         """
-        found = self.lookup(key)
-        if found is not None:
-            return found, False
         entry = self.entry_dir(key)
-        with file_lock(self.root / ".locks" / f"{entry.parent.name}--{entry.name}.lock"):
-            found = self.lookup(key)  # built by the holder we waited for
-            if found is not None:
-                return found, False
-            return self._build(key, entry, build), True
+        check = self.check(key)
+        if check.complete:
+            tidy(entry.parent, self.root)
+            return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
+        with build_lock(entry.parent) as writable:
+            if not writable:
+                return self._read_only(entry, check)
+            check = self.check(key)  # another process may have built it while we waited
+            if check.complete:
+                return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
+            clean_debris(entry.parent, self.root)
+            if entry.is_dir():
+                logger.warning("rebuilding the engine cache entry %s: %s", entry, check.describe())
+            if optimize is not None and _only_optimized(check):
+                self._repair(entry, optimize)
+            else:
+                self._build(entry, key, build, optimize)
+        return CacheEntry(entry, True, (entry / OPTIMIZED_FILE).is_file())
 
-    def _build(self, key: CacheKey, entry: Path, build: Callable[[Path], None]) -> Path:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
+    def _read_only(self, entry: Path, check: EntryCheck) -> CacheEntry:
+        if _only_optimized(check):
+            # model.onnx is intact: ONNX Runtime optimizes it again in memory
+            logger.warning(
+                "the optimized graph in %s is damaged (%s) and the cache is read-only: "
+                "optimizing model.onnx in memory at each start",
+                entry,
+                check.describe(),
+            )
+            return CacheEntry(entry, False, False)
+        if not entry.is_dir():
+            raise EngineCacheError(
+                f"no engine for this model in the read-only engine cache {self.root}: "
+                "run `tei-ort build` with the same options on a writable cache first"
+            )
+        raise EngineCacheError(
+            f"the engine cache entry {entry} is damaged or unfinished ({check.describe()}) "
+            "and the cache is read-only: rebuild it with `tei-ort build` on a writable cache"
+        )
+
+    def _build(self, entry: Path, key: CacheKey, build: Build, optimize: Optimize | None) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=BUILDING_PREFIX, dir=entry.parent))
         try:
             build(tmp)
             if not (tmp / ENGINE_FILE).is_file():
                 raise RuntimeError(f"the engine build wrote no {ENGINE_FILE}")
             (tmp / KEY_FILE).write_text(json.dumps(asdict(key), indent=2, sort_keys=True))
+            if optimize is not None:
+                optimize(tmp / ENGINE_FILE, tmp)
+            make_readable(tmp)
+            write_manifest(tmp)
+            stale = None
+            if entry.exists():  # damaged: moved aside, then removed
+                stale = entry.with_name(f"{STALE_PREFIX}{entry.name}-{os.getpid()}")
+                os.rename(entry, stale)
             try:
                 os.rename(tmp, entry)
             except OSError:
-                # another process finished the same key first; its entry is as good
-                if self.lookup(key) is None:
+                # without a working lock another process may have finished first
+                if not self.check(key).complete:
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
+            if stale is not None:
+                shutil.rmtree(stale, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return entry
+
+    def _repair(self, entry: Path, optimize: Optimize) -> None:
+        """Optimize the intact model.onnx again; swap the new files in, then the manifest."""
+        tmp = Path(tempfile.mkdtemp(prefix=BUILDING_PREFIX, dir=entry.parent))
+        try:
+            optimize(entry / ENGINE_FILE, tmp)
+            make_readable(tmp)
+            for old in entry.glob(OPTIMIZED_FILE + "*"):
+                old.unlink()
+            for new in tmp.iterdir():
+                os.replace(new, entry / new.name)
+            write_manifest(entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def weights_digest(files: Iterable[Path], memo_dir: Path | None = None) -> str:
@@ -123,9 +214,12 @@ def weights_digest(files: Iterable[Path], memo_dir: Path | None = None) -> str:
     memo: dict[str, str] = {}
     if memo_path is not None and memo_path.is_file():
         try:
-            memo = json.loads(memo_path.read_text())
-        except ValueError:
-            memo = {}
+            loaded = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            loaded = None
+        # anything but a string -> string map (a damaged or foreign file) is no memo
+        if isinstance(loaded, dict) and all(isinstance(v, str) for v in loaded.values()):
+            memo = loaded
     total = hashlib.sha256()
     changed = False
     for path in files:
@@ -138,11 +232,20 @@ def weights_digest(files: Iterable[Path], memo_dir: Path | None = None) -> str:
             changed = True
         total.update(digest.encode())
     if changed and memo_path is not None:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
-        os.replace(tmp, memo_path)
+        _save_memo(memo_path, memo)
     return total.hexdigest()
+
+
+def _save_memo(memo_path: Path, memo: dict[str, str]) -> None:
+    """Remember the digests; a read-only cache only costs the next start a rehash."""
+    tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
+        tmp.chmod(0o644)
+        os.replace(tmp, memo_path)
+    except OSError as exc:
+        logger.info("could not save the weights digests in %s: %s", memo_path, exc)
 
 
 def _file_sha256(path: Path) -> str:

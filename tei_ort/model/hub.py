@@ -19,6 +19,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import snapshot_download
 
@@ -109,11 +110,13 @@ def resolve_model(
     revision: str | None = None,
     token: str | None = None,
     cache_dir: str | Path | None = None,
+    download_bar: type[Any] | None = None,
 ) -> ResolvedModel:
     """Turn a model id (a local directory or a hub id) into a directory on disk.
 
     ``None`` means DEFAULT_MODEL_ID. Raises ModelNotFoundError when the model is neither
-    a local directory nor in the hub cache nor downloadable.
+    a local directory nor in the hub cache nor downloadable. ``download_bar`` is the tqdm
+    class huggingface_hub shows the download with (None: its own bars).
     """
     if model_id is None:
         model_id = DEFAULT_MODEL_ID
@@ -123,7 +126,13 @@ def resolve_model(
         return ResolvedModel(model_id=model_id, path=local, revision=None)
 
     try:
-        return _from_hub(model_id, revision=revision, token=token, cache_dir=cache_dir)
+        return _from_hub(
+            model_id,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            download_bar=download_bar,
+        )
     except ModelNotFoundError as error:
         # The packaged copy stands for the hub's main branch only: a pinned revision
         # must come from the hub or its cache.
@@ -184,6 +193,7 @@ def _from_hub(
     revision: str | None,
     token: str | None,
     cache_dir: str | Path | None,
+    download_bar: type[Any] | None = None,
 ) -> ResolvedModel:
     offline = is_offline()
     try:
@@ -198,6 +208,7 @@ def _from_hub(
             local_files_only=offline,
             allow_patterns=list(ALLOW_PATTERNS),
             ignore_patterns=list(IGNORE_PATTERNS),
+            tqdm_class=download_bar,
         )
     except _hub_errors() as error:
         raise ModelNotFoundError(_not_found_message(model_id, revision, offline, error)) from error

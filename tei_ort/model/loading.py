@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from tei_ort.engines.base import Engine, EngineInputs
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import EngineError
-from tei_ort.model.build import Progress, prepare_engine, quiet
+from tei_ort.exporters.progress import QUIET, Progress
+from tei_ort.model.build import prepare_engine
 from tei_ort.model.cache import ENGINE_FILE, OPTIMIZED_FILE
 from tei_ort.model.dense import F32, DenseStack
 from tei_ort.model.info import ModelInfo
@@ -47,8 +48,11 @@ class LoadedModel:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) -> Engine:
-    """An engine over a cache entry."""
+def open_engine(
+    entry_dir: Path, target: EngineTarget, options: ModelOptions, *, optimized: bool = True
+) -> Engine:
+    """An engine over a cache entry (its optimized graph unless ``optimized`` is False)."""
+    optimized_path = entry_dir / OPTIMIZED_FILE if optimized else None
     if target.engine == "ort-cuda" and target.limits is not None:
         from tei_ort.engines.ort_cuda import OrtCudaEngine
 
@@ -58,7 +62,7 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
             provider_options=target.provider_options[0],
             device_id=options.device_id,
             cuda_graphs=options.cuda_graphs,
-            optimized_path=entry_dir / OPTIMIZED_FILE,
+            optimized_path=optimized_path,
             dtype=target.dtype,
         )
     if target.engine == "trt" and target.profiles is not None:
@@ -75,14 +79,16 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
         providers=target.providers,
         provider_options=target.provider_options or None,
         threads=options.threads,
-        optimized_path=entry_dir / OPTIMIZED_FILE,
+        optimized_path=optimized_path,
         dtype=target.dtype,
     )
 
 
-def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel:
+def load_model(
+    options: ModelOptions, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> LoadedModel:
     """Everything ``serve`` needs: model info, tokenizer, a warmed-up engine."""
-    prepared = prepare_engine(options, progress)
+    prepared = prepare_engine(options, progress, download_bar=download_bar)
     info = prepared.info
     seconds = dict(prepared.seconds)
     t = time.perf_counter()
@@ -90,7 +96,7 @@ def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel
     stack = DenseStack.load(info.dense_layers) if info.dense_layers else None
     dense = pooled_transform(info, stack)  # pplx models quantize before any Dense
     progress("loading the engine")
-    engine = open_engine(prepared.entry_dir, prepared.target, options)
+    engine = open_engine(prepared.entry_dir, prepared.target, options, optimized=prepared.optimized)
     seconds["load"] = time.perf_counter() - t
     t = time.perf_counter()
     warm_up(engine, tokenizer.pad_token_id)
@@ -107,8 +113,10 @@ def load_model(options: ModelOptions, progress: Progress = quiet) -> LoadedModel
     )
 
 
-def load_from_settings(settings: Settings, progress: Progress = quiet) -> LoadedModel:
-    return load_model(ModelOptions.from_settings(settings), progress)
+def load_from_settings(
+    settings: Settings, progress: Progress = QUIET, *, download_bar: type[Any] | None = None
+) -> LoadedModel:
+    return load_model(ModelOptions.from_settings(settings), progress, download_bar=download_bar)
 
 
 def warm_up(engine: Engine, pad_id: int) -> None:

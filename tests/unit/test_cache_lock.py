@@ -28,8 +28,8 @@ def _build_once(root: str, log: str, start_at: float) -> None:
         (tmp / "model.onnx").write_bytes(b"graph")
 
     time.sleep(max(0.0, start_at - time.time()))
-    entry, _ = EngineCache(root).get_or_build(KEY, build)
-    assert (entry / "model.onnx").read_bytes() == b"graph"
+    entry = EngineCache(root).get_or_build(KEY, build)
+    assert (entry.path / "model.onnx").read_bytes() == b"graph"
 
 
 def test_processes_starting_together_build_once(tmp_path: Path) -> None:

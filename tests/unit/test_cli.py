@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tei_ort.cli import commands as cli
@@ -9,6 +11,7 @@ from tei_ort.cli import flags, serve
 from tei_ort.model.info import Pooling
 from tei_ort.settings import Settings
 from tei_ort.version import VERSION
+from tests.support.app import FakeModel
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
@@ -231,7 +234,7 @@ def test_serve_reports_a_failed_load(monkeypatch: pytest.MonkeyPatch) -> None:
     from tei_ort.errors import ModelNotFoundError
     from tei_ort.model import loading
 
-    def fail(settings: Settings) -> None:
+    def fail(settings: Settings, progress: object, download_bar: object) -> None:
         raise ModelNotFoundError("no such model")
 
     monkeypatch.setattr(loading, "load_from_settings", fail)
@@ -243,3 +246,34 @@ def test_start_up_log_hides_secrets() -> None:
     text = serve._redacted(Settings(api_key="s3cret", hf_token="hf_abc", model_id="m"))
     assert "s3cret" not in text and "hf_abc" not in text
     assert "model_id='m'" in text and "api_key='<redacted>'" in text
+
+
+def test_serve_passes_the_connection_flags_to_uvicorn(
+    monkeypatch: pytest.MonkeyPatch, make_model: Callable[..., FakeModel]
+) -> None:
+    """By default a stopping server waits for every accepted request (TEI does)."""
+    import uvicorn
+
+    from tei_ort.http.connections import ConnectionLimits
+    from tei_ort.model import loading
+
+    configs: list[uvicorn.Config] = []
+    monkeypatch.setattr(
+        loading, "load_from_settings", lambda settings, progress, download_bar: make_model()
+    )
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: configs.append(self.config)
+    )
+    monkeypatch.setattr("tei_ort.log.setup_logging", lambda *a, **k: None)
+    ports = ["--hostname", "127.0.0.1", "--port", "0", "--prometheus-port", "0"]
+    cli.main(["serve", *ports])
+    cli.main(["serve", *ports, "--graceful-shutdown-timeout", "7", "--keep-alive-timeout", "2"])
+    default, configured = configs
+    assert default.timeout_graceful_shutdown is None and default.timeout_keep_alive == 5
+    assert configured.timeout_graceful_shutdown == 7 and configured.timeout_keep_alive == 2
+    protocol = default.http
+    assert not isinstance(protocol, str) and protocol.__name__ == "LimitedH11Protocol"
+    assert parse(["--max-connections", "9", "--body-read-timeout", "3"]).max_connections == 9
+    assert ConnectionLimits(30, 60, 1024) == ConnectionLimits(
+        Settings().header_read_timeout, Settings().body_read_timeout, Settings().max_connections
+    )

@@ -27,12 +27,12 @@ def _key(**changes: str) -> CacheKey:
     return CacheKey(**parts)
 
 
-def _writes_model(calls: list[Path]) -> build.Progress:
-    def build(tmp: Path) -> None:  # type: ignore[misc]
+def _writes_model(calls: list[Path]) -> cache_module.Build:
+    def build(tmp: Path) -> None:
         calls.append(tmp)
         (tmp / "model.onnx").write_bytes(b"graph")
 
-    return build  # type: ignore[return-value]
+    return build
 
 
 def test_every_key_part_changes_the_entry() -> None:
@@ -45,13 +45,13 @@ def test_every_key_part_changes_the_entry() -> None:
 def test_hit_does_not_build_again(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     calls: list[Path] = []
-    first, built = cache.get_or_build(_key(), _writes_model(calls))
-    assert built and (first / "model.onnx").read_bytes() == b"graph"
-    second, built = cache.get_or_build(_key(), _writes_model(calls))
-    assert (second, built) == (first, False)
+    first = cache.get_or_build(_key(), _writes_model(calls))
+    assert first.built and (first.path / "model.onnx").read_bytes() == b"graph"
+    second = cache.get_or_build(_key(), _writes_model(calls))
+    assert (second.path, second.built) == (first.path, False)
     assert len(calls) == 1
-    third, built = cache.get_or_build(_key(dtype="int8"), _writes_model(calls))
-    assert built and third != first
+    third = cache.get_or_build(_key(dtype="int8"), _writes_model(calls))
+    assert third.built and third.path != first.path
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="export crashed"):
         cache.get_or_build(_key(), broken)
     assert cache.lookup(_key()) is None
-    assert list((tmp_path / model_slug("org/model")).iterdir()) == []
+    assert [p.name for p in (tmp_path / model_slug("org/model")).iterdir()] == [".lock"]
 
 
 def test_build_must_write_the_graph(tmp_path: Path) -> None:

@@ -1,9 +1,8 @@
 """An exclusive advisory lock on a file (``flock``), held by one process at a time.
 
-Processes that start together (Ray Serve replicas, Ray Data actors, several servers on one
-host) take it before they build the same engine cache entry: the first builds, the others
-wait and then find the entry. The kernel drops the lock when its holder dies, so a killed
-build never leaves a stale lock behind.
+``embed-corpus`` takes it on its output directory, so two runs never write the same output
+at once. The kernel drops the lock when its holder dies, so a killed run never leaves a
+stale lock behind.
 """
 
 from __future__ import annotations
