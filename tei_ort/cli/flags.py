@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tei_ort.errors import START_ERRORS
-from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, parse_pooling
+from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, PER_MODEL_FIELDS, Settings, parse_pooling
 
 logger = logging.getLogger("tei_ort")
 
@@ -108,12 +108,21 @@ class Flag:
     def env(self) -> str:
         return self.dest.upper()
 
+    @property
+    def per_model(self) -> bool:
+        """Repeats once per ``--model-id`` when several models are served."""
+        return self.kind == "value" and self.dest in PER_MODEL_FIELDS
+
 
 MODEL_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--model-id",
         "The model to serve: a Hugging Face Hub id (e.g. `BAAI/bge-small-en-v1.5`) or a local "
-        "directory with the files saved by transformers / sentence-transformers.",
+        "directory with the files saved by transformers / sentence-transformers. Repeat it "
+        "(or separate ids with commas in MODEL_ID) to serve several models; the per-model "
+        "flags (--served-model-name, --revision, --pooling, --dense-path, --dtype, the prompt "
+        "flags, --max-concurrent-requests, --max-batch-tokens) then repeat in the same order "
+        "or are given once for all.",
         default=DEFAULT_MODEL_ID,
     ),
     Flag("--revision", "The hub revision (commit, branch or `refs/pr/N`) of the model."),
@@ -160,7 +169,8 @@ MODEL_FLAGS: tuple[Flag, ...] = (
 SERVER_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--served-model-name",
-        "The model name answered in OpenAI-compatible bodies. Defaults to --model-id.",
+        "The model name answered in OpenAI-compatible bodies (and, with several models, the "
+        "name that selects one). Defaults to --model-id.",
     ),
     Flag(
         "--tokenization-workers",
@@ -318,6 +328,7 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
                 *names,
                 dest=flag.dest,
                 type=flag.parse,
+                action="append" if flag.per_model else "store",
                 default=None,
                 metavar=metavar,
                 help=_help(flag),
@@ -335,6 +346,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, SERVER_FLAGS)
 
 
+def _env_values(flag: Flag, raw: str, environ: Mapping[str, str]) -> list[str]:
+    """A per-model flag's environment variable: MODEL_ID may list several ids (commas), and
+    SERVED_MODEL_NAME one name per id then; other variables hold one value for all."""
+    if flag.dest == "model_id" or (
+        flag.dest == "served_model_name" and "," in environ.get("MODEL_ID", "")
+    ):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return [raw]
+
+
 def settings_from_args(
     parser: argparse.ArgumentParser,
     namespace: argparse.Namespace,
@@ -344,12 +365,18 @@ def settings_from_args(
     """Flags, then environment variables, then Settings' defaults; errors exit via parser."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    per_model: dict[str, tuple[Any, ...]] = {}
     for flag in flags:
         value = getattr(namespace, flag.dest, None)
         if value is None and environ.get(flag.env, "") != "":
             raw = environ[flag.env]
             if flag.kind == "list":
                 value = [raw]
+            elif flag.per_model:
+                try:
+                    value = [flag.parse(part) for part in _env_values(flag, raw, environ)]
+                except (argparse.ArgumentTypeError, ValueError) as exc:
+                    parser.error(f"invalid value for {flag.name} from ${flag.env}: {exc}")
             else:
                 try:
                     value = flag.parse(raw)
@@ -361,7 +388,13 @@ def settings_from_args(
             value = tuple(
                 origin.strip() for item in value for origin in item.split(",") if origin.strip()
             )
+        elif flag.per_model:
+            if len(value) > 1:
+                per_model[flag.dest] = tuple(value)
+            value = value[0]
         values[flag.dest] = value
+    if per_model:
+        values["per_model"] = tuple(per_model.items())
     api_token = values.pop("hf_api_token", None)
     if api_token is not None:
         logger.warning("--hf-api-token (HF_API_TOKEN) is deprecated: use --hf-token (HF_TOKEN)")

@@ -10,6 +10,8 @@ from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
@@ -27,6 +29,10 @@ def serve(settings: Settings) -> int:
 
     tracer = setup_tracing(settings)
     try:
+        if settings.per_model:  # several --model-id
+            from tei_ort.cli.serve_models import serve_models
+
+            return serve_models(settings, tracer)
         if settings.grpc:
             return _serve_grpc(settings, tracer)
         return _serve_http(settings, tracer)
@@ -63,11 +69,8 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
 def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     """HTTP on --port (and gRPC on --grpc-port), /metrics also on --prometheus-port."""
     try:
-        import uvicorn
-
         from tei_ort.http.app import Companion, create_app
         from tei_ort.model.loading import load_from_settings
-        from tei_ort.serving.metrics import start_prometheus_listener
 
         model = load_from_settings(settings)
         companions: list[Companion] = []
@@ -79,6 +82,15 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
+    return run_http(settings, app)
+
+
+def run_http(settings: Settings, app: Starlette) -> int:
+    """Serve ``app`` on --port (and /metrics on --prometheus-port) until SIGINT / SIGTERM."""
+    import uvicorn
+
+    from tei_ort.serving.metrics import start_prometheus_listener
+
     listener = start_prometheus_listener(app.state.metrics, "0.0.0.0", settings.prometheus_port)
     config = uvicorn.Config(
         app,

@@ -25,7 +25,7 @@ import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,6 +56,12 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Healthy(Protocol):
+    """What answers health: one model's ``Infer``, or every model's ``Registry``."""
+
+    async def health(self) -> bool: ...
+
+
 class EngineHealth(health.aio.HealthServicer):  # type: ignore[misc]
     """``grpc.health.v1`` that answers what ``/health`` answers: each Check asks the engine.
 
@@ -63,7 +69,7 @@ class EngineHealth(health.aio.HealthServicer):  # type: ignore[misc]
     it can; after shutdown begins, grpcio's servicer keeps every service NOT_SERVING.
     """
 
-    def __init__(self, infer: Infer) -> None:
+    def __init__(self, infer: Healthy) -> None:
         super().__init__()
         self._infer = infer
 
@@ -274,17 +280,21 @@ class GrpcServer:
 
         return handle
 
-    def _rerank_stream(self, name: str) -> Callable[[Any, Any], Any]:
+    def _rerank_stream(
+        self, name: str, service: GrpcService | None = None
+    ) -> Callable[[Any, Any], Any]:
+        scorer = service or self.service
+
         async def handle(requests: AsyncIterator[Any], context: Any) -> Any:
             await self._authorize(context)
             try:
                 reply = await self._traced(
-                    name, context, lambda: self.service.rerank_stream(requests, self._window)
+                    name, context, lambda: scorer.rerank_stream(requests, self._window)
                 )
             except Exception as exc:
                 await self._fail(context, exc)
                 raise  # pragma: no cover - _fail raises
-            await context.send_initial_metadata(self.service.headers(reply))
+            await context.send_initial_metadata(scorer.headers(reply))
             return reply.content
 
         return handle
