@@ -327,7 +327,7 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
             parser.add_argument(
                 *names,
                 dest=flag.dest,
-                type=flag.parse,
+                type=_unset_or(flag.parse) if flag.per_model else flag.parse,
                 action="append" if flag.per_model else "store",
                 default=None,
                 metavar=metavar,
@@ -346,13 +346,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, SERVER_FLAGS)
 
 
+def _unset_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A per-model flag's value; an empty one leaves that model at the default (``--pooling
+    splade --pooling ''``: SPLADE pooling for the first model, the second model's own)."""
+
+    def parse_value(value: str) -> Any:
+        return None if value == "" else parse(value)
+
+    return parse_value
+
+
 def _env_values(flag: Flag, raw: str, environ: Mapping[str, str]) -> list[str]:
-    """A per-model flag's environment variable: MODEL_ID may list several ids (commas), and
-    SERVED_MODEL_NAME one name per id then; other variables hold one value for all."""
-    if flag.dest == "model_id" or (
-        flag.dest == "served_model_name" and "," in environ.get("MODEL_ID", "")
-    ):
-        return [part.strip() for part in raw.split(",") if part.strip()]
+    """A per-model flag's environment variable: MODEL_ID may list several ids (commas); with
+    several, the other per-model variables may list one value per model too (an empty item
+    is the default), except DEFAULT_PROMPT, a text that may hold commas itself."""
+    several = flag.dest == "model_id" or "," in environ.get("MODEL_ID", "")
+    if several and flag.dest != "default_prompt":
+        return [part.strip() for part in raw.split(",")]
     return [raw]
 
 
@@ -374,7 +384,8 @@ def settings_from_args(
                 value = [raw]
             elif flag.per_model:
                 try:
-                    value = [flag.parse(part) for part in _env_values(flag, raw, environ)]
+                    parse = _unset_or(flag.parse)
+                    value = [parse(part) for part in _env_values(flag, raw, environ)]
                 except (argparse.ArgumentTypeError, ValueError) as exc:
                     parser.error(f"invalid value for {flag.name} from ${flag.env}: {exc}")
             else:
@@ -389,6 +400,8 @@ def settings_from_args(
                 origin.strip() for item in value for origin in item.split(",") if origin.strip()
             )
         elif flag.per_model:
+            default = Settings.__dataclass_fields__[flag.dest].default
+            value = [default if each is None else each for each in value]
             if len(value) > 1:
                 per_model[flag.dest] = tuple(value)
             value = value[0]
