@@ -29,6 +29,12 @@ class Turns:
         self._busy = False
         self._waiting: deque[threading.Lock] = deque()
 
+    @property
+    def waiting(self) -> int:
+        """Threads waiting for their turn."""
+        with self._guard:
+            return len(self._waiting)
+
     def acquire(self) -> None:
         with self._guard:
             if not self._busy:

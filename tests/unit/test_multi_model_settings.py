@@ -14,6 +14,8 @@ from tei_ort.errors import ConfigurationError, ModelNotFoundError
 from tei_ort.model.info import Pooling
 from tei_ort.serving.registry import check_names
 from tei_ort.settings import DEFAULT_MODEL_ID, Settings
+from tests.support.multi import splade_dir
+from tests.support.tiny_classifier import make_classifier
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
@@ -135,3 +137,13 @@ def test_start_fails_whole(
     assert cli.main(["serve", "--model-id", "a", "--model-id", "broken", *port]) == 1
     assert loads == ["a", "broken"]
     assert "model 2 (`broken`, served as `broken`) cannot be served: no such model" in caplog.text
+
+
+def test_build_builds_every_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reranker = make_classifier(tmp_path / "reranker")
+    argv = ["build", "--model-id", str(reranker), "--model-id", str(splade_dir())]
+    argv += ["--pooling", "", "--pooling", "splade", "--engine-cache", str(tmp_path / "c")]
+    assert cli.main(argv) == 0
+    entries = [Path(line) for line in capsys.readouterr().out.split()]
+    assert len(entries) == 2 and entries[0] != entries[1]
+    assert all(entry.is_dir() for entry in entries)
