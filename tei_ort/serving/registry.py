@@ -2,40 +2,35 @@
 
 Each model keeps what one model has alone (its own ``Infer``: queue, batcher, engine
 thread, permits and ``te_*`` metrics, under its own settings); they share the tokenization
-pool, the HTTP / gRPC servers and ``Turns``, so that their engines take turns on the cores.
-The first model answers TEI's routes when a request names none.
+pool and the HTTP / gRPC servers. The first model answers TEI's routes when a request
+names none.
+
+The engines of different models run at the same time, each on its own engine thread, and
+the OS shares the cores between their threads (ONNX Runtime's pool threads do not spin on
+the CPU, ``engines/ort_engine.py``), so a burst on one model slows another model's run by
+the share of the cores it takes, never by a whole batch. Taking turns batch by batch (a
+first-come, first-served lock around engine runs) was measured and dropped: the idle
+model then waits for the busy model's batch in progress, or at best a 1024-token piece of
+it (bench/multi_model.py; bench/README.md has the figures).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tei_ort.errors import BodyError, ConfigurationError
-from tei_ort.model.info import ModelInfo
-from tei_ort.model.tokenization import Tokenizer
-from tei_ort.serving.executor import F32, ServedModel
+from tei_ort.serving.executor import ServedModel
 from tei_ort.serving.handlers import Handlers
 from tei_ort.serving.infer import Infer
 from tei_ort.serving.metrics import Metrics, render_registries
 from tei_ort.serving.tracing import Tracer
-from tei_ort.serving.turns import Turns, TurnTakingEngine
 from tei_ort.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SharedModel:
-    """A loaded model whose engine waits for its turn (see turns.py)."""
-
-    info: ModelInfo
-    tokenizer: Tokenizer
-    engine: TurnTakingEngine
-    dense: Callable[[F32], F32] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,17 +68,10 @@ class Registry:
         if not models:
             raise ConfigurationError("no model to serve")
         check_names([each for each, _ in models])
-        self.turns = Turns()
         self.settings = models[0][0]
         self.models: list[Served] = []
         for settings, model in models:
-            shared = SharedModel(
-                model.info,
-                model.tokenizer,
-                TurnTakingEngine(model.engine, self.turns),
-                model.dense,
-            )
-            infer = Infer(settings, shared, tracer=tracer)
+            infer = Infer(settings, model, tracer=tracer)
             handlers = Handlers(settings, infer)
             self.models.append(Served(settings.model_name, settings, infer, handlers))
         self._by_name = {served.name: served for served in self.models}
