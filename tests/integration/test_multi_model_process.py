@@ -6,6 +6,7 @@ in-process API's; the server exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
@@ -124,3 +126,44 @@ def test_grpc_metadata_selects_the_model(server: Server, minilm: Any) -> None:
         with pytest.raises(grpc.RpcError) as unknown:
             embed.Embed(pb.EmbedRequest(inputs=TEXT), metadata=(("model", "nope"),))
         assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grpc_only_server_of_two_models(server: Server, tmp_path: Path) -> None:
+    """``--grpc``: every model on gRPC at --port (engines from the cache the first server
+    built); health SERVING once all models run; /metrics labelled; exit 0 on SIGTERM."""
+    process = ServerProcess(
+        [
+            *("--model-id", str(server.reranker_dir), "--served-model-name", "rr"),
+            *("--model-id", str(splade_dir()), "--served-model-name", "sp"),
+            *("--pooling", "", "--pooling", "splade", "--grpc"),
+            *("--engine-cache", str(server.cache)),
+        ],
+        log=tmp_path / "grpc.log",
+        wait=False,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.process.poll() is None, process.output()
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, process.output()
+                time.sleep(0.1)
+            embed = rpc.EmbedStub(channel)
+            sparse = embed.EmbedSparse(
+                pb.EmbedSparseRequest(inputs=TEXT), metadata=(("model", "sp"),)
+            )
+            assert len(sparse.sparse_embeddings) > 0
+            ranks = rpc.RerankStub(channel).Rerank(pb.RerankRequest(query=TEXT, texts=DOCS))
+            assert len(ranks.ranks) == 2
+        metrics = httpx.get(f"http://127.0.0.1:{process.prometheus_port}/metrics").text
+        assert 'te_request_count{method="single",model="sp"} 1' in metrics
+    finally:
+        code = process.stop()
+    assert code == 0, process.output()
