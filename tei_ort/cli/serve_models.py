@@ -1,8 +1,10 @@
 """``serve`` with several ``--model-id``: load every model, then serve them all or none.
 
 Names are checked before anything loads; a model that cannot load stops the start with
-its name and the reason, so a server never answers for some of its models only. Models
-with the same options (the same id served under two names) share one loaded engine.
+its name and the reason, so a server never answers for some of its models only. On the
+CPU, models with the same options (the same id served under two names) share one loaded
+engine (an ONNX Runtime CPU session runs calls from several threads); GPU engines keep
+device buffers per engine, so each name gets its own.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def load_models(settings: Settings) -> list[tuple[Settings, LoadedModel]]:
     models: list[tuple[Settings, LoadedModel]] = []
     for index, model_settings in enumerate(each):
         options = ModelOptions.from_settings(model_settings)
-        if options not in loaded:
+        if options not in loaded or options.provider not in (None, "cpu"):
             try:
                 loaded[options] = load_model(options)
             except START_ERRORS as exc:

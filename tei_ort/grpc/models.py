@@ -13,17 +13,21 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from tei_ort.errors import RequestError
 from tei_ort.grpc.server import EngineHealth, GrpcServer
 from tei_ort.grpc.service import Core, GrpcService
+from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.registry import Registry, Served
 
 logger = logging.getLogger(__name__)
 
 #: the metadata key that names the model of a call
 MODEL_KEY = "model"
+#: the model of the call in progress (each gRPC call runs in its own task and context)
+_CALL_MODEL: ContextVar[Served | None] = ContextVar("tei_ort_call_model", default=None)
 
 Handler = Callable[[Any, Any], Any]
 
@@ -39,6 +43,10 @@ class ModelsGrpcServer(GrpcServer):
         }
         self.health = EngineHealth(registry)
 
+    def call_metrics(self) -> Metrics:
+        served = _CALL_MODEL.get()
+        return (served or self.registry.first).infer.metrics
+
     async def _select(self, context: Any) -> Served:
         """The model the call names (the first without ``model``); aborts when unknown."""
         await self._authorize(context)
@@ -48,10 +56,12 @@ class ModelsGrpcServer(GrpcServer):
                 name = value if isinstance(value, str) else bytes(value).decode()
                 break
         try:
-            return self.registry.select(name)
+            served = self.registry.select(name)
         except RequestError as exc:
             await self._fail(context, exc)
             raise  # pragma: no cover - _fail raises
+        _CALL_MODEL.set(served)
+        return served
 
     def _unary(self, name: str, core: Core) -> Handler:
         by_model = {

@@ -35,6 +35,7 @@ from tei_ort.errors import ConfigurationError, RequestError
 from tei_ort.grpc.service import Core, GrpcService
 from tei_ort.proto import tei_pb2
 from tei_ort.serving.infer import Infer, failure_label
+from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.reply import Reply
 from tei_ort.serving.tracing import Tracer, metadata_carrier
 from tei_ort.settings import Settings
@@ -186,16 +187,20 @@ class GrpcServer:
                 break
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
 
+    def call_metrics(self) -> Metrics:
+        """Where the current call's failures are counted."""
+        return self.infer.metrics
+
     async def _fail(self, context: Any, exc: BaseException, span: Any = None) -> None:
         """Answer ``exc`` with its status (this raises, ending the call)."""
         if isinstance(exc, RequestError):
-            self.infer.metrics.failure(failure_label(exc))
+            self.call_metrics().failure(failure_label(exc))
             logger.error("%s", exc.message)
             if span is not None:
                 Tracer.fail(span, exc, exc.error_type)
             await context.abort(grpc_status(exc), exc.message)
         logger.error("unexpected error", exc_info=exc)
-        self.infer.metrics.failure("inference")
+        self.call_metrics().failure("inference")
         if span is not None:
             Tracer.fail(span, exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")

@@ -166,7 +166,9 @@ def test_openai_sdk_selects_by_model(make_model: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def grpc_channel(app_models: dict[str, Any]) -> AsyncIterator[grpc.aio.Channel]:
+async def grpc_channel(
+    app_models: dict[str, Any],
+) -> AsyncIterator[tuple[grpc.aio.Channel, ModelsGrpcServer]]:
     started: list[ModelsGrpcServer] = []
 
     def companion(registry: Registry) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -181,12 +183,12 @@ async def grpc_channel(app_models: dict[str, Any]) -> AsyncIterator[grpc.aio.Cha
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(serve(models_app(app_models, companions=(companion,))))
         target = f"127.0.0.1:{started[0].port}"  # known once the app has started
-        yield await stack.enter_async_context(grpc.aio.insecure_channel(target))
+        yield await stack.enter_async_context(grpc.aio.insecure_channel(target)), started[0]
 
 
 async def test_grpc_metadata_selects_the_model(make_model: Any) -> None:
     models = three(make_model)
-    async with grpc_channel(models) as channel:
+    async with grpc_channel(models) as (channel, server):
         embed = rpc.EmbedStub(channel)
         first = await embed.Embed(pb.EmbedRequest(inputs=TEXT))
         expected = reference_embedding(models["emb"], TEXT)
@@ -223,6 +225,13 @@ async def test_grpc_metadata_selects_the_model(make_model: Any) -> None:
             await embed.Embed(pb.EmbedRequest(inputs=TEXT), metadata=(("model", "nope"),))
         assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "`emb`, `rr`, `sp`" in (unknown.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as wrong_kind:
+            await embed.Embed(pb.EmbedRequest(inputs=TEXT), metadata=(("model", "rr"),))
+        assert wrong_kind.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        text = server.registry.render().decode()
+        assert 'te_request_failure{err="validation",model="emb"} 1' in text  # unknown name
+        assert 'te_request_failure{err="model_type",model="rr"} 1' in text
+        assert 'te_request_count{method="single",model="sp"} 4' in text  # 1 + 3 streamed
         health = health_pb2_grpc.HealthStub(channel)
         answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING

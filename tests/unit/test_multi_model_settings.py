@@ -147,3 +147,25 @@ def test_build_builds_every_model(tmp_path: Path, capsys: pytest.CaptureFixture[
     entries = [Path(line) for line in capsys.readouterr().out.split()]
     assert len(entries) == 2 and entries[0] != entries[1]
     assert all(entry.is_dir() for entry in entries)
+
+
+def test_one_engine_per_distinct_model_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tei_ort.cli.serve_models import load_models
+    from tei_ort.model import loading
+
+    loads: list[Any] = []
+
+    def load(options: Any, progress: Any = None) -> Any:
+        loads.append(options)
+        return object()
+
+    monkeypatch.setattr(loading, "load_model", load)
+    names = ["--served-model-name", "x", "--served-model-name", "y", "--served-model-name", "z"]
+    same = parse(["--model-id", "m", "--model-id", "m", "--model-id", "n", *names])
+    models = load_models(same)
+    assert len(loads) == 2 and models[0][1] is models[1][1] and models[2][1] is not models[0][1]
+    assert [s.model_name for s, _ in models] == ["x", "y", "z"]
+    loads.clear()
+    gpu = parse(["--model-id", "m", "--model-id", "m", *names[:4], "--execution-provider", "cuda"])
+    load_models(gpu)
+    assert len(loads) == 2  # device buffers are per engine
