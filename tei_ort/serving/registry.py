@@ -71,7 +71,10 @@ class Registry:
         self.settings = models[0][0]
         self.models: list[Served] = []
         for settings, model in models:
-            infer = Infer(settings, model, tracer=tracer)
+            try:
+                infer = Infer(settings, model, tracer=tracer)
+            except ConfigurationError as exc:  # a start-up rule of this model's flags
+                raise ConfigurationError(f"model `{settings.model_name}`: {exc}") from exc
             handlers = Handlers(settings, infer)
             self.models.append(Served(settings.model_name, settings, infer, handlers))
         self._by_name = {served.name: served for served in self.models}

@@ -235,3 +235,11 @@ async def test_grpc_metadata_selects_the_model(make_model: Any) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_start_up_rule_names_its_model(make_model: Any) -> None:
+    from tei_ort.errors import ConfigurationError
+
+    models = {"emb": make_model("embedding"), "rr": make_model("reranker")}
+    with pytest.raises(ConfigurationError, match=r"model `rr`: .*prompt"):
+        models_app(models, per_model={"rr": {"default_prompt_name": "query"}})
