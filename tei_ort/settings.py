@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tei_ort.errors import ConfigurationError
 from tei_ort.model.info import Pooling
@@ -31,6 +32,22 @@ POOLING_FLAG_VALUES = {
     "splade": Pooling.SPLADE,
     "last-token": Pooling.LAST_TOKEN,
 }
+
+
+#: the settings that may differ per model when several are served (each flag repeats, in the
+#: order of ``--model-id``, or is given once for all models)
+PER_MODEL_FIELDS = (
+    "model_id",
+    "served_model_name",
+    "revision",
+    "pooling",
+    "dense_path",
+    "dtype",
+    "default_prompt_name",
+    "default_prompt",
+    "max_concurrent_requests",
+    "max_batch_tokens",
+)
 
 
 def cpu_count() -> int:
@@ -138,8 +155,12 @@ class Settings:
     task: str | None = field(default_factory=lambda: os.environ.get("TASK"))
     docker_label: str | None = field(default_factory=lambda: os.environ.get("DOCKER_LABEL"))
     git_sha: str | None = field(default_factory=lambda: os.environ.get("TEI_ORT_GIT_SHA"))
+    # several models: (field, one value per model) for each PER_MODEL_FIELDS entry given
+    # more than once; the fields above hold the first model's values
+    per_model: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
+        _check_per_model(self.per_model)
         if self.default_prompt is not None and self.default_prompt_name is not None:
             raise ConfigurationError(
                 "the argument '--default-prompt <DEFAULT_PROMPT>' cannot be used with "
@@ -187,6 +208,36 @@ class Settings:
     @property
     def bind_host(self) -> str:
         return listen_address(self.hostname)
+
+    def model_settings(self) -> tuple[Settings, ...]:
+        """One Settings per served model (just ``self`` for one model), in flag order."""
+        if not self.per_model:
+            return (self,)
+        count = len(dict(self.per_model)["model_id"])
+        return tuple(
+            replace(self, per_model=(), **{name: values[i] for name, values in self.per_model})
+            for i in range(count)
+        )
+
+
+def _check_per_model(per_model: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+    """Each repeated flag has one value per model (a flag given once applies to all)."""
+    if not per_model:
+        return
+    given = dict(per_model)
+    unknown = sorted(set(given) - set(PER_MODEL_FIELDS))
+    if unknown:
+        raise ConfigurationError(f"`{unknown[0]}` cannot differ between models")
+    models = len(given.get("model_id", ()))
+    for name, values in per_model:
+        flag = "--" + name.replace("_", "-")
+        if models < 2:
+            raise ConfigurationError(f"`{flag}` is given {len(values)} times for one model")
+        if len(values) != models:
+            raise ConfigurationError(
+                f"`{flag}` is given {len(values)} times for {models} models: give it once "
+                f"for every model or once for all"
+            )
 
 
 # -- the environment ---------------------------------------------------------------------------

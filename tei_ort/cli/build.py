@@ -85,12 +85,13 @@ def run_build(args: argparse.Namespace) -> int:
     if settings.execution_provider is None and args.target is not None:
         settings = replace(settings, execution_provider=TARGETS[args.target])
     progress = _progress(settings.json_output)
-    try:
-        options = ModelOptions.from_settings(settings)
-        prepared = prepare_engine(options, progress, download_bar=download_bar(progress))
-    except START_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    progress("done" if prepared.built else "done (already in the cache)")
-    print(prepared.entry_dir, flush=True)
+    for each in settings.model_settings():  # every --model-id given, in order
+        try:
+            options = ModelOptions.from_settings(each)
+            prepared = prepare_engine(options, progress, download_bar=download_bar(progress))
+        except START_ERRORS as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        progress("done" if prepared.built else "done (already in the cache)")
+        print(prepared.entry_dir, flush=True)
     return 0

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tei_ort.errors import START_ERRORS
-from tei_ort.settings import DEFAULT_MODEL_ID, DTYPES, Settings, environment, parse_pooling
+from tei_ort.settings import (
+    DEFAULT_MODEL_ID,
+    DTYPES,
+    PER_MODEL_FIELDS,
+    Settings,
+    environment,
+    parse_pooling,
+)
 from tei_ort.version import TEI_VERSION, VERSION
 
 logger = logging.getLogger("tei_ort")
@@ -108,12 +115,21 @@ class Flag:
     def env(self) -> str:
         return self.dest.upper()
 
+    @property
+    def per_model(self) -> bool:
+        """Repeats once per ``--model-id`` when several models are served."""
+        return self.kind == "value" and self.dest in PER_MODEL_FIELDS
+
 
 MODEL_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--model-id",
         "The model to serve: a Hugging Face Hub id (e.g. `BAAI/bge-small-en-v1.5`) or a local "
-        "directory with the files saved by transformers / sentence-transformers.",
+        "directory with the files saved by transformers / sentence-transformers. Repeat it "
+        "(or separate ids with commas in MODEL_ID) to serve several models; the per-model "
+        "flags (--served-model-name, --revision, --pooling, --dense-path, --dtype, the prompt "
+        "flags, --max-concurrent-requests, --max-batch-tokens) then repeat in the same order "
+        "or are given once for all.",
         default=DEFAULT_MODEL_ID,
     ),
     Flag("--revision", "The hub revision (commit, branch or `refs/pr/N`) of the model."),
@@ -160,7 +176,8 @@ MODEL_FLAGS: tuple[Flag, ...] = (
 SERVER_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--served-model-name",
-        "The model name answered in OpenAI-compatible bodies. Defaults to --model-id.",
+        "The model name answered in OpenAI-compatible bodies (and, with several models, the "
+        "name that selects one). Defaults to --model-id.",
     ),
     Flag(
         "--tokenization-workers",
@@ -351,7 +368,8 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
             parser.add_argument(
                 *names,
                 dest=flag.dest,
-                type=flag.parse,
+                type=_unset_or(flag.parse) if flag.per_model else flag.parse,
+                action="append" if flag.per_model else "store",
                 default=None,
                 metavar=metavar,
                 help=_help(flag),
@@ -382,6 +400,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_version_flag(parser)
 
 
+def _unset_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A per-model flag's value; an empty one leaves that model at the default (``--pooling
+    splade --pooling ''``: SPLADE pooling for the first model, the second model's own)."""
+
+    def parse_value(value: str) -> Any:
+        return None if value == "" else parse(value)
+
+    return parse_value
+
+
+def _env_values(flag: Flag, raw: str, environ: Mapping[str, str]) -> list[str]:
+    """A per-model flag's environment variable: MODEL_ID may list several ids (commas); with
+    several, the other per-model variables may list one value per model too (an empty item
+    is the default), except DEFAULT_PROMPT, a text that may hold commas itself."""
+    several = flag.dest == "model_id" or "," in environ.get("MODEL_ID", "")
+    if several and flag.dest != "default_prompt":
+        return [part.strip() for part in raw.split(",")]
+    return [raw]
+
+
 def settings_from_args(
     parser: argparse.ArgumentParser,
     namespace: argparse.Namespace,
@@ -391,12 +429,19 @@ def settings_from_args(
     """Flags, then environment variables, then Settings' defaults; errors exit via parser."""
     environ = environment() if environ is None else environ
     values: dict[str, Any] = {}
+    per_model: dict[str, tuple[Any, ...]] = {}
     for flag in flags:
         value = getattr(namespace, flag.dest, None)
         if value is None and environ.get(flag.env, "") != "":
             raw = environ[flag.env]
             if flag.kind == "list":
                 value = [raw]
+            elif flag.per_model:
+                try:
+                    parse = _unset_or(flag.parse)
+                    value = [parse(part) for part in _env_values(flag, raw, environ)]
+                except (argparse.ArgumentTypeError, ValueError) as exc:
+                    parser.error(f"invalid value for {flag.name} from ${flag.env}: {exc}")
             else:
                 try:
                     value = flag.parse(raw)
@@ -408,7 +453,15 @@ def settings_from_args(
             value = tuple(
                 origin.strip() for item in value for origin in item.split(",") if origin.strip()
             )
+        elif flag.per_model:
+            default = Settings.__dataclass_fields__[flag.dest].default
+            value = [default if each is None else each for each in value]
+            if len(value) > 1:
+                per_model[flag.dest] = tuple(value)
+            value = value[0]
         values[flag.dest] = value
+    if per_model:
+        values["per_model"] = tuple(per_model.items())
     api_token = values.pop("hf_api_token", None)
     if api_token is not None and values.get("hf_token") is not None:
         # TEI (clap) refuses both, from flags or environment variables alike

@@ -10,6 +10,8 @@ from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from tei_ort.model.loading import LoadedModel
     from tei_ort.serving.tracing import Tracer
 
@@ -28,6 +30,10 @@ def serve(settings: Settings) -> int:
 
     tracer = setup_tracing(settings)
     try:
+        if settings.per_model:  # several --model-id
+            from tei_ort.cli.serve_models import serve_models
+
+            return serve_models(settings, tracer)
         if settings.grpc:
             return _serve_grpc(settings, tracer)
         return _serve_http(settings, tracer)
@@ -65,11 +71,7 @@ def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
 def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     """HTTP on --port (and gRPC on --grpc-port), /metrics also on --prometheus-port."""
     try:
-        import uvicorn
-
         from tei_ort.http.app import Companion, create_app
-        from tei_ort.http.connections import ConnectionLimits, limited_protocol
-        from tei_ort.serving.metrics import start_prometheus_listener
 
         model = _load(settings)
         companions: list[Companion] = []
@@ -81,6 +83,16 @@ def _serve_http(settings: Settings, tracer: Tracer | None) -> int:
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
+    return run_http(settings, app)
+
+
+def run_http(settings: Settings, app: Starlette) -> int:
+    """Serve ``app`` on --port (and /metrics on --prometheus-port) until SIGINT / SIGTERM."""
+    import uvicorn
+
+    from tei_ort.http.connections import ConnectionLimits, limited_protocol
+    from tei_ort.serving.metrics import start_prometheus_listener
+
     listener = start_prometheus_listener(
         app.state.metrics, settings.bind_host, settings.prometheus_port
     )

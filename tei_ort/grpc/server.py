@@ -25,7 +25,7 @@ import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +35,7 @@ from tei_ort.errors import ConfigurationError, RequestError
 from tei_ort.grpc.service import Core, GrpcService
 from tei_ort.proto import tei_pb2
 from tei_ort.serving.infer import Infer, failure_label
+from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.reply import Reply
 from tei_ort.serving.tracing import Tracer, metadata_carrier
 from tei_ort.settings import Settings
@@ -57,6 +58,12 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Healthy(Protocol):
+    """What answers health: one model's ``Infer``, or every model's ``Registry``."""
+
+    async def health(self) -> bool: ...
+
+
 class EngineHealth(health.aio.HealthServicer):  # type: ignore[misc]
     """``grpc.health.v1`` that answers what ``/health`` answers: each Check asks the engine.
 
@@ -64,7 +71,7 @@ class EngineHealth(health.aio.HealthServicer):  # type: ignore[misc]
     it can; after shutdown begins, grpcio's servicer keeps every service NOT_SERVING.
     """
 
-    def __init__(self, infer: Infer) -> None:
+    def __init__(self, infer: Healthy) -> None:
         super().__init__()
         self._infer = infer
 
@@ -186,16 +193,20 @@ class GrpcServer:
                 break
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "No valid auth token")
 
+    def call_metrics(self) -> Metrics:
+        """Where the current call's failures are counted."""
+        return self.infer.metrics
+
     async def _fail(self, context: Any, exc: BaseException, span: Any = None) -> None:
         """Answer ``exc`` with its status (this raises, ending the call)."""
         if isinstance(exc, RequestError):
-            self.infer.metrics.failure(failure_label(exc))
+            self.call_metrics().failure(failure_label(exc))
             logger.error("%s", exc.message)
             if span is not None:
                 Tracer.fail(span, exc, exc.error_type)
             await context.abort(grpc_status(exc), exc.message)
         logger.error("unexpected error", exc_info=exc)
-        self.infer.metrics.failure("inference")
+        self.call_metrics().failure("inference")
         if span is not None:
             Tracer.fail(span, exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -280,17 +291,21 @@ class GrpcServer:
 
         return handle
 
-    def _rerank_stream(self, name: str) -> Callable[[Any, Any], Any]:
+    def _rerank_stream(
+        self, name: str, service: GrpcService | None = None
+    ) -> Callable[[Any, Any], Any]:
+        scorer = service or self.service
+
         async def handle(requests: AsyncIterator[Any], context: Any) -> Any:
             await self._authorize(context)
             try:
                 reply = await self._traced(
-                    name, context, lambda: self.service.rerank_stream(requests, self._window)
+                    name, context, lambda: scorer.rerank_stream(requests, self._window)
                 )
             except Exception as exc:
                 await self._fail(context, exc)
                 raise  # pragma: no cover - _fail raises
-            await context.send_initial_metadata(self.service.headers(reply))
+            await context.send_initial_metadata(scorer.headers(reply))
             return reply.content
 
         return handle

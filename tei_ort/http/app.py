@@ -46,10 +46,17 @@ class ApiKeyMiddleware:
     docs, ``GET /`` and paths that do not exist (404) stay open.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str, guarded: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str,
+        guarded: frozenset[str],
+        roots: frozenset[str] = frozenset({"/"}),
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
         self.guarded = guarded
+        self.roots = roots  # GET is health (open), POST is inference (guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._guarded(scope) or self._authorized(scope):
@@ -62,7 +69,7 @@ class ApiKeyMiddleware:
         if method == "OPTIONS":  # CORS preflights are answered before the key is checked
             return False
         path = scope["path"]
-        return path in self.guarded or (path == "/" and method == "POST")
+        return path in self.guarded or (path in self.roots and method == "POST")
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -71,7 +78,7 @@ class ApiKeyMiddleware:
         return False
 
 
-async def _bare_error(request: Request, exc: Exception) -> Response:
+async def bare_error(request: Request, exc: Exception) -> Response:
     """404 and 405 as TEI's router answers them: no body (405 keeps its ``allow``)."""
     assert isinstance(exc, HTTPException)
     return Response(status_code=exc.status_code, headers=exc.headers)
@@ -143,7 +150,7 @@ def create_app(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={404: _bare_error, 405: _bare_error},
+        exception_handlers={404: bare_error, 405: bare_error},
     )
     app.state.settings = settings
     app.state.infer = infer

@@ -2,7 +2,9 @@
 
 Every problem raises ``BodyError`` (422; the body is not what the route takes) or
 ``JsonSyntaxError`` (400; the body is not JSON), as TEI's JSON extractor answers them.
-Unknown fields are refused with the list of the fields a route takes.
+Unknown fields are refused with the list of the fields a route takes. Every inference
+route takes ``model``: it names the model to run when a server serves several
+(``tei_ort.http.model_routes``); a one-model server ignores it.
 """
 
 from __future__ import annotations
@@ -225,13 +227,15 @@ _EMBED_FIELDS = (
     "prompt_name",
     "normalize",
     "dimensions",
+    "model",
 )
-_EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name")
+_EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name", "model")
 
 
 def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
     """/embed (``pooled``) and /embed_all, /embed_sparse (no normalize, no dimensions)."""
     fields = Fields(flatten_parameters(data), _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
+    fields.opt_str("model")
     inputs, single = parse_inputs(fields.required("inputs"))
     return EmbedRequest(
         inputs=inputs,
@@ -246,8 +250,10 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
 
 def parse_predict(data: Any) -> PredictRequest:
     fields = Fields(
-        flatten_parameters(data), ("inputs", "truncate", "truncation_direction", "raw_scores")
+        flatten_parameters(data),
+        ("inputs", "truncate", "truncation_direction", "raw_scores", "model"),
     )
+    fields.opt_str("model")
     inputs, single = parse_predict_inputs(fields.required("inputs"))
     return PredictRequest(
         inputs=inputs,
@@ -266,6 +272,7 @@ _RERANK_FIELDS = (
     "raw_scores",
     "return_text",
     "instruction",
+    "model",
 )
 # Cohere v1/v2 and Jina fields; the ones that change nothing here are accepted and ignored
 _DOCUMENTS_FIELDS = (
@@ -306,6 +313,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
         documents_form = isinstance(data, dict) and "documents" in data and "texts" not in data
     if not documents_form:
         fields = Fields(data, _RERANK_FIELDS)
+        fields.opt_str("model")
         return RerankRequest(
             query=fields.string("query"),
             texts=_strings(fields.required("texts"), "texts"),
@@ -333,12 +341,13 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
 
 
 def parse_similarity(data: Any) -> SimilarityRequest:
-    fields = Fields(data, ("inputs", "parameters"))
+    fields = Fields(data, ("inputs", "parameters", "model"))
+    fields.opt_str("model")
     inputs = Fields(fields.required("inputs"), ("source_sentence", "sentences"), "`inputs` object")
     parameters_value = fields.data.get("parameters")
     parameters = Fields(
         {} if parameters_value is None else parameters_value,
-        ("truncate", "truncation_direction", "prompt_name"),
+        ("truncate", "truncation_direction", "prompt_name", "model"),
         "`parameters` object",
     )
     return SimilarityRequest(
@@ -351,7 +360,10 @@ def parse_similarity(data: Any) -> SimilarityRequest:
 
 
 def parse_tokenize(data: Any) -> TokenizeRequest:
-    fields = Fields(flatten_parameters(data), ("inputs", "add_special_tokens", "prompt_name"))
+    fields = Fields(
+        flatten_parameters(data), ("inputs", "add_special_tokens", "prompt_name", "model")
+    )
+    fields.opt_str("model")
     value = fields.required("inputs")
     if isinstance(value, str):
         inputs, single = [value], True
@@ -366,7 +378,8 @@ def parse_tokenize(data: Any) -> TokenizeRequest:
 
 
 def parse_decode(data: Any) -> DecodeRequest:
-    fields = Fields(data, ("ids", "skip_special_tokens"))
+    fields = Fields(data, ("ids", "skip_special_tokens", "model"))
+    fields.opt_str("model")
     value = fields.required("ids")
     expected = "`ids` must be a list of token ids or a list of lists of token ids"
     if not isinstance(value, list):
@@ -401,7 +414,8 @@ def parse_openai(data: Any) -> OpenAIRequest:
 
 
 def parse_vertex(data: Any) -> list[Any]:
-    fields = Fields(data, ("instances",))
+    fields = Fields(data, ("instances", "model"))
+    fields.opt_str("model")
     instances = fields.required("instances")
     if not isinstance(instances, list):
         raise BodyError(f"`instances` must be a list, got {_type_name(instances)}")

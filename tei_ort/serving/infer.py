@@ -125,6 +125,7 @@ class Infer:
         self.worker = EngineWorker(self.queue, self.executor, metrics, self._resolve)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._own_pool = True
         self._probe_inputs: EngineInputs | None = None
 
     # -- model kind ----------------------------------------------------------------------
@@ -135,9 +136,12 @@ class Infer:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, pool: ThreadPoolExecutor | None = None) -> None:
+        """Start the engine threads; ``pool``: a tokenization pool shared with other models
+        (``registry.Registry``), else this Infer makes and owns one."""
         self._loop = asyncio.get_running_loop()
-        self._pool = ThreadPoolExecutor(
+        self._own_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(
             self.settings.tokenization_workers, thread_name_prefix="tei-ort-tokenize"
         )
         await self._warm_tokenizers()
@@ -152,7 +156,7 @@ class Infer:
         error = UnhealthyError("the server is shutting down")
         self._deliver(left, None, error, 0.0, 0.0)
         await self.worker.join()
-        if self._pool is not None:
+        if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _warm_tokenizers(self) -> None:

@@ -16,7 +16,9 @@ import logging
 import math
 import socket
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.utils import floatToGoString
@@ -113,12 +115,28 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text format, with TEI's series names."""
-        lines: list[str] = []
-        for family in self.registry.collect():
-            name = family.name
-            kind = family.type
-            lines.append(f"# HELP {name} {family.documentation}")
-            lines.append(f"# TYPE {name} {kind}")
+        return render_registries([(self.registry, {})])
+
+
+class Renderable(Protocol):
+    """What /metrics and the Prometheus listener serve: ``Metrics`` or several models'."""
+
+    def render(self) -> bytes: ...
+
+
+def render_registries(parts: Sequence[tuple[CollectorRegistry, dict[str, str]]]) -> bytes:
+    """The Prometheus text format of several registries with the same families (one per
+    served model), each sample with its registry's extra labels; HELP / TYPE once each."""
+    families: dict[str, list[tuple[Any, dict[str, str]]]] = {}
+    for registry, extra in parts:
+        for family in registry.collect():
+            families.setdefault(family.name, []).append((family, extra))
+    lines: list[str] = []
+    for name, members in families.items():
+        kind = members[0][0].type
+        lines.append(f"# HELP {name} {members[0][0].documentation}")
+        lines.append(f"# TYPE {name} {kind}")
+        for family, extra in members:
             for sample in family.samples:
                 sample_name = sample.name
                 if sample_name.endswith("_created"):
@@ -126,14 +144,15 @@ class Metrics:
                 if kind == "counter" and sample_name.endswith("_total"):
                     sample_name = sample_name[: -len("_total")]
                 labels = ""
-                if sample.labels:
+                sample_labels = {**sample.labels, **extra}
+                if sample_labels:
                     inner = ",".join(
-                        f'{key}="{_escape(value)}"' for key, value in sorted(sample.labels.items())
+                        f'{key}="{_escape(value)}"' for key, value in sorted(sample_labels.items())
                     )
                     labels = "{" + inner + "}"
                 lines.append(f"{sample_name}{labels} {_number(sample.value)}")
-        lines.append("")
-        return "\n".join(lines).encode("utf-8")
+    lines.append("")
+    return "\n".join(lines).encode("utf-8")
 
 
 def _escape(value: str) -> str:
@@ -149,7 +168,7 @@ def _number(value: float) -> str:
 class PrometheusListener:
     """The ``--prometheus-port`` listener: /metrics (any path) on its own port, in a thread."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(self, metrics: Renderable, host: str, port: int) -> None:
         render = metrics.render
 
         class Handler(BaseHTTPRequestHandler):
@@ -183,7 +202,9 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def start_prometheus_listener(metrics: Metrics, host: str, port: int) -> PrometheusListener | None:
+def start_prometheus_listener(
+    metrics: Renderable, host: str, port: int
+) -> PrometheusListener | None:
     """Start the listener; an address in use (or any bind error) is a warning (TEI fails to
     start; tei-ort keeps serving, with /metrics on the main port)."""
     try:
