@@ -58,6 +58,9 @@ class Engine(ABC):
     #: batches are padded to a multiple of this many tokens: shapes that repeat suit
     #: TensorRT profiles and CUDA graphs; 1 (exact lengths) is least compute on a CPU
     pad_multiple: int = BUCKET_MULTIPLE
+    #: the dtype the engine computes in where it decides it (OpenVINO: "bfloat16"); None:
+    #: the ``--dtype`` it was asked for
+    dtype: str | None = None
 
     @abstractmethod
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:

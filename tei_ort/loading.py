@@ -19,6 +19,13 @@ import onnx
 import onnxruntime
 
 from engines.base import Engine, EngineInputs
+from engines.cpu_choice import (
+    CpuEngine,
+    choose_cpu_engine,
+    isa_tag,
+    openvino_installed,
+    read_cpu_flags,
+)
 from engines.ort_engine import OrtEngine
 from engines.providers import (
     Provider,
@@ -62,6 +69,7 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 CPU_TARGET = "onnx-cpu"
+OPENVINO_TARGET = "openvino-cpu"
 
 
 def _quiet(_: str) -> None:
@@ -148,24 +156,34 @@ def select_target(options: ModelOptions) -> EngineTarget:
     provider = parse_provider(options.provider)
     if provider.name != "cpu":
         return _provider_target(provider, options)
-    dtype = options.dtype or "float32"
-    if dtype == "int8":
+    flags = read_cpu_flags()
+    choice = choose_cpu_engine(options.dtype, flags, openvino=openvino_installed())
+    logger.info("CPU engine: %s", choice.reason)
+    if choice.engine is CpuEngine.OPENVINO:
+        from engines.openvino_engine import openvino_version
+
+        # the compiled model depends on the ISA OpenVINO finds: it keys the cache too
+        return EngineTarget(
+            OPENVINO_TARGET,
+            choice.dtype,
+            Variant.PLAIN,
+            (),
+            engine="openvino",
+            runtime=f"openvino-{openvino_version()}",
+            extra=isa_tag(flags),
+        )
+    if choice.dtype == "int8":
         from exporters.quantize import QUANTIZER_VERSION
 
         # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
         return EngineTarget(
             CPU_TARGET,
-            dtype,
+            choice.dtype,
             Variant.ORT,
             ("CPUExecutionProvider",),
             extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
         )
-    if dtype != "float32":
-        # float16 needs a GPU engine; it is not built on this path
-        raise ConfigurationError(
-            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32 or int8"
-        )
-    return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
+    return EngineTarget(CPU_TARGET, choice.dtype, Variant.ORT, ("CPUExecutionProvider",))
 
 
 def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
@@ -290,6 +308,15 @@ def open_engine(entry_dir: Path, target: EngineTarget, options: ModelOptions) ->
             device_id=options.device_id,
             cuda_graphs=options.cuda_graphs,
             optimized_path=entry_dir / OPTIMIZED_FILE,
+        )
+    if target.engine == "openvino":
+        from engines.openvino_engine import COMPILED_FILE, OpenVinoEngine
+
+        return OpenVinoEngine(
+            entry_dir / ENGINE_FILE,
+            dtype=target.dtype,
+            threads=options.threads,
+            compiled_path=entry_dir / COMPILED_FILE,
         )
     if target.engine == "trt" and target.profiles is not None:
         from engines.trt_engine import TrtEngine

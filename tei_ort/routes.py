@@ -544,7 +544,7 @@ def info_document(settings: Settings, infer: Infer) -> dict[str, Any]:
     return {
         "model_id": settings.model_id,
         "model_sha": info.revision,
-        "model_dtype": settings.dtype or "float32",
+        "model_dtype": infer.engine.dtype or settings.dtype or "float32",
         "served_model_name": settings.model_name,
         "model_type": model_type,
         "max_concurrent_requests": settings.max_concurrent_requests,

@@ -1,0 +1,134 @@
+"""OpenVINO engine: the plain-opset graph compiled by OpenVINO's CPU plugin.
+
+On CPUs with AMX-BF16 / AVX512-BF16 the plugin runs the linear layers and attention in
+bf16 (``INFERENCE_PRECISION_HINT``; norms, softmax and accumulation stay float32), about 3x
+ONNX Runtime's float32 engine on the same graph family (bench/README.md). The compiled
+model is exported into the engine cache entry beside ``model.onnx`` on first load and
+imported on later starts. The ``openvino`` package is imported lazily, so that tei-ort
+runs where it is missing (engines.cpu_choice then keeps ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engines.base import Engine, EngineInputs, OutputName
+from engines.chunking import CPU_CHUNK_TOKENS, run_chunked
+from engines.ort_engine import physical_cores
+from tei_ort.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+#: the compiled model, as ``CompiledModel.export_model`` writes it
+COMPILED_FILE = "model.openvino.blob"
+#: ``--dtype`` -> OpenVINO's inference precision
+PRECISIONS = {"bfloat16": "bf16", "float32": "f32"}
+
+
+def openvino_version() -> str:
+    import openvino
+
+    return str(openvino.__version__).split("-")[0]
+
+
+def compile_config(dtype: str, threads: int | None) -> dict[str, Any]:
+    """One stream of ``threads`` threads: the server runs one batch at a time."""
+    if dtype not in PRECISIONS:
+        raise EngineError(f"the OpenVINO engine runs {', '.join(PRECISIONS)}, not {dtype}")
+    return {
+        "INFERENCE_PRECISION_HINT": PRECISIONS[dtype],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads or physical_cores(),
+        # the server's tokenizer and event-loop threads share these cores: pinning the
+        # inference threads to cores would make them wait behind those
+        "ENABLE_CPU_PINNING": False,
+        # tiny attention probabilities as denormals take slow paths in the FPU
+        "CPU_DENORMALS_OPTIMIZATION": True,
+    }
+
+
+class OpenVinoEngine(Engine):
+    """Runs an exported plain-opset graph with OpenVINO on the CPU."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        dtype: str = "bfloat16",
+        threads: int | None = None,
+        compiled_path: Path | None = None,
+        chunk_tokens: int | None = CPU_CHUNK_TOKENS,
+    ) -> None:
+        try:
+            import openvino
+        except ImportError as exc:
+            raise EngineError("the OpenVINO engine needs the openvino package") from exc
+        self.dtype = dtype
+        config = compile_config(dtype, threads)
+        core = openvino.Core()
+        self.compiled = self._compile(core, model_path, compiled_path, config)
+        self.request = self.compiled.create_infer_request()
+        self._input_names = {port.get_any_name() for port in self.compiled.inputs}
+        outputs = [port.get_any_name() for port in self.compiled.outputs]
+        if len(outputs) != 1 or outputs[0] not in {n.value for n in OutputName}:
+            raise EngineError(f"{model_path}: unexpected graph outputs {outputs}")
+        self.output_name = OutputName(outputs[0])
+        self.uses_token_type_ids = "token_type_ids" in self._input_names
+        # exact lengths and cache-sized pieces, as the ONNX Runtime CPU engine
+        self.pad_multiple = 1
+        self.chunk_tokens = chunk_tokens
+
+    @staticmethod
+    def _compile(
+        core: Any, model_path: Path, compiled_path: Path | None, config: dict[str, Any]
+    ) -> Any:
+        """Import the compiled model from the cache entry, or compile and export it there."""
+        if compiled_path is not None and compiled_path.is_file():
+            try:
+                return core.import_model(compiled_path.read_bytes(), "CPU", config)
+            except RuntimeError as exc:  # a blob of another build: compile it again
+                logger.warning(
+                    "recompiling %s: cannot import %s (%s)", model_path, compiled_path, exc
+                )
+        try:
+            compiled = core.compile_model(str(model_path), "CPU", config)
+        except RuntimeError as exc:
+            raise EngineError(f"OpenVINO cannot compile {model_path}: {exc}") from exc
+        if compiled_path is not None:
+            # written beside, then renamed: a reader never sees half a file
+            tmp = compiled_path.with_name(f".{compiled_path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_bytes(compiled.export_model().getvalue())
+                os.replace(tmp, compiled_path)
+            except OSError as exc:  # a read-only cache still serves, compiling each start
+                logger.warning("cannot store the compiled model in %s: %s", compiled_path, exc)
+                tmp.unlink(missing_ok=True)
+        return compiled
+
+    def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
+            return run_chunked(inputs, self.chunk_tokens, self.output_name, self._run)
+        return self._run(inputs)
+
+    def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        feed: dict[str, NDArray[np.int64]] = {
+            "input_ids": inputs.input_ids,
+            "attention_mask": inputs.attention_mask,
+        }
+        if self.uses_token_type_ids:
+            feed["token_type_ids"] = (
+                inputs.token_type_ids
+                if inputs.token_type_ids is not None
+                else np.zeros_like(inputs.input_ids)
+            )
+        # the result is a copy (share_outputs=False): the request's buffers are reused
+        result = self.request.infer(feed)
+        out: NDArray[np.float32] = np.asarray(result[0], dtype=np.float32)
+        return out
