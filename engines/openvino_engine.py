@@ -75,11 +75,14 @@ class OpenVinoEngine(Engine):
         core = openvino.Core()
         self.compiled = self._compile(core, model_path, compiled_path, config)
         self.request = self.compiled.create_infer_request()
-        self._input_names = {port.get_any_name() for port in self.compiled.inputs}
-        outputs = [port.get_any_name() for port in self.compiled.outputs]
-        if len(outputs) != 1 or outputs[0] not in {n.value for n in OutputName}:
+        self._input_names = {name for port in self.compiled.inputs for name in port.get_names()}
+        # a tensor has several names in OpenVINO (the graph's and the producing node's)
+        outputs = [
+            port.get_names() & {n.value for n in OutputName} for port in self.compiled.outputs
+        ]
+        if len(outputs) != 1 or len(outputs[0]) != 1:
             raise EngineError(f"{model_path}: unexpected graph outputs {outputs}")
-        self.output_name = OutputName(outputs[0])
+        self.output_name = OutputName(next(iter(outputs[0])))
         self.uses_token_type_ids = "token_type_ids" in self._input_names
         # exact lengths and cache-sized pieces, as the ONNX Runtime CPU engine
         self.pad_multiple = 1

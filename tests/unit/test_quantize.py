@@ -120,5 +120,5 @@ def test_select_target_int8() -> None:
 
 
 def test_select_target_rejects_float16_on_cpu() -> None:
-    with pytest.raises(ConfigurationError, match="float32 or int8"):
+    with pytest.raises(ConfigurationError, match="float32, bfloat16 or int8"):
         select_target(ModelOptions(dtype="float16"))
