@@ -10,7 +10,7 @@ The rule (measured in bench/README.md, "bf16 and int8 on the matrix units"):
   logged once;
 - ``--dtype bfloat16`` needs both, and stops the start with the reason when one is missing
   (OpenVINO would emulate bf16 slower than float32 runs);
-- ``--dtype int8`` runs ONNX Runtime's dynamically quantized int8 engine (see ``INT8_RULE``).
+- ``--dtype int8`` runs ONNX Runtime's dynamically quantized int8 engine.
 """
 
 from __future__ import annotations
@@ -38,11 +38,8 @@ ISA_FLAGS = (
     "amx_fp16",
 )
 
-#: why --dtype int8 stays on ONNX Runtime (bench/README.md has the measurements)
-INT8_RULE = (
-    "int8 runs ONNX Runtime's per-channel dynamic quantization: OpenVINO's static int8 "
-    "(NNCF) was not faster than its bf16 at min cosine >= 0.99"
-)
+#: --dtype int8 stays on ONNX Runtime's engine: an OpenVINO int8 path is not built yet
+INT8_RULE = "--dtype int8: ONNX Runtime int8 (per-channel weights, dynamic activations)"
 
 
 #: heads kept on float32 by default: SPLADE's vocabulary projection in bf16 gives a min
