@@ -5,8 +5,8 @@ The rule (measured in bench/README.md, "bf16 and int8 on the matrix units"):
 - ``--dtype float32`` always runs ONNX Runtime in float32;
 - no ``--dtype``: where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16) and the
   ``openvino`` package is installed, OpenVINO in bf16 (~3x the float32 engine, min cosine
-  >= 0.9999 to float32 on real text, tests/unit/test_bf16_accuracy.py), except for the
-  heads that miss that bound (SPLADE); elsewhere ONNX Runtime float32, with the reason
+  >= 0.9999 to float32 on real text, tests/unit/test_bf16_accuracy.py; SPLADE's head runs
+  in float32, engines/openvino_head.py); elsewhere ONNX Runtime float32, with the reason
   logged once;
 - ``--dtype bfloat16`` needs both, and stops the start with the reason when one is missing
   (OpenVINO would emulate bf16 slower than float32 runs);
@@ -40,11 +40,6 @@ ISA_FLAGS = (
 
 #: --dtype int8 stays on ONNX Runtime's engine: an OpenVINO int8 path is not built yet
 INT8_RULE = "--dtype int8: ONNX Runtime int8 (per-channel weights, dynamic activations)"
-
-
-#: heads kept on float32 by default: SPLADE's vocabulary projection in bf16 gives a min
-#: cosine of only ~0.9997 to float32 on real text (the encoder alone in bf16: 0.99994)
-BF16_DEFAULT_EXCLUDED_HEADS = frozenset({"splade"})
 
 
 class CpuEngine(str, enum.Enum):
@@ -90,13 +85,8 @@ def isa_tag(flags: Iterable[str]) -> str:
     return "+".join(flag for flag in ISA_FLAGS if flag in have) or "baseline"
 
 
-def choose_cpu_engine(
-    requested: str | None, flags: Iterable[str], *, openvino: bool, head: str | None = None
-) -> CpuChoice:
-    """The CPU engine and dtype for ``--dtype requested`` on a CPU with ``flags``.
-
-    ``head`` (tei_ort.model_info.Head's value) is None before the model is inspected.
-    """
+def choose_cpu_engine(requested: str | None, flags: Iterable[str], *, openvino: bool) -> CpuChoice:
+    """The CPU engine and dtype for ``--dtype requested`` on a CPU with ``flags``."""
     bf16 = native_bf16(flags)
     if requested == "float32":
         return CpuChoice(CpuEngine.ORT, "float32", "--dtype float32: ONNX Runtime float32")
@@ -131,13 +121,6 @@ def choose_cpu_engine(
             "float32",
             "ONNX Runtime float32: the CPU has native bf16 but the openvino package, which "
             "runs it, is not installed (pip install openvino)",
-        )
-    if head in BF16_DEFAULT_EXCLUDED_HEADS:
-        return CpuChoice(
-            CpuEngine.ORT,
-            "float32",
-            f"ONNX Runtime float32: the {head} head loses accuracy in bf16 "
-            "(--dtype bfloat16 runs it anyway)",
         )
     return CpuChoice(
         CpuEngine.OPENVINO,

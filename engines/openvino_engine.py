@@ -4,7 +4,8 @@ On CPUs with AMX-BF16 / AVX512-BF16 the plugin runs the linear layers and attent
 bf16 (``INFERENCE_PRECISION_HINT``; norms, softmax and accumulation stay float32), about 3x
 ONNX Runtime's float32 engine on the same graph family (bench/README.md). The compiled
 model is exported into the engine cache entry beside ``model.onnx`` on first load and
-imported on later starts. The ``openvino`` package is imported lazily, so that tei-ort
+imported on later starts. SPLADE graphs run their head in float32 (engines.openvino_head).
+The ``openvino`` package is imported lazily, so that tei-ort
 runs where it is missing (engines.cpu_choice then keeps ONNX Runtime).
 """
 
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 
 from engines.base import Engine, EngineInputs, OutputName
 from engines.chunking import CPU_CHUNK_TOKENS, run_chunked
+from engines.openvino_head import HIDDEN_INPUT, split_sparse_head
 from engines.ort_engine import physical_cores
 from tei_ort.errors import EngineError
 
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: the compiled model, as ``CompiledModel.export_model`` writes it
 COMPILED_FILE = "model.openvino.blob"
+#: SPLADE under bf16: the float32 head, compiled apart (engines.openvino_head)
+COMPILED_HEAD_FILE = "model.openvino.head.blob"
 #: ``--dtype`` -> OpenVINO's inference precision
 PRECISIONS = {"bfloat16": "bf16", "float32": "f32"}
 
@@ -54,6 +58,49 @@ def compile_config(dtype: str, threads: int | None) -> dict[str, Any]:
     }
 
 
+def _load_stages(
+    core: Any, model_path: Path, compiled_path: Path | None, dtype: str, config: dict[str, Any]
+) -> list[Any]:
+    """The compiled model(s): one, or SPLADE's bf16 encoder and float32 head.
+
+    Imported from the cache entry when stored there, else compiled and stored (the head
+    first, so that a stored encoder implies a stored head).
+    """
+    head_path = None if compiled_path is None else compiled_path.with_name(COMPILED_HEAD_FILE)
+    head_config = config | {"INFERENCE_PRECISION_HINT": PRECISIONS["float32"]}
+    if compiled_path is not None and compiled_path.is_file():
+        try:
+            stages = [core.import_model(compiled_path.read_bytes(), "CPU", config)]
+            if head_path is not None and head_path.is_file():
+                stages.append(core.import_model(head_path.read_bytes(), "CPU", head_config))
+            return stages
+        except RuntimeError as exc:  # a blob of another build: compile it again
+            logger.warning("recompiling %s: cannot import %s (%s)", model_path, compiled_path, exc)
+    try:
+        model = core.read_model(str(model_path))
+        parts = split_sparse_head(model) if dtype == "bfloat16" else None
+        if parts is None:
+            return [_compile(core, model, compiled_path, config)]
+        head = _compile(core, parts[1], head_path, head_config)
+        return [_compile(core, parts[0], compiled_path, config), head]
+    except RuntimeError as exc:
+        raise EngineError(f"OpenVINO cannot compile {model_path}: {exc}") from exc
+
+
+def _compile(core: Any, model: Any, compiled_path: Path | None, config: dict[str, Any]) -> Any:
+    compiled = core.compile_model(model, "CPU", config)
+    if compiled_path is not None:
+        # written beside, then renamed: a reader never sees half a file
+        tmp = compiled_path.with_name(f".{compiled_path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(compiled.export_model().getvalue())
+            os.replace(tmp, compiled_path)
+        except OSError as exc:  # a read-only cache still serves, compiling each start
+            logger.warning("cannot store the compiled model in %s: %s", compiled_path, exc)
+            tmp.unlink(missing_ok=True)
+    return compiled
+
+
 class OpenVinoEngine(Engine):
     """Runs an exported plain-opset graph with OpenVINO on the CPU."""
 
@@ -71,14 +118,14 @@ class OpenVinoEngine(Engine):
         except ImportError as exc:
             raise EngineError("the OpenVINO engine needs the openvino package") from exc
         self.dtype = dtype
-        config = compile_config(dtype, threads)
-        core = openvino.Core()
-        self.compiled = self._compile(core, model_path, compiled_path, config)
-        self.request = self.compiled.create_infer_request()
-        self._input_names = {name for port in self.compiled.inputs for name in port.get_names()}
+        self.stages = _load_stages(
+            openvino.Core(), model_path, compiled_path, dtype, compile_config(dtype, threads)
+        )
+        self.requests = [stage.create_infer_request() for stage in self.stages]
+        self._input_names = {name for port in self.stages[0].inputs for name in port.get_names()}
         # a tensor has several names in OpenVINO (the graph's and the producing node's)
         outputs = [
-            port.get_names() & {n.value for n in OutputName} for port in self.compiled.outputs
+            port.get_names() & {n.value for n in OutputName} for port in self.stages[-1].outputs
         ]
         if len(outputs) != 1 or len(outputs[0]) != 1:
             raise EngineError(f"{model_path}: unexpected graph outputs {outputs}")
@@ -87,33 +134,6 @@ class OpenVinoEngine(Engine):
         # exact lengths and cache-sized pieces, as the ONNX Runtime CPU engine
         self.pad_multiple = 1
         self.chunk_tokens = chunk_tokens
-
-    @staticmethod
-    def _compile(
-        core: Any, model_path: Path, compiled_path: Path | None, config: dict[str, Any]
-    ) -> Any:
-        """Import the compiled model from the cache entry, or compile and export it there."""
-        if compiled_path is not None and compiled_path.is_file():
-            try:
-                return core.import_model(compiled_path.read_bytes(), "CPU", config)
-            except RuntimeError as exc:  # a blob of another build: compile it again
-                logger.warning(
-                    "recompiling %s: cannot import %s (%s)", model_path, compiled_path, exc
-                )
-        try:
-            compiled = core.compile_model(str(model_path), "CPU", config)
-        except RuntimeError as exc:
-            raise EngineError(f"OpenVINO cannot compile {model_path}: {exc}") from exc
-        if compiled_path is not None:
-            # written beside, then renamed: a reader never sees half a file
-            tmp = compiled_path.with_name(f".{compiled_path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_bytes(compiled.export_model().getvalue())
-                os.replace(tmp, compiled_path)
-            except OSError as exc:  # a read-only cache still serves, compiling each start
-                logger.warning("cannot store the compiled model in %s: %s", compiled_path, exc)
-                tmp.unlink(missing_ok=True)
-        return compiled
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
@@ -132,6 +152,9 @@ class OpenVinoEngine(Engine):
                 else np.zeros_like(inputs.input_ids)
             )
         # the result is a copy (share_outputs=False): the request's buffers are reused
-        result = self.request.infer(feed)
-        out: NDArray[np.float32] = np.asarray(result[0], dtype=np.float32)
+        result = self.requests[0].infer(feed)[0]
+        if len(self.requests) > 1:  # SPLADE: the float32 head on the bf16 encoder's output
+            head = {HIDDEN_INPUT: result, "attention_mask": inputs.attention_mask}
+            result = self.requests[1].infer(head)[0]
+        out: NDArray[np.float32] = np.asarray(result, dtype=np.float32)
         return out

@@ -233,13 +233,7 @@ def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:
 
 
 def finalize_target(target: EngineTarget, info: ModelInfo, options: ModelOptions) -> EngineTarget:
-    """GPU targets learn the batch shapes (the model's input limit and the budget); the
-    default bf16 CPU target falls back to float32 for heads that lose accuracy in bf16."""
-    if target.engine == "openvino" and options.dtype is None:
-        choice = choose_cpu_engine(None, read_cpu_flags(), openvino=True, head=info.head.value)
-        if choice.engine is CpuEngine.ORT:
-            logger.info("CPU engine: %s", choice.reason)
-            return EngineTarget(CPU_TARGET, choice.dtype, Variant.ORT, ("CPUExecutionProvider",))
+    """GPU targets learn the batch shapes (the model's input limit and the budget)."""
     if target.engine not in ("ort-cuda", "trt"):
         return target
     limits = BatchLimits(

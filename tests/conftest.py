@@ -14,10 +14,8 @@ from tei_ort.tokenization import Tokenizer
 from tests.integration._helpers import MINILM_DIR, FakeModel, fake_model
 
 
-def _float32_default(
-    requested: str | None, flags: Any, *, openvino: bool, head: str | None = None
-) -> cpu_choice.CpuChoice:
-    return cpu_choice.choose_cpu_engine(requested or "float32", flags, openvino=openvino, head=head)
+def _float32_default(requested: str | None, flags: Any, *, openvino: bool) -> cpu_choice.CpuChoice:
+    return cpu_choice.choose_cpu_engine(requested or "float32", flags, openvino=openvino)
 
 
 @pytest.fixture(scope="session", autouse=True)
