@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 COMPILED_FILE = "model.openvino.blob"
 #: SPLADE under bf16: the float32 head, compiled apart (engines.openvino_head)
 COMPILED_HEAD_FILE = "model.openvino.head.blob"
+#: shape-specific kernels the CPU plugin keeps (LRU): its default (5000) let RSS grow by
+#: ~0.9 MB per new (batch, length) shape, without bound in practice; a cache miss costs
+#: ~1 ms of CPU for one short text (bench/README.md)
+RUNTIME_CACHE_CAPACITY = 256
 #: ``--dtype`` -> OpenVINO's inference precision
 PRECISIONS = {"bfloat16": "bf16", "float32": "f32"}
 
@@ -55,6 +59,7 @@ def compile_config(dtype: str, threads: int | None) -> dict[str, Any]:
         "ENABLE_CPU_PINNING": False,
         # tiny attention probabilities as denormals take slow paths in the FPU
         "CPU_DENORMALS_OPTIMIZATION": True,
+        "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_CAPACITY,
     }
 
 
