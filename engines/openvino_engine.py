@@ -5,8 +5,8 @@ bf16 (``INFERENCE_PRECISION_HINT``; norms, softmax and accumulation stay float32
 ONNX Runtime's float32 engine on the same graph family (bench/README.md). The compiled
 model is exported into the engine cache entry beside ``model.onnx`` on first load and
 imported on later starts. SPLADE graphs run their head in float32 (engines.openvino_head).
-The ``openvino`` package is imported lazily, so that tei-ort
-runs where it is missing (engines.cpu_choice then keeps ONNX Runtime).
+The ``openvino`` package is imported lazily, so that tei-ort runs where it is missing
+(engines.cpu_choice then keeps ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ COMPILED_FILE = "model.openvino.blob"
 #: SPLADE under bf16: the float32 head, compiled apart (engines.openvino_head)
 COMPILED_HEAD_FILE = "model.openvino.head.blob"
 #: shape-specific kernels the CPU plugin keeps (LRU): its default (5000) let RSS grow by
-#: ~0.9 MB per new (batch, length) shape, without bound in practice; a cache miss costs
-#: ~1 ms of CPU for one short text (bench/README.md)
+#: ~0.9 MB per new (batch, length) shape, without bound in practice; 256 levels off ~100 MB
+#: above start. A new shape costs ~7 ms of CPU once for one short text (bench/README.md)
 RUNTIME_CACHE_CAPACITY = 256
 #: ``--dtype`` -> OpenVINO's inference precision
 PRECISIONS = {"bfloat16": "bf16", "float32": "f32"}
