@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/run.py [--model DIR] [--repeats 3] [--http-seconds 10] [--json out.json]
 
-Methods: sentence-transformers ``encode`` (torch), raw onnxruntime on a torch.onnx export
-passed through onnxruntime's transformers optimizer, tei-ort in-process (float32, int8), and
-``tei-ort serve`` over HTTP driven by ``wrk`` (single-text requests at concurrency 1 and 32,
-32-text requests at 32). A peer that is not installed is skipped with the reason. Nothing is
-installed by this script.
+Methods: sentence-transformers ``encode`` (torch; float32 and the model in bfloat16), raw
+onnxruntime on a torch.onnx export passed through onnxruntime's transformers optimizer,
+tei-ort in-process (float32, bfloat16, int8), the fp32 / u8s8 (ONNX Runtime) and bf16
+(OpenVINO) MatMul rates, and ``tei-ort serve`` (its default engine) over HTTP driven by
+``wrk`` (single-text requests at concurrency 1 and 32, 32-text requests at 32). A peer
+that is not installed is skipped with the reason. Nothing is installed by this script.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def run_http(
             "set": "start",
             "healthy_s": server.healthy_s,
             "rss_mb": rss_mb(server.proc.pid),
+            "dtype": json.loads(urllib.request.urlopen(server.url + "/info").read())["model_dtype"],
         }
     )
     try:
@@ -218,14 +220,18 @@ def main() -> None:
     common = ["--model", str(model), "--repeats", str(args.repeats)]
     rows: list[dict[str, Any]] = [{"method": "machine", **machine()}]
     rows += worker("matmul", "--model", str(model))
+    if has_module("openvino"):
+        rows += worker("matmul-bf16", "--model", str(model))
     with tempfile.TemporaryDirectory(prefix="tei-ort-bench-") as tmp_name:
         tmp = Path(tmp_name)
         cache = str(tmp / "engines")
-        if "st" not in args.skip:
+        for method in ("st", "st-bf16"):
+            if method in args.skip:
+                continue
             if has_module("sentence_transformers") and has_module("torch"):
-                rows += worker("st", *common)
+                rows += worker(method, *common)
             else:
-                rows.append({"method": "st", "skipped": "sentence-transformers/torch missing"})
+                rows.append({"method": method, "skipped": "sentence-transformers/torch missing"})
         if "ort" not in args.skip:
             if has_module("torch") and has_module("transformers"):
                 rows += worker("export-ref", "--model", str(model), "--out", tmp_name)
@@ -233,7 +239,7 @@ def main() -> None:
                     rows += worker("ort", *common, "--onnx", str(tmp / "ref.opt.onnx"))
             else:
                 rows.append({"method": "ort", "skipped": "torch/transformers needed to export"})
-        for method in ("tei", "tei-int8"):
+        for method in ("tei", "tei-bf16", "tei-int8"):
             if method not in args.skip:
                 rows += worker(method, *common, "--engine-cache", cache)
         if "http" not in args.skip:
@@ -255,11 +261,17 @@ def report(
         f"# {mach['cpu']}, {mach['cores']} cores ({', '.join(mach['isa'])}), "
         f"onnxruntime {mach['onnxruntime']}, load avg {mach['load_avg'][0]:.2f}"
     )
+    bf = next((r for r in rows if r["method"] == "matmul-bf16" and "bf16_gflops" in r), {})
     if mm:
         print(
             f"# ORT MatMul {mm['shape']}: fp32 {mm['fp32_gflops']:.0f} GFLOP/s, "
             f"u8s8 {mm['int8_gflops']:.0f} GFLOP/s"
         )
+    if bf:
+        print(f"# OpenVINO MatMul {bf['shape']}: bf16 {bf['bf16_gflops']:.0f} GFLOP/s")
+    # each method against the GEMM rate of the arithmetic it runs
+    peak = {"fp32": mm.get("fp32_gflops"), "int8": mm.get("int8_gflops")}
+    peak["bf16"] = bf.get("bf16_gflops")
     for r in rows:
         if "skipped" in r:
             print(f"# skipped {r['method']}: {r['skipped']}")
@@ -267,17 +279,21 @@ def report(
             built = "cold build + load" if r["built"] else "cached load"
             print(f"# {r['method']}: {built} {r['load_seconds']:.2f} s {r['steps']}")
     thr = {(r["method"], r["set"]): r for r in rows if "seconds" in r}
-    print("\n| method | set | texts/s | tokens/s | x ST | GFLOP/s | % fp32 MatMul |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| method | set | texts/s | tokens/s | x ST | x ST bf16 | GFLOP/s | % of its MatMul |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for (method, name), r in thr.items():
         tps = r["texts"] / r["seconds"]
-        st = thr.get(("st", name))
-        ratio = f"{tps / (st['texts'] / st['seconds']):.2f}" if st else "-"
+        ratios = []
+        for peer in ("st", "st-bf16"):
+            ref = thr.get((peer, name))
+            ratios.append(f"{tps / (ref['texts'] / ref['seconds']):.2f}" if ref else "-")
         gflops = flops[name] / r["seconds"] / 1e9
-        pct = f"{100 * gflops / mm['fp32_gflops']:.0f}%" if mm else "-"
+        kind = "bf16" if "bf" in method else "int8" if "int8" in method else "fp32"
+        rate = peak[kind]
+        pct = f"{100 * gflops / rate:.0f}% {kind}" if rate else "-"
         print(
             f"| {method} | {name} | {tps:.1f} | {sum(tokens[name]) / r['seconds']:.0f} | "
-            f"{ratio} | {gflops:.0f} | {pct} |"
+            f"{ratios[0]} | {ratios[1]} | {gflops:.0f} | {pct} |"
         )
     print("\n| method | one short text p50 ms | p99 ms |")
     print("|---|---:|---:|")
@@ -288,8 +304,8 @@ def report(
     if http:
         start = next(r for r in rows if r["method"] == "http" and r.get("set") == "start")
         print(
-            f"\n# tei-ort serve: healthy {start['healthy_s']:.2f} s after start (cached "
-            f"engine), RSS {start['rss_mb']:.0f} MB"
+            f"\n# tei-ort serve ({start.get('dtype')}): healthy {start['healthy_s']:.2f} s after "
+            f"start (cached engine), RSS {start['rss_mb']:.0f} MB"
         )
         print(
             "\n| HTTP /embed | set | conc. | texts/req | texts/s | x in-process | p50 ms | "
@@ -297,7 +313,7 @@ def report(
         )
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in http:
-            inproc = thr.get(("tei-float32", r["set"]))
+            inproc = thr.get((f"tei-{start.get('dtype', 'float32')}", r["set"]))
             ratio = f"{r['texts_s'] / (inproc['texts'] / inproc['seconds']):.2f}" if inproc else "-"
             print(
                 f"| tei-ort serve | {r['set']} | {r['connections']} | {r['per_request']} | "

@@ -1,7 +1,8 @@
 """One benchmark method in its own process (torch and ONNX Runtime in one process fight
 over the cores). Prints one JSON object per measurement on stdout.
 
-    python bench/worker.py st|ort|tei|tei-int8|matmul|export-ref --model DIR [...]
+    python bench/worker.py st|st-bf16|ort|tei|tei-int8|tei-bf16|matmul|matmul-bf16|export-ref
+        --model DIR [...]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.texts import text_sets
 
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's limit (sentence-transformers max_seq_length)
+#: tei-ort methods -> the dtype they load
+TEI_DTYPES = {"tei": "float32", "tei-int8": "int8", "tei-bf16": "bfloat16"}
 BATCH = 32  # sentence-transformers' default encode batch size; the raw ORT peer uses it too
 
 
@@ -72,20 +75,27 @@ def measure(
     )
 
 
-def run_st(model: Path, sets: dict[str, list[str]], args: argparse.Namespace) -> None:
+def run_st(
+    model: Path, sets: dict[str, list[str]], args: argparse.Namespace, bf16: bool = False
+) -> None:
+    """sentence-transformers as a user runs it; ``bf16``: the model cast to bfloat16 (torch
+    runs it on oneDNN, AMX where the CPU has it)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(cores())
     st = SentenceTransformer(str(model), device="cpu")
     st.max_seq_length = MAX_LENGTH
-    emit(method="st", info=f"sentence-transformers, torch {torch.__version__}")
+    method = "st-bf16" if bf16 else "st"
+    if bf16:
+        st = st.to(torch.bfloat16)
+    emit(method=method, info=f"sentence-transformers, torch {torch.__version__}")
 
     def embed(texts: Sequence[str]) -> Any:
         with torch.inference_mode():
             return st.encode(list(texts), batch_size=BATCH, normalize_embeddings=True)
 
-    measure("st", sets, embed, args.repeats, args.sets)
+    measure(method, sets, embed, args.repeats, args.sets)
 
 
 def export_ref(model: Path, out: Path) -> None:
@@ -236,6 +246,31 @@ def run_matmul() -> None:
     emit(method="matmul", fp32_gflops=fp32, int8_gflops=int8, shape=[m, k, n])
 
 
+def run_matmul_bf16() -> None:
+    """The machine's bf16 MatMul rate in OpenVINO (AMX-BF16 where the CPU has it), on the
+    same shape as run_matmul: what the bf16 engine's linear layers can reach."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m, k, n = 4096, 384, 1536
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    param = ops.parameter([m, k], np.float32, name="x")
+    weight = ops.constant(rng.standard_normal((k, n)).astype(np.float32))
+    graph = ov.Model([ops.matmul(param, weight, False, False)], [param], "mm")
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": cores()}
+    request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+    for _ in range(3):
+        request.infer({"x": x})
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        request.infer({"x": x})
+        times.append(time.perf_counter() - start)
+    rate = 2.0 * m * k * n / statistics.median(times) / 1e9
+    emit(method="matmul-bf16", bf16_gflops=rate, shape=[m, k, n], openvino=ov.__version__)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("method")
@@ -252,13 +287,16 @@ def main() -> None:
     if args.method == "matmul":
         run_matmul()
         return
+    if args.method == "matmul-bf16":
+        run_matmul_bf16()
+        return
     sets = text_sets(args.model / "tokenizer.json")
-    if args.method == "st":
-        run_st(args.model, sets, args)
+    if args.method in ("st", "st-bf16"):
+        run_st(args.model, sets, args, bf16=args.method == "st-bf16")
     elif args.method == "ort":
         run_ort(args.model, args.onnx, sets, args)
-    elif args.method in ("tei", "tei-int8"):
-        run_tei(args.model, sets, args, "int8" if args.method == "tei-int8" else "float32")
+    elif args.method in TEI_DTYPES:
+        run_tei(args.model, sets, args, TEI_DTYPES[args.method])
     else:
         raise SystemExit(f"unknown method {args.method}")
 

@@ -9,11 +9,13 @@ only to its own longest row (the server's batches are FIFO, in arrival order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from tei_ort.engines.base import EngineInputs, OutputName
 
 #: tokens per piece on the CPU provider (measured best of 256 .. 8192, bench/README.md)
 CPU_CHUNK_TOKENS = 1024
@@ -44,3 +46,37 @@ def plan_chunks(lengths: Sequence[int] | NDArray[np.int64], max_tokens: int) -> 
         chunks.append(Chunk(rows=rows.astype(np.intp), length=longest))
         start += take
     return chunks
+
+
+def run_chunked(
+    inputs: EngineInputs,
+    max_tokens: int,
+    output_name: OutputName,
+    run: Callable[[EngineInputs], NDArray[np.float32]],
+) -> NDArray[np.float32]:
+    """``run`` over the pieces of a right-padded batch of at most ``max_tokens`` padded
+    tokens each; outputs go back to their rows, padding positions zero."""
+    lengths = inputs.attention_mask.sum(axis=1)  # (B,)
+    out: NDArray[np.float32] | None = None
+    hidden = output_name is OutputName.LAST_HIDDEN_STATE
+    for chunk in plan_chunks(lengths, max_tokens):
+        rows, t = chunk.rows, chunk.length
+        types = inputs.token_type_ids
+        part = run(
+            EngineInputs(
+                inputs.input_ids[rows, :t],
+                inputs.attention_mask[rows, :t],
+                None if types is None else types[rows, :t],
+            )
+        )
+        if out is None:
+            shape = (inputs.batch_size, *part.shape[1:])
+            if hidden:
+                shape = (inputs.batch_size, inputs.seq_len, *part.shape[2:])  # (B, T, H)
+            out = np.zeros(shape, dtype=part.dtype)
+        if hidden:
+            out[rows, :t] = part  # (b, t, H) into (B, T, H)
+        else:
+            out[rows] = part  # (b, L) or (b, V)
+    assert out is not None  # a batch has at least one row
+    return out

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from tei_ort.engines.base import Engine, EngineInputs, OutputName
-from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, plan_chunks
+from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.providers import PACKAGES, compute_type
 
@@ -168,35 +168,8 @@ class OrtEngine(Engine):
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
-            return self._run_chunked(inputs, self.chunk_tokens)
+            return run_chunked(inputs, self.chunk_tokens, self.output_name, self._run)
         return self._run(inputs)
-
-    def _run_chunked(self, inputs: EngineInputs, max_tokens: int) -> NDArray[np.float32]:
-        """The batch as pieces of at most ``max_tokens`` padded tokens, rows sorted by length
-        (inputs are right-padded); outputs go back to their rows, padding positions zero."""
-        lengths = inputs.attention_mask.sum(axis=1)  # (B,)
-        out: NDArray[np.float32] | None = None
-        for chunk in plan_chunks(lengths, max_tokens):
-            rows, t = chunk.rows, chunk.length
-            types = inputs.token_type_ids
-            part = self._run(
-                EngineInputs(
-                    inputs.input_ids[rows, :t],
-                    inputs.attention_mask[rows, :t],
-                    None if types is None else types[rows, :t],
-                )
-            )
-            if out is None:
-                shape = (inputs.batch_size, *part.shape[1:])
-                if self.output_name is OutputName.LAST_HIDDEN_STATE:
-                    shape = (inputs.batch_size, inputs.seq_len, *part.shape[2:])  # (B, T, H)
-                out = np.zeros(shape, dtype=part.dtype)
-            if self.output_name is OutputName.LAST_HIDDEN_STATE:
-                out[rows, :t] = part  # (b, t, H) into (B, T, H)
-            else:
-                out[rows] = part  # (b, L) or (b, V)
-        assert out is not None  # a batch has at least one row
-        return out
 
     def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         feed: dict[str, NDArray[np.int64]] = {

@@ -26,7 +26,8 @@ and :data:`START_ERRORS` is what a failed start-up can raise.
     ├── UnsupportedModelError        architecture / head we cannot serve (exporters)
     └── WeightMappingError           a tensor missing, unknown, unused or of the wrong shape
     EngineError (engines)            an engine cannot be built, loaded or run
-    └── UnknownProviderError         an execution provider we do not know
+    ├── UnknownProviderError         an execution provider we do not know
+    └── EngineUnavailableError       the dtype asked for has no engine on this machine
 
 The two front ends' mappings live on the classes, side by side: ``status_code`` for HTTP
 (``tei_ort.http.responses``), ``grpc_code`` (a ``grpc.StatusCode`` name, as TEI's gRPC
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tei_ort.engines.errors import EngineError, UnknownProviderError
+from tei_ort.engines.errors import EngineError, EngineUnavailableError, UnknownProviderError
 from tei_ort.exporters.errors import ModelError, UnsupportedModelError, WeightMappingError
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "EmptyError",
     "EngineCacheError",
     "EngineError",
+    "EngineUnavailableError",
     "JsonSyntaxError",
     "ModelError",
     "ModelNotFoundError",

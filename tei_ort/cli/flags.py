@@ -135,7 +135,8 @@ MODEL_FLAGS: tuple[Flag, ...] = (
     Flag("--revision", "The hub revision (commit, branch or `refs/pr/N`) of the model."),
     Flag(
         "--dtype",
-        "The dtype to run the model in: float32 (CPU default), float16 (GPU default) or int8.",
+        "The dtype to run the model in: float32, float16 (GPU default), bfloat16 (CPU default "
+        "where the CPU has native bf16 and openvino is installed, else float32) or int8.",
         parse=_dtype,
     ),
     Flag(

@@ -165,7 +165,10 @@ def prepare_engine(
             )
 
     def optimize(model_path: Path, out_dir: Path) -> None:
-        optimize_graph(target, model_path, out_dir / OPTIMIZED_FILE, progress)
+        if target.engine == "openvino":
+            compile_openvino(target, model_path, out_dir, progress)
+        else:
+            optimize_graph(target, model_path, out_dir / OPTIMIZED_FILE, progress)
 
     t = time.perf_counter()
     found = cache.get_or_build(key, build, None if target.engine == "trt" else optimize)
@@ -200,3 +203,13 @@ def optimize_graph(
         save_optimized(
             model_path, optimized_path, providers=target.providers, provider_options=options
         )
+
+
+def compile_openvino(
+    target: EngineTarget, model_path: Path, out_dir: Path, progress: Progress
+) -> None:
+    """Store the model OpenVINO compiles for this CPU in the entry, so starts import it."""
+    from tei_ort.engines.openvino_engine import COMPILED_FILE, OpenVinoEngine
+
+    with progress.meter("compiling the graph with OpenVINO", None, "s"):
+        OpenVinoEngine(model_path, dtype=target.dtype, compiled_path=out_dir / COMPILED_FILE)

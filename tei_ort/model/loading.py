@@ -65,6 +65,17 @@ def open_engine(
             optimized_path=optimized_path,
             dtype=target.dtype,
         )
+    if target.engine == "openvino":
+        from tei_ort.engines.openvino_engine import COMPILED_FILE, OpenVinoEngine
+
+        compiled = entry_dir / COMPILED_FILE
+        return OpenVinoEngine(
+            entry_dir / ENGINE_FILE,
+            dtype=target.dtype,
+            threads=options.threads,
+            # the build stored it; without it (an entry built elsewhere) compile in memory
+            compiled_path=compiled if compiled.is_file() else None,
+        )
     if target.engine == "trt" and target.profiles is not None:
         from tei_ort.engines.trt_engine import TrtEngine
 

@@ -7,10 +7,18 @@ dtype. GPU targets learn the batch shapes from the model and the budget
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import onnxruntime
 
+from tei_ort.engines.cpu_choice import (
+    CpuEngine,
+    choose_cpu_engine,
+    isa_tag,
+    openvino_installed,
+    read_cpu_flags,
+)
 from tei_ort.engines.providers import (
     Provider,
     default_dtype,
@@ -29,6 +37,9 @@ from tei_ort.model.options import ModelOptions
 from tei_ort.settings import image_compute_capability
 
 CPU_TARGET = "onnx-cpu"
+OPENVINO_TARGET = "openvino-cpu"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,24 +63,34 @@ def select_target(options: ModelOptions) -> EngineTarget:
     provider = parse_provider(options.provider)
     if provider.name != "cpu":
         return _provider_target(provider, options)
-    dtype = options.dtype or "float32"
-    if dtype == "int8":
+    flags = read_cpu_flags()
+    choice = choose_cpu_engine(options.dtype, flags, openvino=openvino_installed())
+    logger.info("CPU engine: %s", choice.reason)
+    if choice.engine is CpuEngine.OPENVINO:
+        from tei_ort.engines.openvino_engine import openvino_version
+
+        # the compiled model depends on the ISA OpenVINO finds: it keys the cache too
+        return EngineTarget(
+            OPENVINO_TARGET,
+            choice.dtype,
+            Variant.PLAIN,
+            (),
+            engine="openvino",
+            runtime=f"openvino-{openvino_version()}",
+            extra=isa_tag(flags),
+        )
+    if choice.dtype == "int8":
         from tei_ort.exporters.quantize import QUANTIZER_VERSION
 
         # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
         return EngineTarget(
             CPU_TARGET,
-            dtype,
+            choice.dtype,
             Variant.ORT,
             ("CPUExecutionProvider",),
             extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
         )
-    if dtype != "float32":
-        # float16 needs a GPU engine; it is not built on this path
-        raise ConfigurationError(
-            f"--dtype {dtype} is not available for the ONNX Runtime CPU engine; use float32 or int8"
-        )
-    return EngineTarget(CPU_TARGET, dtype, Variant.ORT, ("CPUExecutionProvider",))
+    return EngineTarget(CPU_TARGET, choice.dtype, Variant.ORT, ("CPUExecutionProvider",))
 
 
 def _provider_target(provider: Provider, options: ModelOptions) -> EngineTarget:

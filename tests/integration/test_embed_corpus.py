@@ -98,7 +98,9 @@ def _write_corpus(root: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def _embed_corpus(args: list[str], **popen: Any) -> subprocess.Popen[str]:
+    # float32, as the in-process reference (tests/conftest.py) and the test servers run
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["DTYPE"] = "float32"
     argv = [str(Path(sys.executable).parent / "tei-ort"), "embed-corpus", *args]
     return subprocess.Popen(argv, env=env, text=True, **popen)
 

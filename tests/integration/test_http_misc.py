@@ -87,6 +87,17 @@ async def test_info(make_model: Any) -> None:
     assert info["model_type"]["classifier"]["label2id"] == {"LABEL_0": 0, "x": 2}
 
 
+async def test_info_dtype_is_what_the_engine_runs(make_model: Any) -> None:
+    """An engine that decides its dtype (the bf16 CPU default) is what /info reports."""
+    model = make_model()
+    model.engine.dtype = "bfloat16"
+    async with serve(create_app(settings(), model)) as client:
+        assert (await client.get("/info")).json()["model_dtype"] == "bfloat16"
+    # the flag is what was asked; the engine's declaration is what runs
+    async with serve(create_app(settings(dtype="int8"), make_model())) as client:
+        assert (await client.get("/info")).json()["model_dtype"] == "float32"
+
+
 async def test_max_input_length_clamped_to_max_batch_tokens(make_model: Any) -> None:
     async with serve(create_app(settings(max_batch_tokens=64), make_model())) as client:
         assert (await client.get("/info")).json()["max_input_length"] == 64

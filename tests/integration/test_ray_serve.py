@@ -62,7 +62,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _settings(models: dict[str, Path], kind: str) -> Settings:
     return Settings(
-        model_id=str(models[kind]), engine_cache=str(models["cache"]), tokenization_workers=1
+        model_id=str(models[kind]),
+        engine_cache=str(models["cache"]),
+        tokenization_workers=1,
+        dtype="float32",  # compared with the in-process app, which tests run in float32
     )
 
 

@@ -62,7 +62,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         [str(SCRIPTS / "tei-ort"), "build", "--model-id", str(default_model_path()), *cache_arg],
         check=True,
         capture_output=True,
-        env=env | {"HF_HUB_OFFLINE": "1"},
+        env=env | {"HF_HUB_OFFLINE": "1", "DTYPE": "float32"},  # as ServerProcess serves
         timeout=300,
     )
     _chmod_tree(cache, writable=False)
@@ -230,7 +230,7 @@ def test_build_on_a_built_cache_with_json_output(built: Built) -> None:
         check=True,
         capture_output=True,
         text=True,
-        env=env | {"HF_HUB_OFFLINE": "1"},
+        env=env | {"HF_HUB_OFFLINE": "1", "DTYPE": "float32"},
         timeout=120,
     )
     *logged, last = done.stdout.splitlines()

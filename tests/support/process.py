@@ -46,7 +46,10 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         environ = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-        environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        # float32 unless the test says otherwise, as in-process (tests/conftest.py)
+        environ.update(
+            {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DTYPE": "float32"}
+        )
         environ.update(env or {})
         argv = [str(SCRIPTS / command)]
         if command == "tei-ort":

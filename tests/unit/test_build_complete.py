@@ -159,3 +159,24 @@ def test_read_only_cache_refuses_a_damaged_graph(
     monkeypatch.setattr(cache_module, "build_lock", _read_only)
     with pytest.raises(EngineCacheError, match=r"model\.onnx: content differs"):
         _load(cache)
+
+
+def test_a_bf16_build_stores_the_compiled_model_and_serve_writes_nothing(tmp_path: Path) -> None:
+    """The OpenVINO engine (bf16, the default on this CPU kind) is complete after `build` too:
+    its compiled model is in the entry, and a start imports it without writing."""
+    from tei_ort.engines.openvino_engine import COMPILED_FILE, OpenVinoEngine
+
+    root = tmp_path / "engines"
+    args = ["build", "--model-id", str(default_model_path()), "--engine-cache", str(root)]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "--dtype", "bfloat16"]) == 0
+    entry = _entry(root)
+    assert (entry / COMPILED_FILE).is_file()
+    before = _snapshot(root)
+    options = ModelOptions(
+        model_id=str(default_model_path()), engine_cache=str(root), dtype="bfloat16"
+    )
+    loaded = load_model(options)
+    assert isinstance(loaded.engine, OpenVinoEngine) and not loaded.built
+    assert (loaded.engine.compute_type, loaded.engine.dtype) == ("cpu", "bfloat16")
+    assert {k: v[:2] for k, v in _snapshot(root).items()} == {k: v[:2] for k, v in before.items()}

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tei_ort.errors import ConfigurationError
+from tei_ort.errors import EngineUnavailableError
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.quantize import fp32_matmuls, int8_matmuls, quantize_int8, scale_rows
 from tei_ort.model.info import Head
@@ -119,5 +119,5 @@ def test_select_target_int8() -> None:
 
 
 def test_select_target_rejects_float16_on_cpu() -> None:
-    with pytest.raises(ConfigurationError, match="float32 or int8"):
+    with pytest.raises(EngineUnavailableError, match="float32, bfloat16 or int8"):
         select_target(ModelOptions(dtype="float16"))
