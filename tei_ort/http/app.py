@@ -18,12 +18,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tei_ort.errors import UnauthorizedError
+from tei_ort.http.framework import http_exception
 from tei_ort.http.responses import error_response
 from tei_ort.http.routes import Routes
 from tei_ort.serving.handlers import Handlers
@@ -34,31 +36,36 @@ from tei_ort.settings import Settings
 
 #: something that serves beside HTTP on the app's Infer while the app runs
 Companion = Callable[[Infer], AbstractAsyncContextManager[Any]]
-
-#: routes that stay open with --api-key (GET / is health; POST / is inference)
-PUBLIC_PATHS = frozenset({"/health", "/ping", "/metrics", "/docs", "/api-doc/openapi.json"})
+#: paths open with --api-key (``/`` is guarded for POST only, see ApiKeyMiddleware)
+PUBLIC_PATHS = frozenset({"/", "/health", "/ping", "/metrics", "/docs", "/api-doc/openapi.json"})
 
 
 class ApiKeyMiddleware:
-    """``--api-key``: inference routes need ``Authorization: Bearer <key>`` (else 401)."""
+    """``--api-key``: the guarded routes need ``Authorization: Bearer <key>`` (else 401).
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    As in TEI, the guard covers every method of a guarded path (so a wrong method without
+    the key is 401, with it 405) and POST ``/``; every other request (/health, /metrics,
+    the docs, GET ``/``, unknown paths: 404) passes. CORS preflights are answered before
+    this runs (the CORS middleware is outside it).
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, guarded: frozenset[str]) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.guarded = guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+        if scope["type"] != "http" or not self._guarded(scope) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         response = error_response(UnauthorizedError("Unauthorized"))
         await response(scope, receive, send)
 
-    @staticmethod
-    def _public(scope: Scope) -> bool:
+    def _guarded(self, scope: Scope) -> bool:
         path = scope["path"]
-        if path in PUBLIC_PATHS or scope["method"] == "OPTIONS":
-            return True
-        return path == "/" and scope["method"] in ("GET", "HEAD")
+        if path == "/":
+            return bool(scope["method"] == "POST")
+        return path in self.guarded
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -123,10 +130,16 @@ def create_app(
         ),
     ]
     if settings.api_key:
-        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
+        guarded = frozenset(route.path for route in routes if route.path not in PUBLIC_PATHS)
+        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded=guarded))
     if tracer is not None:  # outermost: the span covers refusals too
         middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception},
+    )
     app.state.settings = settings
     app.state.infer = infer
     app.state.metrics = infer.metrics

@@ -8,7 +8,6 @@ errors, headers and client-disconnect handling, and /vertex and POST / reuse the
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from tei_ort.errors import RequestError
+from tei_ort.http.framework import is_json_content_type, unsupported_media_type
 from tei_ort.http.openapi import SWAGGER_HTML, openapi_document
 from tei_ort.http.responses import (
     ClientDisconnected,
@@ -42,12 +42,15 @@ from tei_ort.http.schemas import (
     parse_vertex,
 )
 from tei_ort.model.info import ModelKind
+from tei_ort.model.tokenization import Token
+from tei_ort.serving import validation
+from tei_ort.serving.fanout import gather_or_cancel
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tei_ort.serving.postprocess import Mode, sparsify
 from tei_ort.serving.reply import Reply
-from tei_ort.serving.requests import EmbedRequest
+from tei_ort.serving.requests import EmbedRequest, PredictRequest, RerankRequest
 from tei_ort.serving.validation import is_splade
 
 logger = logging.getLogger(__name__)
@@ -70,8 +73,10 @@ class Routes:
         self._openapi = orjson.dumps(openapi_document(self.info.kind))
 
     async def _handle(self, request: Request, core: Core, *, openai: bool = False) -> Response:
+        if not is_json_content_type(request.headers.get("content-type")):
+            return unsupported_media_type()  # before the body, as axum's Json extractor
         try:
-            data = parse_json(await read_body(request, self.settings.payload_limit))
+            data = parse_json(await self._body(request))
             reply = await until_disconnect(request, core(data))
         except RequestError as exc:
             self.metrics.failure(failure_label(exc))
@@ -86,6 +91,15 @@ class Routes:
         headers = reply.headers(self.handlers.compute_type)
         return json_response(reply.content, headers=headers)
 
+    async def _body(self, request: Request) -> bytes:
+        try:
+            return await read_body(request, self.settings.payload_limit)
+        except ClientDisconnected:
+            # a client that went away mid-body is a dropped request, not a server fault
+            self.metrics.failure("dropped")
+            logger.info("client disconnected before sending the whole request body")
+            raise
+
     # -- cores: parse, handle, shape ------------------------------------------------------------
 
     async def _embed(self, data: Any) -> Reply:
@@ -95,19 +109,26 @@ class Routes:
         return await self.handlers.embed(parse_embed(data, pooled=False), Mode.TOKENS)
 
     async def _embed_sparse(self, data: Any) -> Reply:
-        reply = await self.handlers.embed(parse_embed(data, pooled=False), Mode.SPARSE)
+        return await self._sparse(parse_embed(data, pooled=False))
+
+    async def _sparse(self, req: EmbedRequest) -> Reply:
+        reply = await self.handlers.embed(req, Mode.SPARSE)
         reply.content = [sparsify(vector) for vector in reply.content]
         return reply
 
     async def _predict(self, data: Any) -> Reply:
-        req = parse_predict(data)
+        return await self._labelled(parse_predict(data))
+
+    async def _labelled(self, req: PredictRequest) -> Reply:
         reply = await self.handlers.predict(req)
         labelled = [_labels(labels) for labels in reply.content]
         reply.content = labelled[0] if req.single else labelled
         return reply
 
     async def _rerank(self, data: Any, *, documents_form: bool | None = None) -> Reply:
-        req = parse_rerank(data, documents_form=documents_form)
+        return await self._ranked(parse_rerank(data, documents_form=documents_form))
+
+    async def _ranked(self, req: RerankRequest) -> Reply:
         reply = await self.handlers.rerank(req)
         ranks: list[tuple[int, float]] = reply.content
         if not req.documents_form:
@@ -158,13 +179,29 @@ class Routes:
 
     async def _tokenize(self, data: Any) -> Reply:
         reply = await self.handlers.tokenize(parse_tokenize(data))
-        reply.content = [
-            [
-                {"id": t.id, "text": t.text, "special": t.special, "start": t.start, "stop": t.stop}
-                for t in row
-            ]
-            for row in reply.content
-        ]
+        rows: list[list[Token]] = reply.content
+
+        def build() -> orjson.Fragment:
+            # up to max_input_length x 250 tokens: built and serialized off the event loop
+            return orjson.Fragment(
+                orjson.dumps(
+                    [
+                        [
+                            {
+                                "id": t.id,
+                                "text": t.text,
+                                "special": t.special,
+                                "start": t.start,
+                                "stop": t.stop,
+                            }
+                            for t in row
+                        ]
+                        for row in rows
+                    ]
+                )
+            )
+
+        reply.content = await self.handlers.infer.offload(build)
         return reply
 
     async def _decode(self, data: Any) -> Reply:
@@ -182,19 +219,31 @@ class Routes:
         return cores[self.handlers.default_mode()]
 
     async def _vertex(self, data: Any) -> Reply:
+        """Every instance parsed first (as TEI does), then all run together; the first
+        failure cancels the others. The inputs of all instances together count against
+        ``--max-client-batch-size``, so that one body cannot queue more than one batch
+        request may (TEI bounds only each instance)."""
         started = time.perf_counter()
-        cores: list[Awaitable[Reply]] = []
-        for instance in parse_vertex(data):
-            if isinstance(instance, dict) and "query" in instance and "texts" in instance:
-                cores.append(self._rerank(instance, documents_form=False))
-            elif self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER):
-                cores.append(self._predict(instance))
-            elif is_splade(self.info):
-                cores.append(self._embed_sparse(instance))
-            else:
-                cores.append(self._embed(instance))
-        replies = await asyncio.gather(*cores)
+        parts = [self._vertex_part(instance) for instance in parse_vertex(data)]
+        total = sum(size for size, _ in parts)
+        if total:
+            validation.check_batch(total, self.settings.max_client_batch_size)
+        replies = await gather_or_cancel(run() for _, run in parts)
         return Reply({"predictions": [r.content for r in replies]}, started)
+
+    def _vertex_part(self, instance: Any) -> tuple[int, Callable[[], Awaitable[Reply]]]:
+        """One /vertex instance: its number of inputs and the work that answers it."""
+        if isinstance(instance, dict) and "query" in instance and "texts" in instance:
+            rerank = parse_rerank(instance, documents_form=False)
+            return len(rerank.texts), lambda: self._ranked(rerank)
+        if self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER):
+            predict = parse_predict(instance)
+            return len(predict.inputs), lambda: self._labelled(predict)
+        if is_splade(self.info):
+            sparse = parse_embed(instance, pooled=False)
+            return len(sparse.inputs), lambda: self._sparse(sparse)
+        embed = parse_embed(instance)
+        return len(embed.inputs), lambda: self.handlers.embed(embed)
 
     # -- endpoints ------------------------------------------------------------------------------
 
