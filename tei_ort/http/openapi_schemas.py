@@ -1,0 +1,420 @@
+"""The request and response schemas of the OpenAPI document, stating what this server
+accepts: the limits of the served model and of the flags (``Limits``) are written into
+them, so that a request the document allows is one the server takes (and the seeded
+schemathesis pass of the tests holds the two together).
+
+What a schema cannot say is in its description: a pair needs one non-empty text, and an
+input over ``max_input_length`` tokens is refused unless it is truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: token ids the body parser takes (a u32), when the vocabulary is not known
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the served model and the flags accept (see ``Routes``)."""
+
+    max_client_batch_size: int = 32
+    vocab_size: int | None = None  # token ids are below it
+    embedding_size: int | None = None  # the largest `dimensions`
+    prompt_names: tuple[str, ...] = ()
+    #: what POST / and /invocations run: embed, embed_sparse, predict, rerank, similarity
+    default_mode: str = "embed"
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True, "default": None}
+
+
+_BOOL_OR_NULL = _nullable({"type": "boolean"})
+_DIRECTION = {
+    "type": "string",
+    "enum": ["right", "left", "Right", "Left", None],
+    "nullable": True,
+    "default": "right",
+}
+_TEXT = {"type": "string", "minLength": 1}
+_VECTOR = {"type": "array", "items": {"type": "number", "format": "float"}}
+_USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "total_tokens"],
+    "properties": {
+        "prompt_tokens": {"type": "integer", "minimum": 0},
+        "total_tokens": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _object(
+    properties: dict[str, Any], required: tuple[str, ...] = (), **more: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, **more}
+    if required:
+        schema["required"] = list(required)
+    schema["properties"] = properties
+    return schema
+
+
+def _ids(top: int) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "integer", "minimum": 0, "maximum": top},
+    }
+
+
+class _Requests:
+    """The request schemas under one ``Limits``."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.batch = limits.max_client_batch_size
+        top = _U32_MAX if limits.vocab_size is None else limits.vocab_size - 1
+        self.ids = _ids(top)  # inputs: ids of the vocabulary
+        if limits.prompt_names:
+            self.prompt_name: dict[str, Any] = _nullable(
+                {"type": "string", "enum": [*limits.prompt_names, None]}
+            )
+        else:
+            self.prompt_name = {"nullable": True, "enum": [None], "default": None}
+        self.prompt_name["description"] = (
+            "A key of the model's sentence-transformers `prompts`; its text is prepended "
+            "to every input."
+        )
+
+    def batch_of(self, item: dict[str, Any], *, less: int = 0) -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "maxItems": self.batch - less, "items": item}
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "description": "A string, a list of token ids (one input), or a batch of those "
+            f"(at most {self.batch}). Over max_input_length tokens without truncation: "
+            "refused.",
+            "oneOf": [_TEXT, self.ids, self.batch_of({"oneOf": [_TEXT, self.ids]})],
+            "example": "What is Deep Learning?",
+        }
+
+    def dimensions(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer", "minimum": 1}
+        if self.limits.embedding_size is not None:
+            schema["maximum"] = self.limits.embedding_size
+        schema["description"] = "Keep the first `dimensions` components (then normalize)."
+        return _nullable(schema)
+
+    def embed_all(self) -> dict[str, Any]:
+        return _object(
+            {
+                "inputs": self.inputs(),
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "prompt_name": self.prompt_name,
+            },
+            ("inputs",),
+        )
+
+    def embed(self) -> dict[str, Any]:
+        schema = self.embed_all()
+        schema["properties"] = {
+            **schema["properties"],
+            "normalize": {"type": "boolean", "default": True},
+            "dimensions": self.dimensions(),
+        }
+        return schema
+
+    def predict(self) -> dict[str, Any]:
+        pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
+        inputs = {
+            "description": "A string, a pair [string, string] (one of them not empty), or a "
+            f"batch [[string], [string, string], ...] of at most {self.batch}.",
+            "oneOf": [_TEXT, pair, self.batch_of(pair)],
+        }
+        return _object(
+            {
+                "inputs": inputs,
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "raw_scores": {"type": "boolean", "default": False},
+            },
+            ("inputs",),
+        )
+
+    def rerank(self) -> dict[str, Any]:
+        return _object(
+            {
+                "query": {"type": "string"},
+                "texts": self.batch_of({"type": "string"}),
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "raw_scores": {"type": "boolean", "default": False},
+                "return_text": {"type": "boolean", "default": False},
+                "instruction": _nullable(
+                    {
+                        "type": "string",
+                        "description": "tei-ort: the task line of prompt-template "
+                        "re-rankers (Qwen3-Reranker); null keeps the model's default.",
+                    }
+                ),
+            },
+            ("query", "texts"),
+            description="A (query, text) pair needs one non-empty text.",
+        )
+
+    def documents_rerank(self) -> dict[str, Any]:
+        document = {
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "required": ["text"],
+                    "properties": {"text": {"type": "string"}},
+                },
+            ]
+        }
+        return _object(
+            {
+                "query": {"type": "string"},
+                "documents": self.batch_of(document),
+                "top_n": _nullable({"type": "integer", "minimum": 0}),
+                "return_documents": _BOOL_OR_NULL,
+                "model": _nullable({"type": "string"}),
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "raw_scores": {"type": "boolean", "default": False},
+                "return_text": {"type": "boolean", "default": False},
+                "max_chunks_per_doc": {"description": "accepted and ignored"},
+                "max_tokens_per_doc": {"description": "accepted and ignored"},
+                "rank_fields": {"description": "accepted and ignored"},
+                "user": {"description": "accepted and ignored"},
+                "instruction": _nullable({"type": "string"}),
+            },
+            ("query", "documents"),
+            description='The Dify / FastGPT / Cohere / Jina form, answered as {"results": [...]}.',
+        )
+
+    def similarity(self) -> dict[str, Any]:
+        sentences = _object(
+            {"source_sentence": _TEXT, "sentences": self.batch_of(_TEXT, less=1)},
+            ("source_sentence", "sentences"),
+        )
+        parameters = _object(
+            {
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "prompt_name": self.prompt_name,
+            },
+            nullable=True,
+        )
+        return _object({"inputs": sentences, "parameters": parameters}, ("inputs",))
+
+    def tokenize(self) -> dict[str, Any]:
+        return _object(
+            {
+                "inputs": {"oneOf": [_TEXT, self.batch_of(_TEXT)]},
+                "add_special_tokens": {"type": "boolean", "default": True},
+                "prompt_name": self.prompt_name,
+            },
+            ("inputs",),
+            description="At most max_input_length x 250 tokens in all.",
+        )
+
+    def decode(self) -> dict[str, Any]:
+        return _object(
+            {
+                # any u32 decodes (an id the vocabulary lacks decodes to nothing, as in TEI)
+                "ids": {"oneOf": [_ids(_U32_MAX), self.batch_of(_ids(_U32_MAX))]},
+                "skip_special_tokens": {"type": "boolean", "default": True},
+            },
+            ("ids",),
+        )
+
+    def openai(self) -> dict[str, Any]:
+        return _object(
+            {
+                "input": self.inputs(),
+                "model": _nullable({"type": "string"}),
+                "user": _nullable({"type": "string"}),
+                "encoding_format": {
+                    "type": "string",
+                    "enum": ["float", "base64", None],
+                    "nullable": True,
+                    "default": "float",
+                },
+                "dimensions": self.dimensions(),
+            },
+            ("input",),
+        )
+
+    def vertex(self) -> dict[str, Any]:
+        instances: dict[str, dict[str, Any]] = {
+            "predict": ref("PredictRequest"),
+            "rerank": {"oneOf": [ref("RerankRequest"), ref("PredictRequest")]},
+            "embed_sparse": ref("EmbedAllRequest"),
+        }
+        instance = instances.get(self.limits.default_mode, ref("EmbedRequest"))
+        return _object(
+            {"instances": {"type": "array", "maxItems": self.batch, "items": instance}},
+            ("instances",),
+            description=f"At most {self.batch} instances, each of at most {self.batch} inputs.",
+        )
+
+
+def request_schemas(limits: Limits) -> dict[str, Any]:
+    requests = _Requests(limits)
+    return {
+        "EmbedRequest": requests.embed(),
+        "EmbedAllRequest": requests.embed_all(),
+        "PredictRequest": requests.predict(),
+        "RerankRequest": requests.rerank(),
+        "DocumentsRerankRequest": requests.documents_rerank(),
+        "SimilarityRequest": requests.similarity(),
+        "TokenizeRequest": requests.tokenize(),
+        "DecodeRequest": requests.decode(),
+        "OpenAICompatRequest": requests.openai(),
+        "VertexRequest": requests.vertex(),
+        "AnyRerankRequest": {"oneOf": [ref("RerankRequest"), ref("DocumentsRerankRequest")]},
+    }
+
+
+def _closed(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+RESPONSE_SCHEMAS: dict[str, Any] = {
+    "ErrorResponse": _closed(
+        {"error": {"type": "string"}, "error_type": ref("ErrorType")}, ("error", "error_type")
+    ),
+    "ErrorType": {
+        "type": "string",
+        "enum": [
+            "Unhealthy",
+            "Backend",
+            "Overloaded",
+            "Validation",
+            "Tokenizer",
+            "Empty",
+            "PayloadTooLarge",
+            "Unauthorized",
+        ],
+    },
+    "OpenAICompatErrorResponse": _closed(
+        {"message": {"type": "string"}, "code": {"type": "integer"}, "type": ref("ErrorType")},
+        ("message", "code", "type"),
+    ),
+    "EmbedResponse": {"type": "array", "items": _VECTOR},
+    "EmbedAllResponse": {"type": "array", "items": {"type": "array", "items": _VECTOR}},
+    "SparseValue": _closed(
+        {"index": {"type": "integer", "minimum": 0}, "value": {"type": "number"}},
+        ("index", "value"),
+    ),
+    "EmbedSparseResponse": {
+        "type": "array",
+        "items": {"type": "array", "items": ref("SparseValue")},
+    },
+    "Prediction": _closed(
+        {"score": {"type": "number"}, "label": {"type": "string"}}, ("score", "label")
+    ),
+    "PredictResponse": {
+        "oneOf": [
+            {"type": "array", "items": ref("Prediction")},
+            {"type": "array", "items": {"type": "array", "items": ref("Prediction")}},
+        ]
+    },
+    "Rank": _closed(
+        {
+            "index": {"type": "integer", "minimum": 0},
+            "text": {"type": "string"},
+            "score": {"type": "number"},
+        },
+        ("index", "score"),
+    ),
+    "RerankResponse": {"type": "array", "items": ref("Rank")},
+    "DocumentsRerankResponse": _closed(
+        {
+            "id": {"type": "string"},
+            "model": {"type": "string"},
+            "results": {
+                "type": "array",
+                "items": _closed(
+                    {
+                        "index": {"type": "integer", "minimum": 0},
+                        "relevance_score": {"type": "number"},
+                        "document": _closed({"text": {"type": "string"}}, ("text",)),
+                    },
+                    ("index", "relevance_score"),
+                ),
+            },
+            "usage": _USAGE,
+            "meta": {"type": "object"},
+        },
+        ("id", "results"),
+    ),
+    "AnyRerankResponse": {"oneOf": [ref("RerankResponse"), ref("DocumentsRerankResponse")]},
+    "SimilarityResponse": {"type": "array", "items": {"type": "number"}},
+    "SimpleToken": _closed(
+        {
+            "id": {"type": "integer", "minimum": 0},
+            "text": {"type": "string"},
+            "special": {"type": "boolean"},
+            "start": {"type": "integer", "nullable": True, "description": "UTF-8 byte offset"},
+            "stop": {"type": "integer", "nullable": True, "description": "UTF-8 byte offset"},
+        },
+        ("id", "text", "special", "start", "stop"),
+    ),
+    "TokenizeResponse": {"type": "array", "items": {"type": "array", "items": ref("SimpleToken")}},
+    "DecodeResponse": {"type": "array", "items": {"type": "string"}},
+    "OpenAICompatResponse": _closed(
+        {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {
+                "type": "array",
+                "items": _closed(
+                    {
+                        "object": {"type": "string", "enum": ["embedding"]},
+                        "embedding": {
+                            "oneOf": [
+                                _VECTOR,
+                                {"type": "string", "description": "base64 little-endian f32"},
+                            ]
+                        },
+                        "index": {"type": "integer", "minimum": 0},
+                    },
+                    ("object", "embedding", "index"),
+                ),
+            },
+            "model": {"type": "string"},
+            "usage": _USAGE,
+        },
+        ("object", "data", "model", "usage"),
+    ),
+    "VertexResponse": _closed({"predictions": {"type": "array", "items": {}}}, ("predictions",)),
+    "Info": _closed(
+        {
+            "model_id": {"type": "string"},
+            "model_sha": {"type": "string", "nullable": True},
+            "model_dtype": {"type": "string"},
+            "served_model_name": {"type": "string"},
+            "model_type": {"type": "object"},
+            "max_concurrent_requests": {"type": "integer"},
+            "max_input_length": {"type": "integer"},
+            "max_batch_tokens": {"type": "integer"},
+            "max_batch_requests": {"type": "integer", "nullable": True},
+            "max_client_batch_size": {"type": "integer"},
+            "auto_truncate": {"type": "boolean"},
+            "tokenization_workers": {"type": "integer"},
+            "version": {"type": "string"},
+            "sha": {"type": "string", "nullable": True},
+            "docker_label": {"type": "string", "nullable": True},
+        },
+        ("model_id", "model_type", "max_input_length", "max_client_batch_size", "version"),
+    ),
+}
