@@ -65,6 +65,17 @@ def _object(
     return schema
 
 
+def _with_parameters(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say that the Hugging Face ``parameters`` object is taken too. Not as a property: its
+    fields are used only where the top level lacks them (the top level wins), which a
+    schema cannot state."""
+    schema["description"] = (
+        schema.get("description", "") + " The options may also come in a Hugging Face "
+        '`"parameters"` object (huggingface_hub, LangChain); the top-level field wins.'
+    ).strip()
+    return schema
+
+
 def _ids(top: int) -> dict[str, Any]:
     return {
         "type": "array",
@@ -111,25 +122,24 @@ class _Requests:
         schema["description"] = "Keep the first `dimensions` components (then normalize)."
         return _nullable(schema)
 
+    def _embed_fields(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs(),
+            "truncate": _BOOL_OR_NULL,
+            "truncation_direction": _DIRECTION,
+            "prompt_name": self.prompt_name,
+        }
+
     def embed_all(self) -> dict[str, Any]:
-        return _object(
-            {
-                "inputs": self.inputs(),
-                "truncate": _BOOL_OR_NULL,
-                "truncation_direction": _DIRECTION,
-                "prompt_name": self.prompt_name,
-            },
-            ("inputs",),
-        )
+        return _with_parameters(_object(self._embed_fields(), ("inputs",)))
 
     def embed(self) -> dict[str, Any]:
-        schema = self.embed_all()
-        schema["properties"] = {
-            **schema["properties"],
+        fields = {
+            **self._embed_fields(),
             "normalize": {"type": "boolean", "default": True},
             "dimensions": self.dimensions(),
         }
-        return schema
+        return _with_parameters(_object(fields, ("inputs",)))
 
     def predict(self) -> dict[str, Any]:
         pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
@@ -138,14 +148,16 @@ class _Requests:
             f"batch [[string], [string, string], ...] of at most {self.batch}.",
             "oneOf": [_TEXT, pair, self.batch_of(pair)],
         }
-        return _object(
-            {
-                "inputs": inputs,
-                "truncate": _BOOL_OR_NULL,
-                "truncation_direction": _DIRECTION,
-                "raw_scores": {"type": "boolean", "default": False},
-            },
-            ("inputs",),
+        return _with_parameters(
+            _object(
+                {
+                    "inputs": inputs,
+                    "truncate": _BOOL_OR_NULL,
+                    "truncation_direction": _DIRECTION,
+                    "raw_scores": {"type": "boolean", "default": False},
+                },
+                ("inputs",),
+            )
         )
 
     def rerank(self) -> dict[str, Any]:
@@ -217,14 +229,16 @@ class _Requests:
         return _object({"inputs": sentences, "parameters": parameters}, ("inputs",))
 
     def tokenize(self) -> dict[str, Any]:
-        return _object(
-            {
-                "inputs": {"oneOf": [_TEXT, self.batch_of(_TEXT)]},
-                "add_special_tokens": {"type": "boolean", "default": True},
-                "prompt_name": self.prompt_name,
-            },
-            ("inputs",),
-            description="At most max_input_length x 250 tokens in all.",
+        return _with_parameters(
+            _object(
+                {
+                    "inputs": {"oneOf": [_TEXT, self.batch_of(_TEXT)]},
+                    "add_special_tokens": {"type": "boolean", "default": True},
+                    "prompt_name": self.prompt_name,
+                },
+                ("inputs",),
+                description="At most max_input_length x 250 tokens in all.",
+            )
         )
 
     def decode(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ SEED = 15
 NOT_EMBEDDING = ("/predict", "/rerank", "/v1/rerank", "/v2/rerank", "/embed_sparse")
 #: the operations a re-ranker serves (the others are an embedding model's)
 RERANKER = ("/predict", "/rerank", "/v1/rerank", "/v2/rerank", "/", "/invocations", "/vertex")
+#: the operations a SPLADE model serves differently (POST / is its /embed_sparse)
+SPLADE = ("/embed_sparse", "/", "/invocations", "/vertex")
 
 
 def _statuses(*errors: type[Exception]) -> list[str]:
@@ -69,6 +71,7 @@ EMBEDDING_APP = create_app(
     settings(), fake_model(_TOKENIZER, "embedding", prompts={"query": "query: "})
 )
 RERANKER_APP = create_app(settings(), fake_model(_TOKENIZER, "reranker"))
+SPLADE_APP = create_app(settings(), fake_model(_TOKENIZER, "splade"))
 
 embedding_schema = schemathesis.openapi.from_dict(
     _document(EMBEDDING_APP), config=_config(pairs=False)
@@ -76,6 +79,17 @@ embedding_schema = schemathesis.openapi.from_dict(
 reranker_schema = schemathesis.openapi.from_dict(
     _document(RERANKER_APP), config=_config(pairs=True)
 ).include(path=list(RERANKER))
+
+
+splade_schema = schemathesis.openapi.from_dict(
+    _document(SPLADE_APP), config=_config(pairs=False)
+).include(path=list(SPLADE))
+
+
+@pytest.fixture(scope="module")
+def splade_server() -> Iterator[str]:
+    with live_server(SPLADE_APP) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +123,9 @@ def test_embedding_server_conforms(case: Any, embedding_server: str) -> None:
 @_SETTINGS
 def test_reranker_server_conforms(case: Any, reranker_server: str) -> None:
     case.call_and_validate(base_url=reranker_server)
+
+
+@splade_schema.parametrize()
+@_SETTINGS
+def test_splade_server_conforms(case: Any, splade_server: str) -> None:
+    case.call_and_validate(base_url=splade_server)
