@@ -67,6 +67,6 @@ async def test_health_does_not_stall_while_big_answers_are_built(make_model: Any
         codes = [r.status_code for r in await asyncio.gather(*big)]
         stop.set()
         await poller
-    assert codes == [ValidationError.status_code, 200, 200, ValidationError.status_code]
     assert len(latencies) >= 3
     assert max(latencies) < HEALTH_BOUND_S, sorted(latencies)[-5:]
+    assert codes == [ValidationError.status_code, 200, 200, ValidationError.status_code]
