@@ -177,6 +177,7 @@ async def soak(
         started = time.perf_counter()
         refs = await build_references(client, texts)
         references_s = time.perf_counter() - started
+        print(f"references of {len(texts)} texts: {references_s:.0f} s", file=sys.stderr)
         tally = Tally()
         rss: list[tuple[float, int, float]] = [(0.0, 0, rss_mb(pid))]
         issued = 0
@@ -194,6 +195,12 @@ async def soak(
             while True:
                 await asyncio.sleep(rss_every)
                 rss.append((time.perf_counter() - started, done, rss_mb(pid)))
+                print(
+                    f"{rss[-1][0]:.0f} s: {done} requests, RSS {rss[-1][2]:.0f} MB, "
+                    f"crossed {tally.crossed}, mismatched {tally.mismatched}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         sampler = asyncio.ensure_future(sample_rss())
         soak_started = time.perf_counter()
