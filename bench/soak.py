@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -226,6 +227,10 @@ async def soak(
     }
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
@@ -239,6 +244,8 @@ def main() -> None:
     sets = text_sets(model / "tokenizer.json")
     pool = list(dict.fromkeys(sets["short"] + sets["t128"] + sets["mix"] + sets["t512"]))
     texts = pool[: args.texts]
+    # SIGTERM (timeout, a CI limit) unwinds like Ctrl-C, so that the server is stopped too
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="tei-ort-soak-") as tmp:
         # 429s would hide crossed answers behind refusals: room for every input in flight
         extra = ["--max-concurrent-requests", str(32 * args.concurrency)]
