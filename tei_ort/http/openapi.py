@@ -19,7 +19,8 @@ from tei_ort.errors import (
     UnhealthyError,
     ValidationError,
 )
-from tei_ort.http.openapi_schemas import RESPONSE_SCHEMAS, Limits, ref, request_schemas
+from tei_ort.http.openapi_responses import RESPONSE_SCHEMAS
+from tei_ort.http.openapi_schemas import Limits, ref, request_schemas
 
 TITLE = "tei-ort (Text Embeddings Inference API)"
 

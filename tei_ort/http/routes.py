@@ -63,6 +63,27 @@ def _labels(labels: list[Label]) -> list[dict[str, Any]]:
     return [{"score": label.score, "label": label.label} for label in labels]
 
 
+def _tokens_json(rows: list[list[Token]]) -> orjson.Fragment:
+    """/tokenize's answer, serialized (orjson embeds the fragment as it is)."""
+    return orjson.Fragment(
+        orjson.dumps(
+            [
+                [
+                    {
+                        "id": t.id,
+                        "text": t.text,
+                        "special": t.special,
+                        "start": t.start,
+                        "stop": t.stop,
+                    }
+                    for t in row
+                ]
+                for row in rows
+            ]
+        )
+    )
+
+
 class Routes:
     """The Starlette endpoints over the shared handlers."""
 
@@ -188,28 +209,8 @@ class Routes:
     async def _tokenize(self, data: Any) -> Reply:
         reply = await self.handlers.tokenize(parse_tokenize(data))
         rows: list[list[Token]] = reply.content
-
-        def build() -> orjson.Fragment:
-            # up to max_input_length x 250 tokens: built and serialized off the event loop
-            return orjson.Fragment(
-                orjson.dumps(
-                    [
-                        [
-                            {
-                                "id": t.id,
-                                "text": t.text,
-                                "special": t.special,
-                                "start": t.start,
-                                "stop": t.stop,
-                            }
-                            for t in row
-                        ]
-                        for row in rows
-                    ]
-                )
-            )
-
-        reply.content = await self.handlers.infer.offload(build)
+        # up to max_input_length x 250 tokens: built and serialized off the event loop
+        reply.content = await self.handlers.infer.offload(lambda: _tokens_json(rows))
         return reply
 
     async def _decode(self, data: Any) -> Reply:
