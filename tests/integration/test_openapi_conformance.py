@@ -22,7 +22,7 @@ from tei_ort.errors import BodyError, EmptyError, PayloadTooLargeError, Validati
 from tei_ort.http.app import create_app
 from tei_ort.model.tokenization import Tokenizer
 from tests.support.app import MINILM_DIR, fake_model, settings
-from tests.support.live import live_server
+from tests.support.live import ieee_floats, live_server
 
 #: examples per operation and generation phase: bounded, so that make test stays short
 EXAMPLES = 12
@@ -102,6 +102,12 @@ def embedding_server() -> Iterator[str]:
 def reranker_server() -> Iterator[str]:
     with live_server(RERANKER_APP) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _subnormal_floats() -> Iterator[None]:
+    with ieee_floats():
+        yield
 
 
 _SETTINGS = hypothesis.settings(
