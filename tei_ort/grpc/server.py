@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from tei_ort.errors import ConfigurationError, RequestError
 from tei_ort.grpc.service import Core, GrpcService
 from tei_ort.proto import tei_pb2
+from tei_ort.serving.fanout import cancel_all
 from tei_ort.serving.infer import Infer, failure_label
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.reply import Reply
@@ -283,11 +284,14 @@ class GrpcServer:
             except Exception as exc:
                 await self._fail(context, exc)
             finally:
-                reader.cancel()
+                # the stream failed or its client went away: stop reading, and let every
+                # message still in flight withdraw its inputs before the call ends
+                left: list[asyncio.Future[Any]] = [reader]
                 while not pending.empty():
-                    left = pending.get_nowait()
-                    if left is not None:
-                        left.cancel()
+                    queued = pending.get_nowait()
+                    if queued is not None:
+                        left.append(queued)
+                await cancel_all(left)
 
         return handle
 

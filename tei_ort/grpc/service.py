@@ -25,6 +25,7 @@ from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Direction
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.serving import validation
+from tei_ort.serving.fanout import cancel_all
 from tei_ort.serving.handlers import Handlers, Label, ranked
 from tei_ort.serving.infer import Infer, Outcome
 from tei_ort.serving.postprocess import Mode
@@ -251,8 +252,7 @@ class GrpcService:
                 raise EmptyError("`texts` cannot be empty")
             outcomes = await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
+            await cancel_all(tasks)  # a failure or a client gone: no message outlives the call
         scores = np.asarray([o.results[0][0] for o in outcomes], dtype=np.float32)  # (N,)
         response = pb.RerankResponse(ranks=_ranks(ranked(scores), texts, first.return_text))
         count = len(outcomes)

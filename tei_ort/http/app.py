@@ -21,12 +21,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tei_ort.http.docs import docs_routes
+from tei_ort.http.framework import http_exception
 from tei_ort.http.routes import Routes
 from tei_ort.serving.handlers import Handlers
 from tei_ort.serving.infer import Infer, ServedModel
@@ -76,12 +76,6 @@ class ApiKeyMiddleware:
             if name == b"authorization":
                 return hmac.compare_digest(value, self.expected)
         return False
-
-
-async def bare_error(request: Request, exc: Exception) -> Response:
-    """404 and 405 as TEI's router answers them: no body (405 keeps its ``allow``)."""
-    assert isinstance(exc, HTTPException)
-    return Response(status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(
@@ -150,7 +144,7 @@ def create_app(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={404: bare_error, 405: bare_error},
+        exception_handlers={HTTPException: http_exception},
     )
     app.state.settings = settings
     app.state.infer = infer

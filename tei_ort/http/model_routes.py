@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -29,8 +30,9 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from tei_ort.errors import RequestError
-from tei_ort.http.app import ApiKeyMiddleware, bare_error
+from tei_ort.http.app import ApiKeyMiddleware
 from tei_ort.http.docs import docs_routes
+from tei_ort.http.framework import http_exception
 from tei_ort.http.responses import error_response, json_response, read_body
 from tei_ort.http.routes import Routes
 from tei_ort.http.schemas import parse_json
@@ -281,7 +283,7 @@ def create_models_app(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={404: bare_error, 405: bare_error},
+        exception_handlers={HTTPException: http_exception},
     )
     app.state.settings = settings
     app.state.registry = registry

@@ -7,352 +7,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from tei_ort.model.info import ModelKind
+from tei_ort.errors import (
+    BackendError,
+    BodyError,
+    EmptyError,
+    JsonSyntaxError,
+    OverloadedError,
+    PayloadTooLargeError,
+    TokenizerError,
+    UnhealthyError,
+    ValidationError,
+)
+from tei_ort.http.openapi_responses import RESPONSE_SCHEMAS
+from tei_ort.http.openapi_schemas import Limits, ref, request_schemas
 from tei_ort.version import TEI_VERSION
 
 TITLE = "tei-ort (Text Embeddings Inference API)"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-_NULLABLE_BOOL = {"type": "boolean", "nullable": True, "default": None}
-_DIRECTION = {"type": "string", "enum": ["right", "left", "Right", "Left"], "default": "right"}
-_PROMPT_NAME = {
-    "type": "string",
-    "nullable": True,
-    "default": None,
-    "description": "A key of the model's sentence-transformers `prompts`; its text is "
-    "prepended to every input.",
-}
-_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-_INPUT = {
-    "description": "A string, a list of token ids (one input), or a batch of those.",
-    "oneOf": [
-        {"type": "string"},
-        _IDS,
-        {"type": "array", "items": {"oneOf": [{"type": "string"}, _IDS]}},
-    ],
-    "example": "What is Deep Learning?",
-}
-_PREDICT_INPUT = {
-    "description": "A string, a pair [string, string], or a batch [[string], [string, string]].",
-    "oneOf": [
-        {"type": "string"},
-        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
-        {
-            "type": "array",
-            "items": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
-        },
-    ],
-}
-_VECTOR = {"type": "array", "items": {"type": "number", "format": "float"}}
-
-SCHEMAS: dict[str, Any] = {
-    "ErrorResponse": {
-        "type": "object",
-        "required": ["error", "error_type"],
-        "properties": {"error": {"type": "string"}, "error_type": _ref("ErrorType")},
-    },
-    "ErrorType": {
-        "type": "string",
-        "enum": [
-            "Unhealthy",
-            "Backend",
-            "Overloaded",
-            "Validation",
-            "Tokenizer",
-            "Empty",
-        ],
-    },
-    "OpenAICompatErrorResponse": {
-        "type": "object",
-        "required": ["message", "code", "type"],
-        "properties": {
-            "message": {"type": "string"},
-            "code": {"type": "integer"},
-            "type": _ref("ErrorType"),
-        },
-    },
-    "EmbedRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {
-            "inputs": _INPUT,
-            "truncate": _NULLABLE_BOOL,
-            "truncation_direction": _DIRECTION,
-            "prompt_name": _PROMPT_NAME,
-            "normalize": {"type": "boolean", "default": True},
-            "dimensions": {
-                "type": "integer",
-                "nullable": True,
-                "minimum": 1,
-                "description": "Keep the first `dimensions` components (then normalize).",
-            },
-        },
-    },
-    "EmbedResponse": {"type": "array", "items": _VECTOR},
-    "EmbedAllRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {
-            "inputs": _INPUT,
-            "truncate": _NULLABLE_BOOL,
-            "truncation_direction": _DIRECTION,
-            "prompt_name": _PROMPT_NAME,
-        },
-    },
-    "EmbedAllResponse": {"type": "array", "items": {"type": "array", "items": _VECTOR}},
-    "SparseValue": {
-        "type": "object",
-        "properties": {"index": {"type": "integer"}, "value": {"type": "number"}},
-    },
-    "EmbedSparseResponse": {
-        "type": "array",
-        "items": {"type": "array", "items": _ref("SparseValue")},
-    },
-    "PredictRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {
-            "inputs": _PREDICT_INPUT,
-            "truncate": _NULLABLE_BOOL,
-            "truncation_direction": _DIRECTION,
-            "raw_scores": {"type": "boolean", "default": False},
-        },
-    },
-    "Prediction": {
-        "type": "object",
-        "properties": {"score": {"type": "number"}, "label": {"type": "string"}},
-    },
-    "PredictResponse": {
-        "oneOf": [
-            {"type": "array", "items": _ref("Prediction")},
-            {"type": "array", "items": {"type": "array", "items": _ref("Prediction")}},
-        ]
-    },
-    "RerankRequest": {
-        "type": "object",
-        "required": ["query"],
-        "description": "TEI's form (`texts`) or the Dify / FastGPT / Cohere / Jina form "
-        '(`documents`, answered as {"results": [...]}).',
-        "properties": {
-            "query": {"type": "string"},
-            "texts": {"type": "array", "items": {"type": "string"}},
-            "documents": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {"type": "object", "properties": {"text": {"type": "string"}}},
-                    ]
-                },
-            },
-            "truncate": _NULLABLE_BOOL,
-            "truncation_direction": _DIRECTION,
-            "raw_scores": {"type": "boolean", "default": False},
-            "return_text": {"type": "boolean", "default": False},
-            "top_n": {"type": "integer", "nullable": True},
-            "return_documents": {"type": "boolean", "default": False},
-            "model": {"type": "string", "nullable": True},
-            "instruction": {
-                "type": "string",
-                "nullable": True,
-                "description": "tei-ort: the task line of prompt-template re-rankers "
-                "(Qwen3-Reranker); null keeps the model's default.",
-            },
-        },
-    },
-    "Rank": {
-        "type": "object",
-        "properties": {
-            "index": {"type": "integer"},
-            "text": {"type": "string", "nullable": True},
-            "score": {"type": "number"},
-        },
-    },
-    "RerankResponse": {"type": "array", "items": _ref("Rank")},
-    "DocumentsRerankResponse": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "model": {"type": "string"},
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "relevance_score": {"type": "number"},
-                        "document": {
-                            "type": "object",
-                            "properties": {"text": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-            "usage": {
-                "type": "object",
-                "properties": {
-                    "prompt_tokens": {"type": "integer"},
-                    "total_tokens": {"type": "integer"},
-                },
-            },
-        },
-    },
-    "SimilarityRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "inputs": {
-                "type": "object",
-                "required": ["source_sentence", "sentences"],
-                "properties": {
-                    "source_sentence": {"type": "string"},
-                    "sentences": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "parameters": {
-                "type": "object",
-                "nullable": True,
-                "properties": {
-                    "truncate": _NULLABLE_BOOL,
-                    "truncation_direction": _DIRECTION,
-                    "prompt_name": _PROMPT_NAME,
-                },
-            },
-        },
-    },
-    "SimilarityResponse": {"type": "array", "items": {"type": "number"}},
-    "TokenizeRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "inputs": {
-                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-            },
-            "add_special_tokens": {"type": "boolean", "default": True},
-            "prompt_name": _PROMPT_NAME,
-        },
-    },
-    "SimpleToken": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            "text": {"type": "string"},
-            "special": {"type": "boolean"},
-            "start": {"type": "integer", "nullable": True, "description": "UTF-8 byte offset"},
-            "stop": {"type": "integer", "nullable": True, "description": "UTF-8 byte offset"},
-        },
-    },
-    "TokenizeResponse": {
-        "type": "array",
-        "items": {"type": "array", "items": _ref("SimpleToken")},
-    },
-    "DecodeRequest": {
-        "type": "object",
-        "required": ["ids"],
-        "properties": {
-            "ids": {"oneOf": [_IDS, {"type": "array", "items": _IDS}]},
-            "skip_special_tokens": {"type": "boolean", "default": True},
-        },
-    },
-    "DecodeResponse": {"type": "array", "items": {"type": "string"}},
-    "OpenAICompatRequest": {
-        "type": "object",
-        "required": ["input"],
-        "properties": {
-            "input": _INPUT,
-            "model": {"type": "string", "nullable": True},
-            "user": {"type": "string", "nullable": True},
-            "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
-            "dimensions": {"type": "integer", "nullable": True},
-        },
-    },
-    "OpenAICompatResponse": {
-        "type": "object",
-        "properties": {
-            "object": {"type": "string", "example": "list"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "object": {"type": "string", "example": "embedding"},
-                        "embedding": {
-                            "oneOf": [
-                                _VECTOR,
-                                {"type": "string", "description": "base64 little-endian f32"},
-                            ]
-                        },
-                        "index": {"type": "integer"},
-                    },
-                },
-            },
-            "model": {"type": "string"},
-            "usage": {
-                "type": "object",
-                "properties": {
-                    "prompt_tokens": {"type": "integer"},
-                    "total_tokens": {"type": "integer"},
-                },
-            },
-        },
-    },
-    "VertexRequest": {
-        "type": "object",
-        "required": ["instances"],
-        "properties": {"instances": {"type": "array", "items": {"type": "object"}}},
-    },
-    "VertexResponse": {
-        "type": "object",
-        "properties": {"predictions": {"type": "array", "items": {}}},
-    },
-    "Info": {
-        "type": "object",
-        "properties": {
-            "model_id": {"type": "string"},
-            "model_sha": {"type": "string", "nullable": True},
-            "model_dtype": {"type": "string"},
-            "served_model_name": {"type": "string"},
-            "model_type": {"type": "object"},
-            "max_concurrent_requests": {"type": "integer"},
-            "max_input_length": {"type": "integer"},
-            "max_batch_tokens": {"type": "integer"},
-            "max_batch_requests": {"type": "integer", "nullable": True},
-            "max_client_batch_size": {"type": "integer"},
-            "auto_truncate": {"type": "boolean"},
-            "tokenization_workers": {"type": "integer"},
-            "version": {"type": "string"},
-            "sha": {"type": "string", "nullable": True},
-            "docker_label": {"type": "string", "nullable": True},
-        },
-    },
-}
-
-
 def _errors(openai: bool = False) -> dict[str, Any]:
-    schema = _ref("OpenAICompatErrorResponse" if openai else "ErrorResponse")
+    """Every error status a POST route answers (from the error classes, so the document
+    follows them), with its body."""
+    schema = ref("OpenAICompatErrorResponse" if openai else "ErrorResponse")
     content = {"application/json": {"schema": schema}}
-    return {
-        "400": {"description": "Empty input or malformed JSON", "content": content},
-        "401": {"description": "Missing or wrong API key (no body)"},
-        "413": {
-            "description": "Body over the payload limit",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        },
-        "422": {
-            "description": "Validation error (too many inputs, too long, bad dimensions, "
-            "unknown prompt name), body not of the route's shape, or tokenization error",
-            "content": content,
-        },
-        "424": {"description": "Inference failed or wrong model kind", "content": content},
-        "429": {"description": "Model is overloaded", "content": content},
+    described: dict[int, list[str]] = {}
+    for error, what in (
+        (EmptyError, "empty input"),
+        (JsonSyntaxError, "malformed JSON"),
+        (ValidationError, "validation error (too many inputs, too long, bad dimensions)"),
+        (BodyError, "body not of the route's shape"),
+        (TokenizerError, "tokenization error"),
+        (BackendError, "inference failed or wrong model kind"),
+        (OverloadedError, "model is overloaded"),
+        (UnhealthyError, "the server is shutting down"),
+    ):
+        described.setdefault(error.status_code, []).append(what)
+    responses: dict[str, Any] = {
+        str(status): {"description": "; ".join(whats).capitalize(), "content": content}
+        for status, whats in sorted(described.items())
     }
+    plain = {"text/plain": {"schema": {"type": "string"}}}
+    # answered by the framework as TEI's axum answers them: plain text, or no body
+    responses["401"] = {"description": "Missing or wrong API key (no body)"}
+    responses[str(PayloadTooLargeError.status_code)] = {
+        "description": "Body over the payload limit",
+        "content": plain,
+    }
+    responses["415"] = {
+        "description": "The body is not declared JSON (`Content-Type`)",
+        "content": plain,
+    }
+    return dict(sorted(responses.items()))
 
 
 def _post(summary: str, request: str, response: str, *, openai: bool = False) -> dict[str, Any]:
@@ -362,12 +67,12 @@ def _post(summary: str, request: str, response: str, *, openai: bool = False) ->
             "summary": summary,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref(request)}},
+                "content": {"application/json": {"schema": ref(request)}},
             },
             "responses": {
                 "200": {
                     "description": summary,
-                    "content": {"application/json": {"schema": _ref(response)}},
+                    "content": {"application/json": {"schema": ref(response)}},
                 },
                 **_errors(openai),
             },
@@ -381,17 +86,20 @@ def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def openapi_document(kind: ModelKind | None = None) -> dict[str, Any]:
-    """The document; ``kind`` names what POST / and /invocations do for the served model."""
+def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
+    """The document for a server under ``limits`` (the served model's and the flags')."""
+    limits = limits or Limits()
     default_request, default_response = {
-        ModelKind.CLASSIFIER: ("PredictRequest", "PredictResponse"),
-        ModelKind.RERANKER: ("RerankRequest", "RerankResponse"),
-    }.get(kind or ModelKind.EMBEDDING, ("EmbedRequest", "EmbedResponse"))
+        "predict": ("PredictRequest", "PredictResponse"),
+        "rerank": ("AnyRerankRequest", "AnyRerankResponse"),
+        "similarity": ("SimilarityRequest", "SimilarityResponse"),
+        "embed_sparse": ("EmbedAllRequest", "EmbedSparseResponse"),
+    }.get(limits.default_mode, ("EmbedRequest", "EmbedResponse"))
     health = {
         "200": {"description": "Everything is working fine"},
         "503": {
             "description": "The engine cannot run",
-            "content": {"application/json": {"schema": _ref("ErrorResponse")}},
+            "content": {"application/json": {"schema": ref("ErrorResponse")}},
         },
     }
     paths: dict[str, Any] = {
@@ -402,7 +110,7 @@ def openapi_document(kind: ModelKind | None = None) -> dict[str, Any]:
             {
                 "200": {
                     "description": "Info",
-                    "content": {"application/json": {"schema": _ref("Info")}},
+                    "content": {"application/json": {"schema": ref("Info")}},
                 }
             },
         ),
@@ -416,9 +124,13 @@ def openapi_document(kind: ModelKind | None = None) -> dict[str, Any]:
             "Get sparse embeddings (SPLADE models)", "EmbedAllRequest", "EmbedSparseResponse"
         ),
         "/predict": _post("Get predictions (classifiers)", "PredictRequest", "PredictResponse"),
-        "/rerank": _post("Get ranks (re-rankers)", "RerankRequest", "RerankResponse"),
-        "/v1/rerank": _post("Cohere / Jina re-rank", "RerankRequest", "DocumentsRerankResponse"),
-        "/v2/rerank": _post("Cohere v2 re-rank", "RerankRequest", "DocumentsRerankResponse"),
+        "/rerank": _post("Get ranks (re-rankers)", "AnyRerankRequest", "AnyRerankResponse"),
+        "/v1/rerank": _post(
+            "Cohere / Jina re-rank", "DocumentsRerankRequest", "DocumentsRerankResponse"
+        ),
+        "/v2/rerank": _post(
+            "Cohere v2 re-rank", "DocumentsRerankRequest", "DocumentsRerankResponse"
+        ),
         "/similarity": _post("Sentence similarity", "SimilarityRequest", "SimilarityResponse"),
         "/tokenize": _post("Tokenize inputs", "TokenizeRequest", "TokenizeResponse"),
         "/decode": _post("Decode token ids", "DecodeRequest", "DecodeResponse"),
@@ -455,7 +167,7 @@ def openapi_document(kind: ModelKind | None = None) -> dict[str, Any]:
         "tags": [{"name": "Text Embeddings Inference"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**request_schemas(limits), **RESPONSE_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

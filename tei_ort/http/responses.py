@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from tei_ort.errors import PayloadTooLargeError, RequestError
@@ -71,17 +71,21 @@ def internal_error_response(*, openai: bool = False) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it is known to be over ``limit`` bytes."""
+    """The whole body, refused (413) as soon as it is known to be over ``limit`` bytes;
+    ``ClientDisconnected`` when the client goes away before sending all of it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(PAYLOAD_TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(PAYLOAD_TOO_LARGE)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(PAYLOAD_TOO_LARGE)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnected from None
     return b"".join(chunks)
 
 

@@ -8,7 +8,6 @@ errors, headers and client-disconnect handling, and /vertex and POST / reuse the
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -21,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tei_ort.errors import RequestError
+from tei_ort.http.framework import is_json_content_type, unsupported_media_type
 from tei_ort.http.openapi import openapi_document
+from tei_ort.http.openapi_schemas import Limits
 from tei_ort.http.responses import (
     ClientDisconnected,
     error_response,
@@ -42,12 +43,15 @@ from tei_ort.http.schemas import (
     parse_vertex,
 )
 from tei_ort.model.info import ModelKind
+from tei_ort.model.tokenization import Token
+from tei_ort.serving import validation
+from tei_ort.serving.fanout import gather_or_cancel
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tei_ort.serving.postprocess import Mode, sparsify
 from tei_ort.serving.reply import Reply
-from tei_ort.serving.requests import EmbedRequest
+from tei_ort.serving.requests import EmbedRequest, PredictRequest, RerankRequest
 from tei_ort.serving.validation import is_splade
 
 logger = logging.getLogger(__name__)
@@ -59,6 +63,27 @@ def _labels(labels: list[Label]) -> list[dict[str, Any]]:
     return [{"score": label.score, "label": label.label} for label in labels]
 
 
+def _tokens_json(rows: list[list[Token]]) -> orjson.Fragment:
+    """/tokenize's answer, serialized (orjson embeds the fragment as it is)."""
+    return orjson.Fragment(
+        orjson.dumps(
+            [
+                [
+                    {
+                        "id": t.id,
+                        "text": t.text,
+                        "special": t.special,
+                        "start": t.start,
+                        "stop": t.stop,
+                    }
+                    for t in row
+                ]
+                for row in rows
+            ]
+        )
+    )
+
+
 class Routes:
     """The Starlette endpoints over the shared handlers."""
 
@@ -67,11 +92,20 @@ class Routes:
         self.settings = handlers.settings
         self.metrics = handlers.metrics
         self.info = handlers.info
-        self._openapi = orjson.dumps(openapi_document(self.info.kind))
+        limits = Limits(
+            max_client_batch_size=self.settings.max_client_batch_size,
+            vocab_size=handlers.infer.tokenizer.vocab_size,
+            embedding_size=handlers.infer.encoder.embedding_size,
+            prompt_names=tuple(self.info.prompts),
+            default_mode=handlers.default_mode(),
+        )
+        self.openapi_bytes = orjson.dumps(openapi_document(limits))
 
     async def _handle(self, request: Request, core: Core, *, openai: bool = False) -> Response:
+        if not is_json_content_type(request.headers.get("content-type")):
+            return unsupported_media_type()  # before the body, as axum's Json extractor
         try:
-            data = parse_json(await read_body(request, self.settings.payload_limit))
+            data = parse_json(await self._body(request))
             reply = await until_disconnect(request, core(data))
         except RequestError as exc:
             self.metrics.failure(failure_label(exc))
@@ -86,6 +120,15 @@ class Routes:
         headers = reply.headers(self.handlers.compute_type)
         return json_response(reply.content, headers=headers)
 
+    async def _body(self, request: Request) -> bytes:
+        try:
+            return await read_body(request, self.settings.payload_limit)
+        except ClientDisconnected:
+            # a client that went away mid-body is a dropped request, not a server fault
+            self.metrics.failure("dropped")
+            logger.info("client disconnected before sending the whole request body")
+            raise
+
     # -- cores: parse, handle, shape ------------------------------------------------------------
 
     async def _embed(self, data: Any) -> Reply:
@@ -95,19 +138,26 @@ class Routes:
         return await self.handlers.embed(parse_embed(data, pooled=False), Mode.TOKENS)
 
     async def _embed_sparse(self, data: Any) -> Reply:
-        reply = await self.handlers.embed(parse_embed(data, pooled=False), Mode.SPARSE)
+        return await self._sparse(parse_embed(data, pooled=False))
+
+    async def _sparse(self, req: EmbedRequest) -> Reply:
+        reply = await self.handlers.embed(req, Mode.SPARSE)
         reply.content = [sparsify(vector) for vector in reply.content]
         return reply
 
     async def _predict(self, data: Any) -> Reply:
-        req = parse_predict(data)
+        return await self._labelled(parse_predict(data))
+
+    async def _labelled(self, req: PredictRequest) -> Reply:
         reply = await self.handlers.predict(req)
         labelled = [_labels(labels) for labels in reply.content]
         reply.content = labelled[0] if req.single else labelled
         return reply
 
     async def _rerank(self, data: Any, *, documents_form: bool | None = None) -> Reply:
-        req = parse_rerank(data, documents_form=documents_form)
+        return await self._ranked(parse_rerank(data, documents_form=documents_form))
+
+    async def _ranked(self, req: RerankRequest) -> Reply:
         reply = await self.handlers.rerank(req)
         ranks: list[tuple[int, float]] = reply.content
         if not req.documents_form:
@@ -158,13 +208,9 @@ class Routes:
 
     async def _tokenize(self, data: Any) -> Reply:
         reply = await self.handlers.tokenize(parse_tokenize(data))
-        reply.content = [
-            [
-                {"id": t.id, "text": t.text, "special": t.special, "start": t.start, "stop": t.stop}
-                for t in row
-            ]
-            for row in reply.content
-        ]
+        rows: list[list[Token]] = reply.content
+        # up to max_input_length x 250 tokens: built and serialized off the event loop
+        reply.content = await self.handlers.infer.offload(lambda: _tokens_json(rows))
         return reply
 
     async def _decode(self, data: Any) -> Reply:
@@ -182,19 +228,31 @@ class Routes:
         return cores[self.handlers.default_mode()]
 
     async def _vertex(self, data: Any) -> Reply:
+        """Every instance parsed first (as TEI does), then all run together; the first
+        failure cancels the others. At most ``--max-client-batch-size`` instances (each of
+        at most as many inputs), so that one body cannot queue more than that squared
+        (TEI bounds only each instance; 2 MB of small instances were ~450k inputs)."""
         started = time.perf_counter()
-        cores: list[Awaitable[Reply]] = []
-        for instance in parse_vertex(data):
-            if isinstance(instance, dict) and "query" in instance and "texts" in instance:
-                cores.append(self._rerank(instance, documents_form=False))
-            elif self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER):
-                cores.append(self._predict(instance))
-            elif is_splade(self.info):
-                cores.append(self._embed_sparse(instance))
-            else:
-                cores.append(self._embed(instance))
-        replies = await asyncio.gather(*cores)
+        instances = parse_vertex(data)
+        if len(instances) > self.settings.max_client_batch_size:
+            validation.check_batch(len(instances), self.settings.max_client_batch_size)
+        parts = [self._vertex_part(instance) for instance in instances]
+        replies = await gather_or_cancel(run() for run in parts)
         return Reply({"predictions": [r.content for r in replies]}, started)
+
+    def _vertex_part(self, instance: Any) -> Callable[[], Awaitable[Reply]]:
+        """The work that answers one /vertex instance (parsed now)."""
+        if isinstance(instance, dict) and "query" in instance and "texts" in instance:
+            rerank = parse_rerank(instance, documents_form=False)
+            return lambda: self._ranked(rerank)
+        if self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER):
+            predict = parse_predict(instance)
+            return lambda: self._labelled(predict)
+        if is_splade(self.info):
+            sparse = parse_embed(instance, pooled=False)
+            return lambda: self._sparse(sparse)
+        embed = parse_embed(instance)
+        return lambda: self.handlers.embed(embed)
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -247,4 +305,4 @@ class Routes:
         return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return Response(self._openapi, media_type="application/json")
+        return Response(self.openapi_bytes, media_type="application/json")

@@ -117,8 +117,8 @@ class Fields:
         value = self.data.get(name)
         if value is None:
             return "right"
-        if isinstance(value, str) and value.lower() in ("right", "left"):
-            return "left" if value.lower() == "left" else "right"
+        if value in ("right", "Right", "left", "Left"):  # TEI's serde names and aliases
+            return "left" if value in ("left", "Left") else "right"
         raise BodyError(f'`{name}` must be "right" or "left", got {value!r}')
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,13 +133,24 @@ class Tokenizer:
             for e in encodings
         ]
 
-    def tokens(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[Token]]:
-        """/tokenize: every token with its text and UTF-8 byte offsets into its input."""
+    def tokens(
+        self,
+        texts: Sequence[str],
+        *,
+        add_special_tokens: bool = True,
+        check_count: Callable[[int], None] | None = None,
+    ) -> list[list[Token]]:
+        """/tokenize: every token with its text and UTF-8 byte offsets into its input.
+
+        ``check_count`` sees the number of tokens of all texts before any ``Token`` is made
+        (it raises to refuse an answer too big to build)."""
         tokenizer = self._for_thread(None)
         try:
             encodings = tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         except Exception as exc:
             raise TokenizerError(f"tokenizer error {exc}") from exc
+        if check_count is not None:
+            check_count(sum(len(encoding.ids) for encoding in encodings))
         out: list[list[Token]] = []
         for text, encoding in zip(texts, encodings, strict=True):
             byte_at = _char_to_byte_offsets(text)

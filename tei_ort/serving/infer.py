@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,6 +54,7 @@ __all__ = ["Infer", "Outcome", "ServedModel", "failure_label"]
 logger = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
+T = TypeVar("T")
 #: how long /health waits for its probe through the engine
 HEALTH_PROBE_TIMEOUT_S = 30.0
 
@@ -232,18 +233,32 @@ class Infer:
     async def tokenize(
         self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
     ) -> list[list[Token]]:
+        """The tokens of each text, in the tokenization pool; refused when all of them
+        together are more than ``validation.tokenize_token_limit``."""
         prompt = self.encoder.prompt(prompt_name)
         limit = self.max_input_length * validation.MAX_CHAR_MULTIPLIER
+        token_limit = validation.tokenize_token_limit(self.max_input_length)
+
+        def check_count(count: int) -> None:
+            validation.check_tokenize_count(count, token_limit)
 
         def work() -> list[list[Token]]:
             for text in texts:
                 validation.check_not_empty(text)
                 validation.over_char_limit(len(text), limit, truncate=False)
             prompted = [apply_prompt(text, prompt) for text in texts]
-            return self.tokenizer.tokens(prompted, add_special_tokens=add_special_tokens)
+            return self.tokenizer.tokens(
+                prompted, add_special_tokens=add_special_tokens, check_count=check_count
+            )
 
         tokens: list[list[Token]] = await self._in_pool(work)
         return tokens
+
+    async def offload(self, work: Callable[[], T]) -> T:
+        """``work()`` in the tokenization pool, off the event loop (answers that take long
+        to build, such as /tokenize's)."""
+        result: T = await self._in_pool(work)
+        return result
 
     async def decode(
         self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool
@@ -311,6 +326,7 @@ class Infer:
             self._traced[ticket] = RequestTrace()
         tokenized: float | None = None
         encoded: list[Encoded] = []
+        position = 0  # inputs queued so far
         try:
             encoded = await self._tokenize(
                 lambda: self.encoder.encode(items, truncate, direction, prompt, instruction),
@@ -318,7 +334,6 @@ class Infer:
             )
             tokenized = time.perf_counter()
             tokenization = tokenized - started
-            position = 0
             while position < len(encoded):
                 if held == 0:
                     held = self.permits.take_up_to(len(encoded) - position)
@@ -337,6 +352,8 @@ class Infer:
                 self.permits.release(held)
             ticket.dropped = isinstance(exc, asyncio.CancelledError)
             ticket.finished = True
+            if position:  # some of its inputs are queued: take them out now
+                self.queue.withdraw()
             raise
         finally:
             if span is not None:

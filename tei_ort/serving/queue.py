@@ -111,6 +111,12 @@ class Queue:
             self._cond.notify_all()
         return left
 
+    def withdraw(self) -> None:
+        """Remove now the entries of requests that were dropped or failed (the batcher would
+        only reach them at its next batch), so that their permits come back at once."""
+        with self._cond:
+            self._purge()
+
     def next_batch(self, timeout: float | None = None) -> list[Entry] | None:
         """Block until entries wait, then take the next batch (None: closed or timed out)."""
         with self._cond:

@@ -34,6 +34,21 @@ def check_batch(size: int, limit: int, what: str = "inputs") -> None:
         raise BatchSizeError(f"batch size {size} > maximum allowed batch size {limit}")
 
 
+def tokenize_token_limit(max_input_length: int) -> int:
+    """The tokens one tokenize request may answer with, all inputs together: as many as
+    one input may have characters. TEI has no such bound; without it a 2 MB body of long
+    texts asks for an answer of tens of megabytes."""
+    return max_input_length * MAX_CHAR_MULTIPLIER
+
+
+def check_tokenize_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise ValidationError(
+            f"Input validation error: a tokenize request may return at most {limit} tokens "
+            f"(max_input_length x {MAX_CHAR_MULTIPLIER}), all inputs together. Given: {count}"
+        )
+
+
 def check_pair_count(count: int) -> None:
     """A gRPC PredictPair input is one text or a pair of texts (TEI's text has no prefix)."""
     if count not in (1, 2):

@@ -117,7 +117,7 @@ async def test_metrics_follow_requests(make_model: Any) -> None:
         await client.post("/embed", json={"inputs": "x"})
         await client.post("/embed", json={"inputs": ["x", "y"]})
         await client.post("/embed", json={"inputs": ["x"] * 40})
-        await client.post("/embed", content=b"{")
+        await client.post("/embed", content=b"{", headers={"content-type": "application/json"})
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

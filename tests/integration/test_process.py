@@ -297,6 +297,40 @@ def test_disconnecting_clients_are_dropped(servers: Servers) -> None:
         assert "te_queue_size 0" in client.get("/metrics").text
 
 
+def _failures(metrics: str) -> dict[str, float]:
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith("te_request_failure{"):
+            found[line.split('err="', 1)[1].split('"', 1)[0]] = float(line.split()[-1])
+    return found
+
+
+def test_clients_gone_mid_body_are_dropped_quietly(servers: Servers, http: httpx.Client) -> None:
+    server = servers.minilm
+    before = _failures(http.get("/metrics").text)
+    logged = len(server.output())
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"inputs": "he'  # 14 of 100 bytes, then gone
+        )
+        sock.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = _failures(http.get("/metrics").text)
+        if after.get("dropped", 0.0) >= before.get("dropped", 0.0) + 3:
+            break
+        time.sleep(0.05)
+    assert after.get("dropped", 0.0) == before.get("dropped", 0.0) + 3, after
+    assert after.get("inference", 0.0) == before.get("inference", 0.0), after
+    time.sleep(0.2)  # anything logged late
+    lines = [line for line in server.output()[logged:].splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(lines)
+    assert len(lines) <= 3, lines  # one line per client at most
+    assert http.post("/embed", json={"inputs": "still serving"}).status_code == 200
+
+
 def test_bad_flags_fail_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="cannot be used with"):
         ServerProcess(["--default-prompt", "a", "--default-prompt-name", "b"], log=tmp_path / "a")

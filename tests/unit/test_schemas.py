@@ -85,6 +85,9 @@ def test_embed_defaults_and_fields() -> None:
         ({"inputs": "x", "truncate": "yes"}, "`truncate` must be a boolean or null"),
         ({"inputs": "x", "normalize": None}, "`normalize` must be a boolean"),
         ({"inputs": "x", "truncation_direction": "middle"}, "`truncation_direction`"),
+        # TEI's names and aliases only (serde is case-sensitive)
+        ({"inputs": "x", "truncation_direction": "LEFT"}, "`truncation_direction`"),
+        ({"inputs": "x", "truncation_direction": "rIGHT"}, "`truncation_direction`"),
         ({"inputs": "x", "dimensions": -1}, "`dimensions`"),
         ({"inputs": "x", "dimensions": "8"}, "`dimensions`"),
         ({"inputs": "x", "prompt_name": 3}, "`prompt_name`"),

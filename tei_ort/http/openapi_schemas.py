@@ -1,0 +1,290 @@
+"""The request schemas of the OpenAPI document, stating what this server
+accepts: the limits of the served model and of the flags (``Limits``) are written into
+them, so that a request the document allows is one the server takes (and the seeded
+schemathesis pass of the tests holds the two together).
+
+What a schema cannot say is in its description: a pair needs one non-empty text, and an
+input over ``max_input_length`` tokens is refused unless it is truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: token ids the body parser takes (a u32), when the vocabulary is not known
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the served model and the flags accept (see ``Routes``)."""
+
+    max_client_batch_size: int = 32
+    vocab_size: int | None = None  # token ids are below it
+    embedding_size: int | None = None  # the largest `dimensions`
+    prompt_names: tuple[str, ...] = ()
+    #: what POST / and /invocations run: embed, embed_sparse, predict, rerank, similarity
+    default_mode: str = "embed"
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True, "default": None}
+
+
+_BOOL_OR_NULL = _nullable({"type": "boolean"})
+_DIRECTION = {
+    "type": "string",
+    "enum": ["right", "left", "Right", "Left", None],
+    "nullable": True,
+    "default": "right",
+}
+_TEXT = {"type": "string", "minLength": 1}
+
+
+def _object(
+    properties: dict[str, Any], required: tuple[str, ...] = (), **more: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, **more}
+    if required:
+        schema["required"] = list(required)
+    schema["properties"] = properties
+    return schema
+
+
+def _with_parameters(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say that the Hugging Face ``parameters`` object is taken too. Not as a property: its
+    fields are used only where the top level lacks them (the top level wins), which a
+    schema cannot state."""
+    schema["description"] = (
+        schema.get("description", "") + " The options may also come in a Hugging Face "
+        '`"parameters"` object (huggingface_hub, LangChain); the top-level field wins.'
+    ).strip()
+    return schema
+
+
+def _ids(top: int) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "integer", "minimum": 0, "maximum": top},
+    }
+
+
+class _Requests:
+    """The request schemas under one ``Limits``."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.batch = limits.max_client_batch_size
+        top = _U32_MAX if limits.vocab_size is None else limits.vocab_size - 1
+        self.ids = _ids(top)  # inputs: ids of the vocabulary
+        if limits.prompt_names:
+            self.prompt_name: dict[str, Any] = _nullable(
+                {"type": "string", "enum": [*limits.prompt_names, None]}
+            )
+        else:
+            self.prompt_name = {"nullable": True, "enum": [None], "default": None}
+        self.prompt_name["description"] = (
+            "A key of the model's sentence-transformers `prompts`; its text is prepended "
+            "to every input."
+        )
+
+    def batch_of(self, item: dict[str, Any], *, less: int = 0) -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "maxItems": self.batch - less, "items": item}
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "description": "A string, a list of token ids (one input), or a batch of those "
+            f"(at most {self.batch}). Over max_input_length tokens without truncation: "
+            "refused.",
+            "oneOf": [_TEXT, self.ids, self.batch_of({"oneOf": [_TEXT, self.ids]})],
+            "example": "What is Deep Learning?",
+        }
+
+    def dimensions(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer", "minimum": 1}
+        if self.limits.embedding_size is not None:
+            schema["maximum"] = self.limits.embedding_size
+        schema["description"] = "Keep the first `dimensions` components (then normalize)."
+        return _nullable(schema)
+
+    def _embed_fields(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs(),
+            "truncate": _BOOL_OR_NULL,
+            "truncation_direction": _DIRECTION,
+            "prompt_name": self.prompt_name,
+        }
+
+    def embed_all(self) -> dict[str, Any]:
+        return _with_parameters(_object(self._embed_fields(), ("inputs",)))
+
+    def embed(self) -> dict[str, Any]:
+        fields = {
+            **self._embed_fields(),
+            "normalize": {"type": "boolean", "default": True},
+            "dimensions": self.dimensions(),
+        }
+        return _with_parameters(_object(fields, ("inputs",)))
+
+    def predict(self) -> dict[str, Any]:
+        pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
+        inputs = {
+            "description": "A string, a pair [string, string] (one of them not empty), or a "
+            f"batch [[string], [string, string], ...] of at most {self.batch}.",
+            "oneOf": [_TEXT, pair, self.batch_of(pair)],
+        }
+        return _with_parameters(
+            _object(
+                {
+                    "inputs": inputs,
+                    "truncate": _BOOL_OR_NULL,
+                    "truncation_direction": _DIRECTION,
+                    "raw_scores": {"type": "boolean", "default": False},
+                },
+                ("inputs",),
+            )
+        )
+
+    def rerank(self) -> dict[str, Any]:
+        return _object(
+            {
+                "query": {"type": "string"},
+                "texts": self.batch_of({"type": "string"}),
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "raw_scores": {"type": "boolean", "default": False},
+                "return_text": {"type": "boolean", "default": False},
+                "instruction": _nullable(
+                    {
+                        "type": "string",
+                        "description": "tei-ort: the task line of prompt-template "
+                        "re-rankers (Qwen3-Reranker); null keeps the model's default.",
+                    }
+                ),
+            },
+            ("query", "texts"),
+            description="A (query, text) pair needs one non-empty text.",
+        )
+
+    def documents_rerank(self) -> dict[str, Any]:
+        document = {
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "required": ["text"],
+                    "properties": {"text": {"type": "string"}},
+                },
+            ]
+        }
+        return _object(
+            {
+                "query": {"type": "string"},
+                "documents": self.batch_of(document),
+                "top_n": _nullable({"type": "integer", "minimum": 0}),
+                "return_documents": _BOOL_OR_NULL,
+                "model": _nullable({"type": "string"}),
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "raw_scores": {"type": "boolean", "default": False},
+                "return_text": {"type": "boolean", "default": False},
+                "max_chunks_per_doc": {"description": "accepted and ignored"},
+                "max_tokens_per_doc": {"description": "accepted and ignored"},
+                "rank_fields": {"description": "accepted and ignored"},
+                "user": {"description": "accepted and ignored"},
+                "instruction": _nullable({"type": "string"}),
+            },
+            ("query", "documents"),
+            description='The Dify / FastGPT / Cohere / Jina form, answered as {"results": [...]}.',
+        )
+
+    def similarity(self) -> dict[str, Any]:
+        sentences = _object(
+            {"source_sentence": _TEXT, "sentences": self.batch_of(_TEXT, less=1)},
+            ("source_sentence", "sentences"),
+        )
+        parameters = _object(
+            {
+                "truncate": _BOOL_OR_NULL,
+                "truncation_direction": _DIRECTION,
+                "prompt_name": self.prompt_name,
+            },
+            nullable=True,
+        )
+        return _object({"inputs": sentences, "parameters": parameters}, ("inputs",))
+
+    def tokenize(self) -> dict[str, Any]:
+        return _with_parameters(
+            _object(
+                {
+                    "inputs": {"oneOf": [_TEXT, self.batch_of(_TEXT)]},
+                    "add_special_tokens": {"type": "boolean", "default": True},
+                    "prompt_name": self.prompt_name,
+                },
+                ("inputs",),
+                description="At most max_input_length x 250 tokens in all.",
+            )
+        )
+
+    def decode(self) -> dict[str, Any]:
+        return _object(
+            {
+                # any u32 decodes (an id the vocabulary lacks decodes to nothing, as in TEI)
+                "ids": {"oneOf": [_ids(_U32_MAX), self.batch_of(_ids(_U32_MAX))]},
+                "skip_special_tokens": {"type": "boolean", "default": True},
+            },
+            ("ids",),
+        )
+
+    def openai(self) -> dict[str, Any]:
+        return _object(
+            {
+                "input": self.inputs(),
+                "model": _nullable({"type": "string"}),
+                "user": _nullable({"type": "string"}),
+                "encoding_format": {
+                    "type": "string",
+                    "enum": ["float", "base64", None],
+                    "nullable": True,
+                    "default": "float",
+                },
+                "dimensions": self.dimensions(),
+            },
+            ("input",),
+        )
+
+    def vertex(self) -> dict[str, Any]:
+        instances: dict[str, dict[str, Any]] = {
+            "predict": ref("PredictRequest"),
+            "rerank": {"oneOf": [ref("RerankRequest"), ref("PredictRequest")]},
+            "embed_sparse": ref("EmbedAllRequest"),
+        }
+        instance = instances.get(self.limits.default_mode, ref("EmbedRequest"))
+        return _object(
+            {"instances": {"type": "array", "maxItems": self.batch, "items": instance}},
+            ("instances",),
+            description=f"At most {self.batch} instances, each of at most {self.batch} inputs.",
+        )
+
+
+def request_schemas(limits: Limits) -> dict[str, Any]:
+    requests = _Requests(limits)
+    return {
+        "EmbedRequest": requests.embed(),
+        "EmbedAllRequest": requests.embed_all(),
+        "PredictRequest": requests.predict(),
+        "RerankRequest": requests.rerank(),
+        "DocumentsRerankRequest": requests.documents_rerank(),
+        "SimilarityRequest": requests.similarity(),
+        "TokenizeRequest": requests.tokenize(),
+        "DecodeRequest": requests.decode(),
+        "OpenAICompatRequest": requests.openai(),
+        "VertexRequest": requests.vertex(),
+        "AnyRerankRequest": {"oneOf": [ref("RerankRequest"), ref("DocumentsRerankRequest")]},
+    }
