@@ -78,7 +78,7 @@ def _provider(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _non_negative_int(value: str) -> int:
+def non_negative_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -164,7 +164,7 @@ MODEL_FLAGS: tuple[Flag, ...] = (
         "engine built for this GPU), cann (Huawei NPU), coreml or openvino.",
         parse=_provider,
     ),
-    Flag("--device-id", "The GPU to run on.", parse=_non_negative_int, default=0),
+    Flag("--device-id", "The GPU to run on.", parse=non_negative_int, default=0),
     Flag(
         "--cuda-graphs",
         "Capture a CUDA graph per shape bucket (ONNX Runtime CUDA).",
@@ -294,7 +294,7 @@ SERVER_FLAGS: tuple[Flag, ...] = (
         "On SIGTERM / SIGINT the server stops accepting connections and answers every request "
         "it has accepted; this bounds that wait, in seconds (requests still running then are "
         "cancelled). By default it waits for all of them, as TEI does.",
-        parse=_non_negative_int,
+        parse=non_negative_int,
     ),
     Flag(
         "--keep-alive-timeout",

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from tei_ort.cli.flags import non_negative_int
 from tei_ort.errors import START_ERRORS
 from tei_ort.settings import environment
 
@@ -30,16 +31,6 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
-    return number
-
-
 def _add_ray_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ray-address",
@@ -53,8 +44,8 @@ def _add_ray_address(parser: argparse.ArgumentParser) -> None:
 def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     _add_ray_address(parser)
     group = parser.add_argument_group("Ray Serve")
-    group.add_argument("--min-replicas", type=_count, default=1, help="[default: 1]")
-    group.add_argument("--max-replicas", type=_count, default=1, help="[default: 1]")
+    group.add_argument("--min-replicas", type=non_negative_int, default=1, help="[default: 1]")
+    group.add_argument("--max-replicas", type=non_negative_int, default=1, help="[default: 1]")
     group.add_argument(
         "--target-ongoing-requests",
         type=_positive_float,
@@ -63,7 +54,7 @@ def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-ongoing-requests",
-        type=_count,
+        type=non_negative_int,
         default=64,
         help="The most requests a replica is given at once; Serve queues the rest [default: 64]",
     )
@@ -148,7 +139,9 @@ def embed_corpus_parser(subparsers: Any) -> argparse.ArgumentParser:
         "truncating them, as /embed does with truncate=false",
     )
     _add_ray_address(parser)
-    parser.add_argument("--num-workers", type=_count, default=1, help="engine actors [default: 1]")
+    parser.add_argument(
+        "--num-workers", type=non_negative_int, default=1, help="engine actors [default: 1]"
+    )
     parser.add_argument(
         "--cpus-per-worker",
         type=_positive_float,
@@ -157,7 +150,7 @@ def embed_corpus_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rows-per-file",
-        type=_count,
+        type=non_negative_int,
         default=4096,
         help="rows per output part file (the unit of work a restart may redo) [default: 4096]",
     )

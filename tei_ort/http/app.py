@@ -15,7 +15,7 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,6 +33,8 @@ from tei_ort.serving.infer import Infer, ServedModel
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
 from tei_ort.settings import Settings
+
+T = TypeVar("T", bound="Served")
 
 #: something that serves beside HTTP on the app's Infer while the app runs
 Companion = Callable[[Infer], AbstractAsyncContextManager[Any]]
@@ -90,16 +92,7 @@ def create_app(
     infer = Infer(settings, model, metrics=metrics, tracer=tracer)
     api = Routes(Handlers(settings, infer))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await infer.start()
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                for companion in companions:
-                    await stack.enter_async_context(companion(infer))
-                yield
-        finally:
-            await infer.stop()
+    lifespan = serving_lifespan(infer, companions)
 
     public = [
         Route("/health", api.health, methods=["GET"]),
@@ -160,3 +153,31 @@ def _root(api: Routes) -> Callable[..., Any]:
         return await api.health(request)
 
     return root
+
+
+class Served(Protocol):
+    """What an app's lifespan starts and stops: one model's Infer, or the several models'."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def serving_lifespan(
+    served: T, companions: Sequence[Callable[[T], AbstractAsyncContextManager[Any]]]
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Start ``served``, enter each companion (the gRPC server beside HTTP), and undo both
+    in reverse when the app stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await served.start()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(served))
+                yield
+        finally:
+            await served.stop()
+
+    return lifespan

@@ -14,9 +14,8 @@ behaves per model exactly as in a one-model server.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -30,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from tei_ort.errors import RequestError
-from tei_ort.http.app import ApiKeyMiddleware
+from tei_ort.http.app import ApiKeyMiddleware, serving_lifespan
 from tei_ort.http.docs import docs_routes
 from tei_ort.http.framework import http_exception
 from tei_ort.http.responses import error_response, json_response, read_body
@@ -234,16 +233,7 @@ def create_models_app(
     api = ModelRoutes(registry)
     settings: Settings = registry.settings
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await registry.start()
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                for companion in companions:
-                    await stack.enter_async_context(companion(registry))
-                yield
-        finally:
-            await registry.stop()
+    lifespan = serving_lifespan(registry, companions)
 
     first = api.first
     routes = [
