@@ -69,3 +69,12 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release what the engine holds (sessions, device buffers)."""
+
+
+def graph_feed(inputs: EngineInputs, with_token_types: bool) -> dict[str, NDArray[np.int64]]:
+    """The graph inputs of one batch by name (token types zero when the batch has none)."""
+    feed = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask}
+    if with_token_types:
+        types = inputs.token_type_ids
+        feed["token_type_ids"] = types if types is not None else np.zeros_like(inputs.input_ids)
+    return feed

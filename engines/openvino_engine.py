@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.base import Engine, EngineInputs, OutputName, graph_feed
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.openvino_head import HIDDEN_INPUT, split_sparse_head
@@ -148,16 +148,7 @@ class OpenVinoEngine(Engine):
         return self._run(inputs)
 
     def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
-        feed: dict[str, NDArray[np.int64]] = {
-            "input_ids": inputs.input_ids,
-            "attention_mask": inputs.attention_mask,
-        }
-        if self.uses_token_type_ids:
-            feed["token_type_ids"] = (
-                inputs.token_type_ids
-                if inputs.token_type_ids is not None
-                else np.zeros_like(inputs.input_ids)
-            )
+        feed = graph_feed(inputs, self.uses_token_type_ids)
         # the result is a copy (share_outputs=False): the request's buffers are reused
         result = self.requests[0].infer(feed)[0]
         if len(self.requests) > 1:  # SPLADE: the float32 head on the bf16 encoder's output

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from tei_ort.engines.base import Engine, EngineInputs, OutputName
+from tei_ort.engines.base import Engine, EngineInputs, OutputName, graph_feed
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.providers import PACKAGES, compute_type
@@ -172,15 +172,6 @@ class OrtEngine(Engine):
         return self._run(inputs)
 
     def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
-        feed: dict[str, NDArray[np.int64]] = {
-            "input_ids": inputs.input_ids,
-            "attention_mask": inputs.attention_mask,
-        }
-        if self.uses_token_type_ids:
-            feed["token_type_ids"] = (
-                inputs.token_type_ids
-                if inputs.token_type_ids is not None
-                else np.zeros_like(inputs.input_ids)
-            )
+        feed = graph_feed(inputs, self.uses_token_type_ids)
         result: NDArray[np.float32] = self.session.run(None, feed)[0]
         return result

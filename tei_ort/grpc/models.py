@@ -8,16 +8,14 @@ one-model server; ``grpc.health.v1`` is SERVING only when every model can run.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
 from tei_ort.errors import RequestError
-from tei_ort.grpc.server import EngineHealth, GrpcServer
+from tei_ort.grpc.server import EngineHealth, GrpcServer, serve_until_signal
 from tei_ort.grpc.service import Core, GrpcService
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.registry import Registry, Served
@@ -121,21 +119,7 @@ def grpc_models_companion(
 async def serve_grpc_models(registry: Registry) -> int:
     """``--grpc``: serve every model over gRPC on ``--port`` until SIGINT / SIGTERM."""
     settings = registry.settings
-    await registry.start()
-    try:
-        server = ModelsGrpcServer(registry, host=settings.bind_host, port=settings.port)
-        await server.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
-        try:
-            await stopping.wait()
-            logger.info("Shutting down the gRPC server")
-            await server.stop()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-    finally:
-        await registry.stop()
-    return 0
+    return await serve_until_signal(
+        registry,
+        lambda: ModelsGrpcServer(registry, host=settings.bind_host, port=settings.port),
+    )

@@ -339,9 +339,22 @@ def grpc_companion(
 
 async def serve_grpc(settings: Settings, infer: Infer) -> int:
     """``--grpc``: serve gRPC on ``--port`` until SIGINT / SIGTERM, then stop gracefully."""
-    await infer.start()
+    return await serve_until_signal(
+        infer, lambda: GrpcServer(settings, infer, host=settings.bind_host, port=settings.port)
+    )
+
+
+class Stoppable(Protocol):
+    async def start(self) -> object: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signal(served: Stoppable, make_server: Callable[[], Stoppable]) -> int:
+    """Start ``served`` and its gRPC server, wait for SIGINT / SIGTERM, stop both."""
+    await served.start()
     try:
-        server = GrpcServer(settings, infer, host=settings.bind_host, port=settings.port)
+        server = make_server()
         await server.start()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -355,5 +368,5 @@ async def serve_grpc(settings: Settings, infer: Infer) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     finally:
-        await infer.stop()
+        await served.stop()
     return 0

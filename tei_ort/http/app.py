@@ -119,20 +119,9 @@ def create_app(
         Route("/invocations", api.default, methods=["POST"]),
     ]
     routes = [*public, *guarded, Route("/", _root(api), methods=["GET", "POST"])]
-    origins = list(settings.cors_allow_origin or ("*",))
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "authorization"],
-        ),
-    ]
-    if settings.api_key:
-        paths = frozenset(route.path for route in guarded)
-        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded=paths))
-    if tracer is not None:  # outermost: the span covers refusals too
-        middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
+    middleware = middleware_stack(
+        settings, tracer, frozenset(route.path for route in guarded), frozenset({"/"})
+    )
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -181,3 +170,23 @@ def serving_lifespan(
             await served.stop()
 
     return lifespan
+
+
+def middleware_stack(
+    settings: Settings, tracer: Tracer | None, guarded: frozenset[str], roots: frozenset[str]
+) -> list[Middleware]:
+    """Tracing (outermost: its span covers refusals too), CORS, then the API key."""
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origin or ("*",)),
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization"],
+        ),
+    ]
+    if settings.api_key:
+        key = settings.api_key
+        middleware.append(Middleware(ApiKeyMiddleware, api_key=key, guarded=guarded, roots=roots))
+    if tracer is not None:
+        middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
+    return middleware

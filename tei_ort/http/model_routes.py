@@ -21,15 +21,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
 from tei_ort.errors import RequestError
-from tei_ort.http.app import ApiKeyMiddleware, serving_lifespan
+from tei_ort.http.app import middleware_stack, serving_lifespan
 from tei_ort.http.docs import docs_routes
 from tei_ort.http.framework import http_exception
 from tei_ort.http.responses import error_response, json_response, read_body
@@ -38,7 +36,7 @@ from tei_ort.http.schemas import parse_json
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tei_ort.serving.registry import Registry, Served
-from tei_ort.serving.tracing import Tracer, TracingMiddleware
+from tei_ort.serving.tracing import Tracer
 from tei_ort.settings import Settings
 
 #: something that serves beside HTTP on the models while the app runs (gRPC)
@@ -249,26 +247,9 @@ def create_models_app(
         *(Route(path, api.post(path), methods=["POST"]) for path in POST_ROUTES if path != "/"),
         Route("/", api.root, methods=["GET", "POST"]),
     ]
-    origins = list(settings.cors_allow_origin or ("*",))
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "authorization"],
-        ),
-    ]
-    if settings.api_key:
-        middleware.append(
-            Middleware(
-                ApiKeyMiddleware,
-                api_key=settings.api_key,
-                guarded=guarded_paths(registry.names),
-                roots=root_paths(registry.names),
-            )
-        )
-    if tracer is not None:  # outermost: the span covers refusals too
-        middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
+    middleware = middleware_stack(
+        settings, tracer, guarded_paths(registry.names), root_paths(registry.names)
+    )
     app = Starlette(
         routes=routes,
         middleware=middleware,
