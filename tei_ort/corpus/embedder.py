@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tei_ort.corpus.output import part_name, write_atomic
+from tei_ort.corpus.output import part_name, write_part
 from tei_ort.serving.postprocess import Mode, OutputSpec
 
 
@@ -28,6 +28,7 @@ class EmbedOptions:
     max_batch_tokens: int
     truncate: bool
     threads: int | None
+    run_token: str  # from output.claim: a superseded run's actors write nothing
 
 
 class CorpusEmbedder:
@@ -73,7 +74,7 @@ class CorpusEmbedder:
         # FileExistsError: Ray Data retried this batch, whose first actor died after writing
         # and before answering; the name is the batch's first row, so the file holds it
         with contextlib.suppress(FileExistsError):
-            write_atomic(pa.table(columns), self.out_dir / name)
+            write_part(pa.table(columns), self.out_dir / name, self.options.run_token)
         return pa.table(
             {
                 "part": [name],

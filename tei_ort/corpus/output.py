@@ -6,10 +6,17 @@
     DIR/rejects.parquet                      id, reason, file, row
     DIR/_run.json                            what the rows depend on (checked on restart)
     DIR/_summary.json                        the last run's counts
+    DIR/.writer                              the token of the run allowed to add parts
 
 A part file is named for the position of its first row and written under a temporary
 name, then linked into place: it exists complete or not at all, and a name is never
 written twice (``os.link`` refuses an existing name).
+
+Killing a run's driver does not stop its Ray actors at once: one may be writing a part
+while the next run reads what is done. So each run claims the directory with a fresh
+token, and an actor links a part only while its run's token is the current one. Claim and
+link take the same lock, so a part is either linked before the claim (and counted as done
+by the new run) or refused.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ PART_GLOB = "part-*.parquet"
 REJECTS_FILE = "rejects.parquet"
 RUN_FILE = "_run.json"
 SUMMARY_FILE = "_summary.json"
+WRITER_FILE = ".writer"
+_LINK_LOCK = ".link.lock"
 _TMP_PREFIX = ".tmp-"
+
+
+class SupersededRunError(RuntimeError):
+    """A part from a run whose output directory another run has since claimed."""
 
 
 def part_name(file_index: int, row: int) -> str:
@@ -41,15 +54,53 @@ def part_name(file_index: int, row: int) -> str:
 
 def write_atomic(table: pa.Table, path: Path, *, replace: bool = False) -> None:
     """Write ``table`` to ``path`` so that ``path`` appears complete or not at all."""
+    with _written(table, path) as tmp:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError rather than a silent overwrite
+
+
+def write_part(table: pa.Table, path: Path, run_token: str) -> None:
+    """Link a part file into place if run ``run_token`` still holds its directory.
+
+    Raises SupersededRunError (and writes nothing) once another run has claimed it.
+    """
+    with _written(table, path) as tmp, file_lock(path.parent / _LINK_LOCK):
+        if _current_writer(path.parent) != run_token:
+            raise SupersededRunError(f"{path.parent} was claimed by a later run")
+        os.link(tmp, path)  # FileExistsError rather than a silent overwrite
+
+
+def claim(out_dir: Path) -> str:
+    """Make a new run the only one allowed to add parts to ``out_dir``; its token.
+
+    Call it before reading what is done: parts of earlier runs land before it or never.
+    """
+    token = uuid.uuid4().hex
+    with file_lock(out_dir / _LINK_LOCK):
+        tmp = out_dir / f"{_TMP_PREFIX}{token}-{WRITER_FILE}"
+        tmp.write_text(token)
+        os.replace(tmp, out_dir / WRITER_FILE)
+    return token
+
+
+def _current_writer(out_dir: Path) -> str | None:
+    try:
+        return (out_dir / WRITER_FILE).read_text()
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _written(table: pa.Table, path: Path) -> Iterator[Path]:
+    """``table`` in a synced temporary file next to ``path``, removed afterwards."""
     tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
         pq.write_table(table, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # FileExistsError rather than a silent overwrite
+        yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

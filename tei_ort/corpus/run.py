@@ -15,6 +15,7 @@ from tei_ort.corpus.output import (
     REJECTS_FILE,
     SUMMARY_FILE,
     check_run_record,
+    claim,
     done_ids,
     exclusive,
     remove_leftovers,
@@ -59,6 +60,8 @@ def _run(job: CorpusJob, out_dir: Path) -> dict[str, Any]:
     # built (or found) once here, before the actors start and load it from the cache
     prepared = prepare_engine(job.model)
     check_run_record(out_dir, _run_record(job, files, prepared.entry_dir.name))
+    # before done_ids: actors of a killed run may still be writing
+    run_token = claim(out_dir)
     remove_leftovers(out_dir)
 
     if not ray.is_initialized():
@@ -87,7 +90,7 @@ def _run(job: CorpusJob, out_dir: Path) -> dict[str, Any]:
     written = tokens = 0
     embed_start = time.perf_counter()
     if plan.todo_rows:
-        written, tokens = _embed(job, files, plan, out_dir)
+        written, tokens = _embed(job, files, plan, out_dir, run_token)
     embed_seconds = time.perf_counter() - embed_start
     seconds = time.perf_counter() - start
     summary = {
@@ -107,7 +110,9 @@ def _run(job: CorpusJob, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _embed(job: CorpusJob, files: list[str], plan: Plan, out_dir: Path) -> tuple[int, int]:
+def _embed(
+    job: CorpusJob, files: list[str], plan: Plan, out_dir: Path, run_token: str
+) -> tuple[int, int]:
     import ray
     import ray.data
     from tqdm import tqdm
@@ -119,6 +124,7 @@ def _embed(job: CorpusJob, files: list[str], plan: Plan, out_dir: Path) -> tuple
         max_batch_tokens=job.max_batch_tokens,
         truncate=job.truncate,
         threads=max(1, int(job.cpus_per_worker)),
+        run_token=run_token,
     )
     source = CorpusDatasource(files, job.fields, with_text=True, todo=plan.todo)
     # the reads reserve no CPU: actors that take every CPU (one worker of --cpus-per-worker

@@ -156,8 +156,10 @@ def test_killed_and_resumed_run_writes_each_id_once(
     stdout, _ = second.communicate(timeout=300)
     assert second.returncode == 0, stdout
     summary = json.loads(stdout)
-    assert summary["already_written"] == killed_with
-    assert summary["written_now"] == len(accepted) - killed_with
+    # the killed run's actors may finish a part after the kill; the next run's claim
+    # (corpus/output.py) counts it as done or refuses it, never both
+    assert summary["already_written"] >= killed_with
+    assert summary["written_now"] == len(accepted) - summary["already_written"]
     assert summary["embedded_rows"] == len(accepted)
     assert summary["input_rows"] == len(accepted) + len(refused) + 1
     assert summary["rejected_rows"] == len(refused) + 1

@@ -13,7 +13,16 @@ import pytest
 import tei_ort
 from tei_ort.corpus.embedder import CorpusEmbedder, EmbedOptions
 from tei_ort.corpus.inputs import Fields, Row, classify, list_input_files, read_rows
-from tei_ort.corpus.output import check_run_record, exclusive, part_name, write_atomic
+from tei_ort.corpus.output import (
+    SupersededRunError,
+    check_run_record,
+    claim,
+    done_ids,
+    exclusive,
+    part_name,
+    write_atomic,
+    write_part,
+)
 from tei_ort.corpus.plan import make_plan
 from tei_ort.corpus.source import CorpusDatasource, LengthLimit
 from tei_ort.errors import ConfigurationError
@@ -115,6 +124,19 @@ def test_part_files_are_never_overwritten(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
 
 
+def test_a_superseded_run_adds_no_part(tmp_path: Path) -> None:
+    killed = claim(tmp_path)
+    write_part(pa.table({"id": ["a"]}), tmp_path / part_name(0, 0), killed)
+    current = claim(tmp_path)  # the next run, while the killed run's actors still write
+    assert current != killed
+    with pytest.raises(SupersededRunError):
+        write_part(pa.table({"id": ["b"]}), tmp_path / part_name(0, 1), killed)
+    assert done_ids(tmp_path) == {"a"}
+    write_part(pa.table({"id": ["c"]}), tmp_path / part_name(0, 2), current)
+    assert done_ids(tmp_path) == {"a", "c"}
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
 def test_a_run_with_other_arguments_is_refused(tmp_path: Path) -> None:
     check_run_record(tmp_path, {"model_id": "m", "text_field": "text"})
     check_run_record(tmp_path, {"model_id": "m", "text_field": "text"})
@@ -175,9 +197,8 @@ TEXTS = ["a short one", "a much longer text that has many more words in it", "mi
 def test_embedder_writes_what_the_api_answers(tmp_path: Path) -> None:
     model_dir = make_embedder(tmp_path / "model")
     cache = str(tmp_path / "engines")
-    options = EmbedOptions(
-        str(tmp_path), {"model_id": str(model_dir), "engine_cache": cache}, 16384, True, 1
-    )
+    model = {"model_id": str(model_dir), "engine_cache": cache}
+    options = EmbedOptions(str(tmp_path), model, 16384, True, 1, claim(tmp_path))
     summary = CorpusEmbedder(options)(_batch(TEXTS))
     lengths = [len(e) for e in Tokenizer.from_dir(model_dir).encode_batch(TEXTS)]
     assert summary.to_pylist() == [
@@ -195,7 +216,8 @@ def test_embedder_writes_splade_indices_and_values(tmp_path: Path) -> None:
     model_dir = str(package_model_dir("cognition"))
     cache = str(tmp_path / "engines")
     model = {"model_id": model_dir, "engine_cache": cache, "pooling": Pooling.SPLADE}
-    CorpusEmbedder(EmbedOptions(str(tmp_path), model, 16384, True, 1))(_batch(TEXTS))
+    options = EmbedOptions(str(tmp_path), model, 16384, True, 1, claim(tmp_path))
+    CorpusEmbedder(options)(_batch(TEXTS))
     table = pq.read_table(tmp_path / "part-00000-000000000007.parquet")
     assert table.column_names == ["id", "indices", "values", "tokens"]
     expected = tei_ort.load(**model).embed_sparse(TEXTS)
