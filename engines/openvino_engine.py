@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +37,10 @@ COMPILED_HEAD_FILE = "model.openvino.head.blob"
 RUNTIME_CACHE_CAPACITY = 256
 #: ``--dtype`` -> OpenVINO's inference precision
 PRECISIONS = {"bfloat16": "bf16", "float32": "f32"}
+#: tokens per micro-batch. bf16 on AMX does better with bigger pieces than float32: 2048
+#: against 1024 gave +6% short, +16% ~128-token, +3% 512-token and mixed texts (MiniLM,
+#: 2 threads, medians of 7, one process; 4096 won at 128 tokens but lost on short texts)
+CHUNK_TOKENS = {"bfloat16": 2048, "float32": CPU_CHUNK_TOKENS}
 
 
 def openvino_version() -> str:
@@ -118,7 +122,7 @@ class OpenVinoEngine(Engine):
         dtype: str = "bfloat16",
         threads: int | None = None,
         compiled_path: Path | None = None,
-        chunk_tokens: int | None = CPU_CHUNK_TOKENS,
+        chunk_tokens: int | Literal["by_dtype"] | None = "by_dtype",
     ) -> None:
         try:
             import openvino
@@ -140,7 +144,7 @@ class OpenVinoEngine(Engine):
         self.uses_token_type_ids = "token_type_ids" in self._input_names
         # exact lengths and cache-sized pieces, as the ONNX Runtime CPU engine
         self.pad_multiple = 1
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens = CHUNK_TOKENS[dtype] if chunk_tokens == "by_dtype" else chunk_tokens
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
