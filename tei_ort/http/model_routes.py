@@ -17,8 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,6 +32,7 @@ from tei_ort.errors import RequestError
 from tei_ort.http.app import middleware_stack, serving_lifespan
 from tei_ort.http.docs import docs_routes
 from tei_ort.http.framework import http_exception
+from tei_ort.http.openapi import openapi_document
 from tei_ort.http.responses import error_response, json_response, read_body
 from tei_ort.http.routes import Routes
 from tei_ort.http.schemas import parse_json
@@ -110,6 +113,9 @@ class ModelRoutes:
         # longest first, so that a name that extends another one (`a` and `a/b`) wins
         self._prefixes = sorted(self.routes, key=len, reverse=True)
         self.created = int(time.time())
+        # the first model's requests and limits, with the routes of every model
+        limits = replace(self.first.limits, served_models=tuple(registry.names))
+        self.openapi_bytes = orjson.dumps(openapi_document(limits))
 
     @property
     def first(self) -> Routes:
@@ -150,6 +156,9 @@ class ModelRoutes:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.registry.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_bytes, media_type="application/json")
 
     # -- OpenAI's model list ----------------------------------------------------------------
 
@@ -240,7 +249,7 @@ def create_models_app(
         Route("/info", first.info_route, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         *docs_routes(),
-        Route("/api-doc/openapi.json", first.openapi, methods=["GET"]),
+        Route("/api-doc/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/models", api.list_models, methods=["GET"]),
         Route("/v1/models/{name:path}", api.retrieve_model, methods=["GET"]),
         Route("/models/{rest:path}", api.by_path, methods=["GET", "POST"]),

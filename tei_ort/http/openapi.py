@@ -86,6 +86,71 @@ def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _models_paths(paths: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A several-model server's own paths: OpenAI's model list, and every route of one
+    model under ``/models/{name}``. Requests and limits shown are the first model's."""
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "A served model",
+        "schema": {"type": "string", "enum": list(names)},
+    }
+    model = {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["model"]},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    }
+    listing = {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": model},
+        },
+    }
+    not_served = {
+        "description": "No model of that name is served",
+        "content": {"application/json": {"schema": ref("OpenAICompatErrorResponse")}},
+    }
+    extra: dict[str, Any] = {
+        "/v1/models": _get(
+            "The served models (OpenAI)",
+            {
+                "200": {
+                    "description": "Models",
+                    "content": {"application/json": {"schema": listing}},
+                }
+            },
+        ),
+        "/v1/models/{name}": _get(
+            "One served model (OpenAI)",
+            {
+                "200": {"description": "Model", "content": {"application/json": {"schema": model}}},
+                "404": not_served,
+            },
+        ),
+    }
+    # every route of the document is also each model's (model_routes.POST_ROUTES and
+    # MODEL_GET_ROUTES)
+    for path, item in paths.items():
+        operations = {
+            method: {
+                **operation,
+                "summary": f"{operation['summary']}, by one model",
+                "parameters": [name],
+            }
+            for method, operation in item.items()
+        }
+        extra["/models/{name}" + ("" if path == "/" else path)] = operations
+    return extra
+
+
 def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
     """The document for a server under ``limits`` (the served model's and the flags')."""
     limits = limits or Limits()
@@ -155,6 +220,8 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         **_get("Health check", health),
         **_post("The model kind's own route", default_request, default_response),
     }
+    if limits.served_models:
+        paths.update(_models_paths(paths, limits.served_models))
     return {
         "openapi": "3.0.3",
         "info": {

@@ -26,6 +26,8 @@ class Limits:
     prompt_names: tuple[str, ...] = ()
     #: what POST / and /invocations run: embed, embed_sparse, predict, rerank, similarity
     default_mode: str = "embed"
+    #: the served names when the server serves several models (empty: one model)
+    served_models: tuple[str, ...] = ()
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -189,7 +191,6 @@ class _Requests:
                 "documents": self.batch_of(document),
                 "top_n": _nullable({"type": "integer", "minimum": 0}),
                 "return_documents": _BOOL_OR_NULL,
-                "model": _nullable({"type": "string"}),
                 "truncate": _BOOL_OR_NULL,
                 "truncation_direction": _DIRECTION,
                 "raw_scores": {"type": "boolean", "default": False},
@@ -202,6 +203,23 @@ class _Requests:
             },
             ("query", "documents"),
             description='The Dify / FastGPT / Cohere / Jina form, answered as {"results": [...]}.',
+        )
+
+    def model(self) -> dict[str, Any]:
+        """The ``model`` field, which the body parser takes on every route."""
+        names = self.limits.served_models
+        if not names:
+            return _nullable(
+                {"type": "string", "description": "Accepted and ignored: one model is served."}
+            )
+        listed = ", ".join(f"`{name}`" for name in names)
+        return _nullable(
+            {
+                "type": "string",
+                "description": f"The model that answers: {listed} (or its model id); "
+                f"`{names[0]}` when absent. Another name is refused (422). Under "
+                "`/models/{name}` the path names the model and this field is ignored.",
+            }
         )
 
     def similarity(self) -> dict[str, Any]:
@@ -246,7 +264,6 @@ class _Requests:
         return _object(
             {
                 "input": self.inputs(),
-                "model": _nullable({"type": "string"}),
                 "user": _nullable({"type": "string"}),
                 "encoding_format": {
                     "type": "string",
@@ -275,7 +292,7 @@ class _Requests:
 
 def request_schemas(limits: Limits) -> dict[str, Any]:
     requests = _Requests(limits)
-    return {
+    schemas = {
         "EmbedRequest": requests.embed(),
         "EmbedAllRequest": requests.embed_all(),
         "PredictRequest": requests.predict(),
@@ -288,3 +305,10 @@ def request_schemas(limits: Limits) -> dict[str, Any]:
         "VertexRequest": requests.vertex(),
         "AnyRerankRequest": {"oneOf": [ref("RerankRequest"), ref("DocumentsRerankRequest")]},
     }
+    # every body, and similarity's parameters, may name the model (tei_ort.http.schemas)
+    model = requests.model()
+    for schema in schemas.values():
+        if "properties" in schema:
+            schema["properties"]["model"] = model
+    schemas["SimilarityRequest"]["properties"]["parameters"]["properties"]["model"] = model
+    return schemas

@@ -92,14 +92,14 @@ class Routes:
         self.settings = handlers.settings
         self.metrics = handlers.metrics
         self.info = handlers.info
-        limits = Limits(
+        self.limits = Limits(
             max_client_batch_size=self.settings.max_client_batch_size,
             vocab_size=handlers.infer.tokenizer.vocab_size,
             embedding_size=handlers.infer.encoder.embedding_size,
             prompt_names=tuple(self.info.prompts),
             default_mode=handlers.default_mode(),
         )
-        self.openapi_bytes = orjson.dumps(openapi_document(limits))
+        self.openapi_bytes = orjson.dumps(openapi_document(self.limits))
 
     async def _handle(self, request: Request, core: Core, *, openai: bool = False) -> Response:
         if not is_json_content_type(request.headers.get("content-type")):

@@ -350,6 +350,7 @@ def parse_similarity(data: Any) -> SimilarityRequest:
         ("truncate", "truncation_direction", "prompt_name", "model"),
         "`parameters` object",
     )
+    parameters.opt_str("model")
     return SimilarityRequest(
         source_sentence=inputs.string("source_sentence"),
         sentences=_strings(inputs.required("sentences"), "sentences"),

@@ -243,3 +243,33 @@ def test_a_start_up_rule_names_its_model(make_model: Any) -> None:
     models = {"emb": make_model("embedding"), "rr": make_model("reranker")}
     with pytest.raises(ConfigurationError, match=r"model `rr`: .*prompt"):
         models_app(models, per_model={"rr": {"default_prompt_name": "query"}})
+
+
+async def test_openapi_document_states_every_models_routes(make_model: Any) -> None:
+    """/docs of a several-model server: each body may name a model, and every route is also
+    each model's under /models/{name}; the document and the router agree on both."""
+    async with serve(models_app(three(make_model))) as client:
+        document = (await client.get("/api-doc/openapi.json")).json()
+        schemas = document["components"]["schemas"]
+        model = schemas["EmbedRequest"]["properties"]["model"]
+        assert "`emb`, `rr`, `sp`" in model["description"]
+        for name, schema in schemas.items():
+            if name.endswith("Request") and "properties" in schema:
+                assert schema["properties"]["model"] == model, name
+        paths = document["paths"]
+        top = [path for path in paths if not path.startswith(("/models/", "/v1/models"))]
+        assert sorted(f"/models/{{name}}{'' if p == '/' else p}" for p in top) == sorted(
+            path for path in paths if path.startswith("/models/")
+        )
+        for path, item in paths.items():
+            if not path.startswith("/models/"):
+                continue
+            (parameter,) = {p["name"]: p for op in item.values() for p in op["parameters"]}.values()
+            assert parameter["schema"]["enum"] == ["emb", "rr", "sp"]
+            for method in item:
+                url = path.replace("{name}", "rr")
+                response = await client.request(method, url, json={})
+                assert response.status_code not in (404, 405), (method, url)
+        listed = (await client.get("/v1/models")).json()
+        assert [m["id"] for m in listed["data"]] == ["emb", "rr", "sp"]
+        assert "/v1/models/{name}" in paths

@@ -178,6 +178,11 @@ def test_similarity() -> None:
         parse_similarity(
             {"inputs": {"source_sentence": "s", "sentences": []}, "parameters": {"normalize": 1}}
         )
+    # the parameters may name the model (a several-model server routes by it): a string
+    with pytest.raises(ValidationError, match="`model` must be a string or null"):
+        parse_similarity(
+            {"inputs": {"source_sentence": "s", "sentences": []}, "parameters": {"model": {}}}
+        )
 
 
 def test_tokenize_and_decode() -> None:
