@@ -50,12 +50,15 @@ def plan_chunks(lengths: Sequence[int] | NDArray[np.int64], max_tokens: int) -> 
 
 def run_chunked(
     inputs: EngineInputs,
-    max_tokens: int,
+    max_tokens: int | None,
     output_name: OutputName,
     run: Callable[[EngineInputs], NDArray[np.float32]],
 ) -> NDArray[np.float32]:
     """``run`` over the pieces of a right-padded batch of at most ``max_tokens`` padded
-    tokens each; outputs go back to their rows, padding positions zero."""
+    tokens each; outputs go back to their rows, padding positions zero. A batch within
+    ``max_tokens`` (or any batch, for None) is one call of ``run`` as it is."""
+    if max_tokens is None or inputs.batch_size * inputs.seq_len <= max_tokens:
+        return run(inputs)
     lengths = inputs.attention_mask.sum(axis=1)  # (B,)
     out: NDArray[np.float32] | None = None
     hidden = output_name is OutputName.LAST_HIDDEN_STATE

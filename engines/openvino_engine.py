@@ -147,9 +147,7 @@ class OpenVinoEngine(Engine):
         self.chunk_tokens = CHUNK_TOKENS[dtype] if chunk_tokens == "by_dtype" else chunk_tokens
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
-        if self.chunk_tokens is not None and inputs.batch_size * inputs.seq_len > self.chunk_tokens:
-            return run_chunked(inputs, self.chunk_tokens, self.output_name, self._run)
-        return self._run(inputs)
+        return run_chunked(inputs, self.chunk_tokens, self.output_name, self._run)
 
     def _run(self, inputs: EngineInputs) -> NDArray[np.float32]:
         feed = graph_feed(inputs, self.uses_token_type_ids)
