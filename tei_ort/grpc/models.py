@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from tei_ort.errors import RequestError
-from tei_ort.grpc.server import EngineHealth, GrpcServer, serve_until_signal
+from tei_ort.grpc.server import EngineHealth, GrpcServer, running, serve_until_signal
 from tei_ort.grpc.service import Core, GrpcService
 from tei_ort.serving.metrics import Metrics
 from tei_ort.serving.registry import Registry, Served
@@ -103,17 +103,7 @@ def grpc_models_companion(
     host: str, port: int
 ) -> Callable[[Registry], contextlib.AbstractAsyncContextManager[ModelsGrpcServer]]:
     """``create_models_app(companions=[...])``: gRPC beside HTTP (``--grpc-port``)."""
-
-    @contextlib.asynccontextmanager
-    async def run(registry: Registry) -> AsyncIterator[ModelsGrpcServer]:
-        server = ModelsGrpcServer(registry, host=host, port=port)
-        await server.start()
-        try:
-            yield server
-        finally:
-            await server.stop()
-
-    return run
+    return lambda registry: running(ModelsGrpcServer(registry, host=host, port=port))
 
 
 async def serve_grpc_models(registry: Registry) -> int:

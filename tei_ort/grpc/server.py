@@ -25,7 +25,7 @@ import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -320,21 +320,24 @@ def _bind(core: Core, request: Any) -> Callable[[], Any]:
     return lambda: core(request, False)
 
 
+ServerT = TypeVar("ServerT", bound=GrpcServer)
+
+
 def grpc_companion(
     settings: Settings, host: str, port: int
 ) -> Callable[[Infer], contextlib.AbstractAsyncContextManager[GrpcServer]]:
     """``create_app(companions=[...])``: gRPC on ``host:port`` beside HTTP (``--grpc-port``)."""
+    return lambda infer: running(GrpcServer(settings, infer, host=host, port=port))
 
-    @contextlib.asynccontextmanager
-    async def run(infer: Infer) -> AsyncIterator[GrpcServer]:
-        server = GrpcServer(settings, infer, host=host, port=port)
-        await server.start()
-        try:
-            yield server
-        finally:
-            await server.stop()
 
-    return run
+@contextlib.asynccontextmanager
+async def running(server: ServerT) -> AsyncIterator[ServerT]:
+    """``server`` started for the ``async with`` block and stopped after it."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 async def serve_grpc(settings: Settings, infer: Infer) -> int:
