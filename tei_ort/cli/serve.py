@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from tei_ort.errors import START_ERRORS
 from tei_ort.settings import Settings, listen_address
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from tei_ort.model.loading import LoadedModel
+    from tei_ort.serving.metrics import Renderable
     from tei_ort.serving.tracing import Tracer
 
 logger = logging.getLogger("tei_ort")
@@ -44,22 +46,28 @@ def serve(settings: Settings) -> int:
 
 def _serve_grpc(settings: Settings, tracer: Tracer | None) -> int:
     """``--grpc``: gRPC on --port (no HTTP), /metrics on --prometheus-port."""
-    import asyncio
-
     from tei_ort.grpc.server import serve_grpc
     from tei_ort.serving.infer import Infer
-    from tei_ort.serving.metrics import start_prometheus_listener
 
     try:
         infer = Infer(settings, _load(settings), tracer=tracer)
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1
-    listener = start_prometheus_listener(
-        infer.metrics, settings.bind_host, settings.prometheus_port
-    )
+    return run_grpc(settings, infer.metrics, lambda: serve_grpc(settings, infer))
+
+
+def run_grpc(
+    settings: Settings, metrics: Renderable, serve: Callable[[], Coroutine[Any, Any, int]]
+) -> int:
+    """Run ``serve`` (gRPC until SIGINT / SIGTERM) with ``metrics`` on --prometheus-port."""
+    import asyncio
+
+    from tei_ort.serving.metrics import start_prometheus_listener
+
+    listener = start_prometheus_listener(metrics, settings.bind_host, settings.prometheus_port)
     try:
-        return asyncio.run(serve_grpc(settings, infer))
+        return asyncio.run(serve())
     except START_ERRORS as exc:
         logger.error("%s", exc)
         return 1

@@ -75,18 +75,7 @@ def _registry(settings: Settings, tracer: Tracer | None) -> Registry:
 
 
 def _serve_grpc(registry: Registry) -> int:
-    import asyncio
-
+    from tei_ort.cli.serve import run_grpc
     from tei_ort.grpc.models import serve_grpc_models
-    from tei_ort.serving.metrics import start_prometheus_listener
 
-    settings = registry.settings
-    listener = start_prometheus_listener(registry, settings.bind_host, settings.prometheus_port)
-    try:
-        return asyncio.run(serve_grpc_models(registry))
-    except START_ERRORS as exc:
-        logger.error("%s", exc)
-        return 1
-    finally:
-        if listener is not None:
-            listener.close()
+    return run_grpc(registry.settings, registry, lambda: serve_grpc_models(registry))
