@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tei_ort.http.docs import docs_routes
@@ -119,18 +119,35 @@ def create_app(
         Route("/invocations", api.default, methods=["POST"]),
     ]
     routes = [*public, *guarded, Route("/", _root(api), methods=["GET", "POST"])]
-    middleware = middleware_stack(
-        settings, tracer, frozenset(route.path for route in guarded), frozenset({"/"})
+    guarded_paths = frozenset(route.path for route in guarded)
+    app = assemble_app(
+        settings, routes, lifespan, tracer, guarded_paths, frozenset({"/"}), api, infer.metrics
     )
+    app.state.infer = infer
+    return app
+
+
+def assemble_app(
+    settings: Settings,
+    routes: Sequence[BaseRoute],
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+    tracer: Tracer | None,
+    guarded: frozenset[str],
+    roots: frozenset[str],
+    api: object,
+    metrics: object,
+) -> Starlette:
+    """The Starlette app of the one-model and several-model servers: the middleware stack
+    (``guarded`` and ``roots`` as in ApiKeyMiddleware), the framework's error answers, and
+    the ``app.state`` that the process layer and the tests read."""
     app = Starlette(
         routes=routes,
-        middleware=middleware,
+        middleware=middleware_stack(settings, tracer, guarded, roots),
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception},
     )
     app.state.settings = settings
-    app.state.infer = infer
-    app.state.metrics = infer.metrics
+    app.state.metrics = metrics
     app.state.api = api
     return app
 

@@ -22,16 +22,14 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
 from tei_ort.errors import RequestError
-from tei_ort.http.app import middleware_stack, serving_lifespan
+from tei_ort.http.app import assemble_app, serving_lifespan
 from tei_ort.http.docs import docs_routes
-from tei_ort.http.framework import http_exception
 from tei_ort.http.openapi import openapi_document
 from tei_ort.http.responses import error_response, json_response, read_body
 from tei_ort.http.routes import Routes
@@ -256,17 +254,7 @@ def create_models_app(
         *(Route(path, api.post(path), methods=["POST"]) for path in POST_ROUTES if path != "/"),
         Route("/", api.root, methods=["GET", "POST"]),
     ]
-    middleware = middleware_stack(
-        settings, tracer, guarded_paths(registry.names), root_paths(registry.names)
-    )
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_exception},
-    )
-    app.state.settings = settings
+    guarded, roots = guarded_paths(registry.names), root_paths(registry.names)
+    app = assemble_app(settings, routes, lifespan, tracer, guarded, roots, api, registry)
     app.state.registry = registry
-    app.state.metrics = registry
-    app.state.api = api
     return app
