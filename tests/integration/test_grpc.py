@@ -20,12 +20,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tei_ort import errors
 from tei_ort.engines.base import EngineInputs
-from tei_ort.grpc.server import GrpcServer, grpc_companion, grpc_status
+from tei_ort.grpc.server import GrpcServer, grpc_status
 from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
-from tests.support.app import FakeModel, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -52,16 +52,7 @@ async def both(model: FakeModel, **overrides: Any) -> AsyncIterator[Both]:
     config = settings(**overrides)
     started: list[GrpcServer] = []
 
-    def companion(infer: Infer) -> contextlib.AbstractAsyncContextManager[GrpcServer]:
-        @contextlib.asynccontextmanager
-        async def run() -> AsyncIterator[GrpcServer]:
-            async with grpc_companion(config, "127.0.0.1", 0)(infer) as server:
-                started.append(server)
-                yield server
-
-        return run()
-
-    app = create_app(config, model, companions=[companion])
+    app = create_app(config, model, companions=[grpc_on_free_port(config, started)])
     async with serve(app) as client:
         server = started[0]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from tei_ort.errors import BatchSizeError, EmptyError
-from tei_ort.grpc.server import GrpcServer, grpc_companion
+from tei_ort.grpc.server import GrpcServer
 from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
-from tests.support.app import FakeModel, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -107,16 +107,7 @@ async def grpc_app(model: FakeModel, **overrides: Any) -> AsyncIterator[tuple[An
     config = settings(**overrides)
     started: list[GrpcServer] = []
 
-    def companion(infer: Infer) -> contextlib.AbstractAsyncContextManager[GrpcServer]:
-        @contextlib.asynccontextmanager
-        async def run() -> AsyncIterator[GrpcServer]:
-            async with grpc_companion(config, "127.0.0.1", 0)(infer) as server:
-                started.append(server)
-                yield server
-
-        return run()
-
-    app = create_app(config, model, companions=[companion])
+    app = create_app(config, model, companions=[grpc_on_free_port(config, started)])
     async with (
         serve(app) as client,
         grpc.aio.insecure_channel(f"127.0.0.1:{started[0].port}") as channel,

@@ -20,13 +20,13 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tei_ort.grpc.server import GrpcServer, grpc_companion
+from tei_ort.grpc.server import GrpcServer
 from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
-from tests.support.app import FakeModel, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
 from tests.support.process import ServerProcess, free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -41,16 +41,7 @@ async def traced(
     config = settings()
     started: list[GrpcServer] = []
 
-    def companion(infer: Infer) -> contextlib.AbstractAsyncContextManager[GrpcServer]:
-        @contextlib.asynccontextmanager
-        async def run() -> AsyncIterator[GrpcServer]:
-            async with grpc_companion(config, "127.0.0.1", 0)(infer) as server:
-                started.append(server)
-                yield server
-
-        return run()
-
-    app = create_app(config, model, tracer=tracer, companions=[companion])
+    app = create_app(config, model, tracer=tracer, companions=[grpc_on_free_port(config, started)])
     async with serve(app) as client:
         target = f"127.0.0.1:{started[0].port}"
         async with grpc.aio.insecure_channel(target) as channel:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,10 @@ from starlette.applications import Starlette
 
 from tei_ort.engines.base import OutputName
 from tei_ort.engines.fake import FakeEngine
+from tei_ort.grpc.server import GrpcServer, grpc_companion
 from tei_ort.model.info import Head, ModelInfo, ModelKind, Pooling
 from tei_ort.model.tokenization import Tokenizer
+from tei_ort.serving.infer import Infer
 from tei_ort.settings import Settings
 
 
@@ -150,3 +152,18 @@ def reference_embedding(model: FakeModel, text: str, *, normalize: bool = True) 
     assert model.info.pooling is not None
     vector = pool(output, mask, model.info.pooling)
     return (l2_normalize(vector) if normalize else vector)[0]
+
+
+def grpc_on_free_port(
+    config: Settings, started: list[GrpcServer]
+) -> Callable[[Infer], contextlib.AbstractAsyncContextManager[GrpcServer]]:
+    """create_app's gRPC companion on 127.0.0.1 and a free port; each server it starts is
+    appended to ``started``, where the test reads its port."""
+
+    @contextlib.asynccontextmanager
+    async def run(infer: Infer) -> AsyncIterator[GrpcServer]:
+        async with grpc_companion(config, "127.0.0.1", 0)(infer) as server:
+            started.append(server)
+            yield server
+
+    return run

@@ -6,18 +6,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from tei_ort.model.cache import CacheKey, EngineCache
-
-KEY = CacheKey(
-    model_id="org/model",
-    weights_digest="abc",
-    exporter_version="1",
-    target="onnx-cpu",
-    dtype="float32",
-    head="base",
-    variant="ort",
-    runtime="onnxruntime-1.0",
-)
+from tei_ort.model.cache import EngineCache
+from tests.unit.test_cache_integrity import KEY
 
 
 def _build_once(root: str, log: str, start_at: float) -> None:
