@@ -27,25 +27,71 @@ class Chunk:
     length: int  # the longest real length among them: the piece's padded length
 
 
-def plan_chunks(lengths: Sequence[int] | NDArray[np.int64], max_tokens: int) -> list[Chunk]:
+def plan_chunks(
+    lengths: Sequence[int] | NDArray[np.int64], max_tokens: int, call_tokens: int | None = None
+) -> list[Chunk]:
     """Pieces of a batch whose padded size (rows x longest) stays within ``max_tokens``.
 
     ``lengths`` are the real token counts of the batch's rows. Rows go longest first; a
     piece always takes at least one row, so a row longer than ``max_tokens`` runs alone.
     Every row is in exactly one piece; a row of length 0 is run with length 1.
+
+    Without ``call_tokens`` each piece takes as many rows as the budget allows. With it,
+    the pieces are the cheapest cut when a call costs ``call_tokens`` padded tokens more
+    than its rows: a few long texts among short ones (a batch in arrival order) then run
+    apart from them instead of padding them all, while rows of about one length stay
+    together.
     """
     counts = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # (B,)
     order = np.argsort(-counts, kind="stable")  # longest first, ties in batch order
+    ordered = counts[order].tolist()
+    if call_tokens is None:
+        ends = _filled_ends(ordered, max_tokens)
+    else:
+        ends = _cheapest_ends(ordered, max_tokens, call_tokens)
     chunks: list[Chunk] = []
     start = 0
-    while start < len(order):
-        longest = int(counts[order[start]])
-        # rows after the first are no longer, so the piece's padded length is ``longest``
-        take = max(1, max_tokens // longest)
-        rows = order[start : start + take]
-        chunks.append(Chunk(rows=rows.astype(np.intp), length=longest))
-        start += take
+    for end in ends:
+        # rows after the first are no longer, so the piece's padded length is its first's
+        chunks.append(Chunk(rows=order[start:end].astype(np.intp), length=ordered[start]))
+        start = end
     return chunks
+
+
+def _filled_ends(counts: list[int], max_tokens: int) -> list[int]:
+    """Piece ends (exclusive) over rows sorted longest first, each full to the budget."""
+    ends: list[int] = []
+    start = 0
+    while start < len(counts):
+        start = min(len(counts), start + max(1, max_tokens // counts[start]))
+        ends.append(start)
+    return ends
+
+
+def _cheapest_ends(counts: list[int], max_tokens: int, call_tokens: int) -> list[int]:
+    """Piece ends minimizing sum(call_tokens + rows x longest) within the budget, over rows
+    sorted longest first (dynamic programming). A piece need only end where the length
+    drops or the budget is full: ending inside a run of equal lengths elsewhere only moves
+    rows into a piece no shorter. The work is about rows x distinct lengths."""
+    n = len(counts)
+    drops = [k for k in range(1, n) if counts[k] < counts[k - 1]] + [n]
+    best: dict[int, int] = {0: 0}  # rows [0, k) -> their cheapest cost
+    cut: dict[int, int] = {}  # rows [0, k) -> where the last piece of that cut starts
+    for start in range(n):
+        if start not in best:  # no cheapest cut ends here
+            continue
+        longest = counts[start]
+        last = min(n, start + max(1, max_tokens // longest))
+        for end in {k for k in drops if start < k <= last} | {last}:
+            cost = best[start] + call_tokens + (end - start) * longest
+            if end not in best or cost < best[end]:
+                best[end], cut[end] = cost, start
+    ends: list[int] = []
+    end = n
+    while end > 0:
+        ends.append(end)
+        end = cut[end]
+    return ends[::-1]
 
 
 def run_chunked(
@@ -53,18 +99,25 @@ def run_chunked(
     max_tokens: int | None,
     output_name: OutputName,
     run: Callable[[EngineInputs], NDArray[np.float32]],
+    call_tokens: int | None = None,
 ) -> NDArray[np.float32]:
     """``run`` over the pieces of a right-padded batch of at most ``max_tokens`` padded
-    tokens each; outputs go back to their rows, padding positions zero. A batch within
-    ``max_tokens`` (or any batch, for None) is one call of ``run`` as it is."""
-    if max_tokens is None or inputs.batch_size * inputs.seq_len <= max_tokens:
+    tokens each (see ``plan_chunks`` for ``call_tokens``); outputs go back to their rows,
+    padding positions zero. A batch that is one piece as it is (any batch, for a None
+    ``max_tokens``) is one call of ``run`` on ``inputs``."""
+    if max_tokens is None or inputs.batch_size == 1:
+        return run(inputs)
+    if call_tokens is None and inputs.batch_size * inputs.seq_len <= max_tokens:
         return run(inputs)
     lengths = inputs.attention_mask.sum(axis=1)  # (B,)
+    chunks = plan_chunks(lengths, max_tokens, call_tokens)
+    if len(chunks) == 1 and chunks[0].length == inputs.seq_len:
+        return run(inputs)
     out: NDArray[np.float32] | None = None
     hidden = output_name is OutputName.LAST_HIDDEN_STATE
-    for chunk in plan_chunks(lengths, max_tokens):
+    types = inputs.token_type_ids
+    for chunk in chunks:
         rows, t = chunk.rows, chunk.length
-        types = inputs.token_type_ids
         part = run(
             EngineInputs(
                 inputs.input_ids[rows, :t],

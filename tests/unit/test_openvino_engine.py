@@ -59,6 +59,27 @@ def test_micro_batches_give_the_whole_batch_answer(plain_graph: Path) -> None:
     assert np.abs(np.where(mask, a - b, 0)).max() < 1e-5
 
 
+def test_a_batch_of_mixed_lengths_runs_as_pieces_with_the_whole_batch_answer(
+    plain_graph: Path,
+) -> None:
+    inputs = _inputs(1)  # 4 rows of different lengths, padded to the longest
+    whole = OpenVinoEngine(plain_graph, dtype="float32", threads=1, chunk_tokens=None)
+    cut = OpenVinoEngine(plain_graph, dtype="float32", threads=1, chunk_tokens=4096, call_tokens=0)
+    calls: list[tuple[int, int]] = []
+    run_piece = cut._run
+
+    def counted(piece: EngineInputs) -> np.ndarray:
+        calls.append((piece.batch_size, piece.seq_len))
+        return run_piece(piece)
+
+    cut._run = counted  # type: ignore[method-assign]
+    mask = inputs.attention_mask[:, :, None].astype(bool)  # (B, T, 1)
+    a, b = whole.run(inputs), cut.run(inputs)
+    assert len(calls) > 1 and sum(rows for rows, _ in calls) == inputs.batch_size
+    assert a.shape == b.shape
+    assert np.abs(np.where(mask, a - b, 0)).max() < 1e-5
+
+
 def test_compiled_model_is_stored_then_imported(plain_graph: Path, tmp_path: Path) -> None:
     blob = tmp_path / "model.openvino.blob"
     first = OpenVinoEngine(plain_graph, dtype="float32", threads=1, compiled_path=blob)
