@@ -5,8 +5,8 @@ tokens at ~680 texts/s in one call and ~850 texts/s as 1024-token pieces (bench/
 The server keeps TEI's token budget (``--max-batch-tokens`` 16384) for queueing; the CPU
 engine cuts what it gets. Rows are sorted by real length first, so each piece is padded
 only to its own longest row (the server's batches are FIFO, in arrival order). An engine
-that gives a call's cost (``call_tokens``) also has a batch within the budget cut where
-that saves more padding than the extra call costs: a few long texts that arrive among
+that gives a call's cost (``call_tokens``) has its batches cut where that saves more
+padding than the extra call costs, within the budget: a few long texts that arrive among
 short ones no longer pad them all to their length.
 """
 
