@@ -107,10 +107,14 @@ def test_chunked_run_equals_one_run(tmp_path: Path, head: Head) -> None:
     whole = engine.run(inputs)
     engine.chunk_tokens = 30  # pieces: [24], [17], [9, 3]
     pieces = engine.run(inputs)
-    assert pieces.shape == whole.shape
-    if engine.output_name is OutputName.LAST_HIDDEN_STATE:
-        mask = batch["attention_mask"].astype(bool)
-        np.testing.assert_allclose(pieces[mask], whole[mask], atol=1e-5)
-        assert not pieces[1, 17:].any()  # past its piece's length: zeros, not stale memory
-    else:
-        np.testing.assert_allclose(pieces, whole, atol=1e-5)
+    # within the budget, cut at every length (a call costing nothing): [24], [17], [9], [3]
+    engine.chunk_tokens, engine.call_tokens = 4096, 0
+    cut = engine.run(inputs)
+    for got in (pieces, cut):
+        assert got.shape == whole.shape
+        if engine.output_name is OutputName.LAST_HIDDEN_STATE:
+            mask = batch["attention_mask"].astype(bool)
+            np.testing.assert_allclose(got[mask], whole[mask], atol=1e-5)
+            assert not got[1, 17:].any()  # past its piece's length: zeros, not stale memory
+        else:
+            np.testing.assert_allclose(got, whole, atol=1e-5)
