@@ -31,22 +31,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import Server, default_model, wrk  # noqa: E402
+from bench.run import Server, cpu_seconds, default_model, wrk  # noqa: E402
 from bench.texts import text_sets  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each thread of ``pid``."""
     out: dict[int, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            out[int(task.name)] = cpu_seconds(task / "stat")
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / TICK
     return out
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.run import cpu_seconds  # noqa: E402
 from bench.texts import text_sets  # noqa: E402
 from tei_ort.proto import tei_pb2 as pb  # noqa: E402
 from tei_ort.proto import tei_pb2_grpc as rpc  # noqa: E402
@@ -94,12 +94,6 @@ def wrk_rate(url: str, bodies: Path, seconds: float, concurrency: int) -> float 
     return float(result["requests"]) / (result["duration_us"] / 1e6)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -133,13 +127,13 @@ def main() -> int:
                     ),
                 }
                 for name, step in steps.items():
-                    cpu = cpu_seconds(pid)
+                    cpu = cpu_seconds(Path(f"/proc/{pid}/stat"))
                     rate = step()
                     if rate is None:
                         continue
                     # includes the 1 s warm-up of the Python clients: an estimate per answer
                     answers = rate * (args.seconds + (0.0 if name == "http-wrk" else 1.0))
-                    cost_ms = 1000 * (cpu_seconds(pid) - cpu) / answers
+                    cost_ms = 1000 * (cpu_seconds(Path(f"/proc/{pid}/stat")) - cpu) / answers
                     rates[name].append(rate)
                     costs[name].append(cost_ms)
                     line = {"repeat": repeat, "step": name, "requests_per_s": round(rate, 1)}
