@@ -12,6 +12,7 @@ short ones no longer pad them all to their length.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,7 +76,7 @@ def _cheapest_ends(counts: list[int], max_tokens: int, call_tokens: int) -> list
     """Piece ends minimizing sum(call_tokens + rows x longest) within the budget, over rows
     sorted longest first (dynamic programming). A piece need only end where the length
     drops or the budget is full: ending inside a run of equal lengths elsewhere only moves
-    rows into a piece no shorter. The work is about rows x distinct lengths."""
+    rows into a piece no shorter. The work is about rows x the drops one piece can span."""
     n = len(counts)
     drops = [k for k in range(1, n) if counts[k] < counts[k - 1]] + [n]
     best: dict[int, int] = {0: 0}  # rows [0, k) -> their cheapest cost
@@ -85,7 +86,9 @@ def _cheapest_ends(counts: list[int], max_tokens: int, call_tokens: int) -> list
             continue
         longest = counts[start]
         last = min(n, start + max(1, max_tokens // longest))
-        for end in {k for k in drops if start < k <= last} | {last}:
+        # the drops in (start, last], found by bisection: ``drops`` is sorted
+        within = drops[bisect.bisect_right(drops, start) : bisect.bisect_right(drops, last)]
+        for end in {*within, last}:
             cost = best[start] + call_tokens + (end - start) * longest
             if end not in best or cost < best[end]:
                 best[end], cut[end] = cost, start
