@@ -249,7 +249,9 @@ def run_matmul() -> None:
 def run_matmul_bf16() -> None:
     """The machine's bf16 MatMul rate in OpenVINO (AMX-BF16 where the CPU has it), on the
     same shape as run_matmul: what the bf16 engine's linear layers can reach."""
-    import openvino as ov
+    from tei_ort.engines.openvino_runtime import import_openvino
+
+    ov = import_openvino()
     import openvino.opset13 as ops
 
     m, k, n = 4096, 384, 1536

@@ -6,7 +6,8 @@ ONNX Runtime's float32 engine on the same graph family (bench/README.md). The co
 model is exported into the engine cache entry beside ``model.onnx`` on first load and
 imported on later starts. SPLADE graphs run their head in float32 (tei_ort.engines.openvino_head).
 The ``openvino`` package is imported lazily, so that tei-ort runs where it is missing
-(tei_ort.engines.cpu_choice then keeps ONNX Runtime).
+(tei_ort.engines.cpu_choice then keeps ONNX Runtime), and without its usage telemetry
+(tei_ort.engines.openvino_runtime).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tei_ort.engines.base import Engine, EngineInputs, OutputName, graph_feed
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.openvino_head import HIDDEN_INPUT, split_sparse_head
+from tei_ort.engines.openvino_runtime import import_openvino
 from tei_ort.engines.ort_engine import physical_cores
 
 logger = logging.getLogger(__name__)
@@ -51,9 +53,7 @@ CHUNK_TOKENS = {"bfloat16": 2048, "float32": CPU_CHUNK_TOKENS}
 
 
 def openvino_version() -> str:
-    import openvino
-
-    return str(openvino.__version__).split("-")[0]
+    return str(import_openvino().__version__).split("-")[0]
 
 
 def compile_config(dtype: str, threads: int | None) -> dict[str, Any]:
@@ -133,7 +133,7 @@ class OpenVinoEngine(Engine):
         call_tokens: int | None = CALL_TOKENS,
     ) -> None:
         try:
-            import openvino
+            openvino = import_openvino()
         except ImportError as exc:
             raise EngineError("the OpenVINO engine needs the openvino package") from exc
         self.dtype = dtype

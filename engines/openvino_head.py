@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tei_ort.engines.base import OutputName
+from tei_ort.engines.openvino_runtime import import_openvino
 
 #: the head model's input: the encoder's last hidden state (B, T, H)
 HIDDEN_INPUT = "hidden_states"
@@ -34,7 +35,7 @@ def split_sparse_head(model: Any) -> tuple[Any, Any] | None:
     The head starts at the MLM transform, the second-last weight MatMul (the last is the
     vocabulary projection); it takes the encoder's output and ``attention_mask``.
     """
-    import openvino as ov
+    ov = import_openvino()
     import openvino.opset13 as ops
 
     results = model.get_results()

@@ -4,6 +4,9 @@ the compiled model in the cache entry, and memory over many distinct shapes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +133,20 @@ def test_memory_stays_bounded_over_many_shapes(plain_graph: Path) -> None:
     for _ in range(600):
         run(int(rng.integers(1, 7)), int(rng.integers(1, 49)))
     assert rss_mb() - before < 8
+
+
+def test_openvino_is_imported_without_its_usage_telemetry(tmp_path: Path) -> None:
+    # a fresh interpreter: this one may have imported openvino already; CI=true would
+    # make the telemetry decline by itself, so it is unset
+    script = (
+        "from tei_ort.engines.openvino_runtime import import_openvino\n"
+        "import_openvino()\n"
+        "import openvino.tools.ovc.telemetry_utils as utils\n"
+        "print(utils.tm.__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub"]
+    assert not (tmp_path / "intel").exists()  # no client id written for the analytics
