@@ -112,7 +112,7 @@ def main() -> int:
         )
         rates: dict[str, list[float]] = {"grpc": [], "http-httpx": [], "http-wrk": []}
         costs: dict[str, list[float]] = {name: [] for name in rates}
-        pid = server.process.pid
+        stat = Path(f"/proc/{server.process.pid}/stat")  # the server process's CPU time
         try:
             for repeat in range(args.repeats):
                 steps = {
@@ -127,13 +127,13 @@ def main() -> int:
                     ),
                 }
                 for name, step in steps.items():
-                    cpu = cpu_seconds(Path(f"/proc/{pid}/stat"))
+                    cpu = cpu_seconds(stat)
                     rate = step()
                     if rate is None:
                         continue
                     # includes the 1 s warm-up of the Python clients: an estimate per answer
                     answers = rate * (args.seconds + (0.0 if name == "http-wrk" else 1.0))
-                    cost_ms = 1000 * (cpu_seconds(Path(f"/proc/{pid}/stat")) - cpu) / answers
+                    cost_ms = 1000 * (cpu_seconds(stat) - cpu) / answers
                     rates[name].append(rate)
                     costs[name].append(cost_ms)
                     line = {"repeat": repeat, "step": name, "requests_per_s": round(rate, 1)}

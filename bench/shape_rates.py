@@ -73,7 +73,7 @@ def torch_forward(model: Path) -> Callable[[Shape], Forward]:
     return for_shape
 
 
-def openvino_forward(model: Path, static: bool) -> Callable[[Shape], Forward]:
+def openvino_forward(model: Path, static: bool, workdir: Path) -> Callable[[Shape], Forward]:
     from tei_ort.engines.openvino_engine import compile_config
     from tei_ort.engines.openvino_runtime import import_openvino
     from tei_ort.exporters.export import Variant, export_to_file
@@ -81,16 +81,17 @@ def openvino_forward(model: Path, static: bool) -> Callable[[Shape], Forward]:
 
     ov = import_openvino()
     config = json.loads((model / "config.json").read_text())
-    graph = Path(tempfile.mkdtemp(prefix="shape-rates-")) / "model.onnx"
+    graph = workdir / "model.onnx"
     export_to_file(config, [model / "model.safetensors"], Head.BASE, graph, Variant.PLAIN)
     core = ov.Core()
     settings = compile_config("bfloat16", None)
-    dynamic = None if static else core.compile_model(core.read_model(str(graph)), "CPU", settings)
+    read = core.read_model(str(graph))
+    dynamic = None if static else core.compile_model(read, "CPU", settings)
 
     def for_shape(shape: Shape) -> Forward:
         compiled = dynamic
         if compiled is None:
-            fixed = core.read_model(str(graph))
+            fixed = read.clone()
             fixed.reshape({port.get_any_name(): list(shape) for port in fixed.inputs})
             compiled = core.compile_model(fixed, "CPU", settings)
         request = compiled.create_infer_request()
@@ -100,11 +101,18 @@ def openvino_forward(model: Path, static: bool) -> Callable[[Shape], Forward]:
 
 
 def run_method(method: str, model: Path, shapes: list[Shape], repeats: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="shape-rates-") as workdir:
+        if method == "torch-bf16":
+            prepare = torch_forward(model)
+        else:
+            prepare = openvino_forward(model, method == "openvino-static", Path(workdir))
+        time_shapes(method, prepare, model, shapes, repeats)
+
+
+def time_shapes(
+    method: str, prepare: Callable[[Shape], Forward], model: Path, shapes: list[Shape], repeats: int
+) -> None:
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    if method == "torch-bf16":
-        prepare = torch_forward(model)
-    else:
-        prepare = openvino_forward(model, static=method == "openvino-static")
     for shape in shapes:
         forward = prepare(shape)
         feed = feeds(shape, vocab)
