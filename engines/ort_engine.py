@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,30 @@ CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 CPU_CALL_TOKENS = 512
 
 
+_TOPOLOGY = Path("/sys/devices/system/cpu")
+
+
+def count_cores(cpus: Iterable[int], topology: Path = _TOPOLOGY) -> int:
+    """How many physical cores ``cpus`` (logical CPU numbers) span: SMT siblings share a
+    (package, core) pair. A CPU whose topology cannot be read counts as a core of its own."""
+    cores: set[tuple[str, ...]] = set()
+    for cpu in cpus:
+        folder = topology / f"cpu{cpu}" / "topology"
+        try:
+            package = (folder / "physical_package_id").read_text().strip()
+            core = (folder / "core_id").read_text().strip()
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+            continue
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
 def physical_cores() -> int:
-    """Cores this process may run on; ORT's own default counts hyper-threads twice."""
+    """Physical cores this process may run on: one inference thread per core, since a
+    hyper-thread sibling shares the core's vector units (ORT's default counts both)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return count_cores(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return max(1, os.cpu_count() or 1)
 

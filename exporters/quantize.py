@@ -106,12 +106,16 @@ def scale_rows(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
 
 
 def quantize_int8(
-    model: onnx.ModelProto, *, keep_fp32: Iterable[str] | None = None
+    model: onnx.ModelProto,
+    *,
+    keep_fp32: Iterable[str] | None = None,
+    reduce_range: bool = False,
 ) -> onnx.ModelProto:
     """The int8 graph for ``model`` (which must have unique node names).
 
     ``keep_fp32`` names weight MatMuls left in fp32 (default: :func:`fp32_matmuls`); the
-    fused Attention op always stays fp32.
+    fused Attention op always stays fp32. ``reduce_range``: 7-bit weights, for CPUs whose
+    u8 x s8 kernels add pairs of products in 16 bits (see :data:`REDUCED_RANGE`).
     """
     # imported here: the quantization tooling is only needed when an int8 engine is built
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -129,9 +133,7 @@ def quantize_int8(
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=names,
             per_channel=True,
-            # full 8-bit weights: exact on VNNI / AMX CPUs; AVX2 without VNNI can saturate
-            # u8 x s8 pair sums (reduce_range=True avoids that, at some accuracy)
-            reduce_range=False,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             use_external_data_format=large,
             # our graphs use contrib ops that ONNX shape inference cannot type

@@ -99,7 +99,9 @@ def write_graph(
         from tei_ort.exporters.quantize import quantize_int8
         from tei_ort.exporters.token_packing import pack_tokens
 
-        graph = quantize_int8(pack_tokens(unfuse_skip_layer_norm(graph)))
+        graph = quantize_int8(
+            pack_tokens(unfuse_skip_layer_norm(graph)), reduce_range=target.reduce_range
+        )
     onnx.save_model(graph, str(path))
 
 

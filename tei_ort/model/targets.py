@@ -15,6 +15,7 @@ import onnxruntime
 from tei_ort.engines.cpu_choice import (
     CpuEngine,
     choose_cpu_engine,
+    int8_pairs_saturate,
     isa_tag,
     openvino_installed,
     read_cpu_flags,
@@ -56,6 +57,7 @@ class EngineTarget:
     extra: str = ""  # cache-key part: TensorRT profiles
     limits: BatchLimits | None = None  # GPU engines: the batch shapes they are sized for
     profiles: ProfilePlan | None = None  # TensorRT
+    reduce_range: bool = False  # int8: 7-bit weights (engines.cpu_choice.int8_pairs_saturate)
 
 
 def select_target(options: ModelOptions) -> EngineTarget:
@@ -82,13 +84,16 @@ def select_target(options: ModelOptions) -> EngineTarget:
     if choice.dtype == "int8":
         from tei_ort.exporters.quantize import QUANTIZER_VERSION
 
-        # the fp32 graph, quantized in write_graph; the scheme's version keys the cache
+        # the fp32 graph, quantized in write_graph; the scheme (its version, and 7-bit
+        # weights where the CPU's pair sums saturate) keys the cache
+        reduce_range = int8_pairs_saturate(flags)
         return EngineTarget(
             CPU_TARGET,
             choice.dtype,
             Variant.ORT,
             ("CPUExecutionProvider",),
-            extra=f"int8-dynamic-v{QUANTIZER_VERSION}",
+            extra=f"int8-dynamic-v{QUANTIZER_VERSION}" + ("-u7" if reduce_range else ""),
+            reduce_range=reduce_range,
         )
     return EngineTarget(CPU_TARGET, choice.dtype, Variant.ORT, ("CPUExecutionProvider",))
 

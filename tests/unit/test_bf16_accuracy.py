@@ -15,20 +15,17 @@ import numpy as np
 import pytest
 
 import tei_ort
-from tei_ort.engines.cpu_choice import native_bf16, openvino_installed, read_cpu_flags
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.info import Pooling
-from tests.unit.test_int8_accuracy import SENTENCES, _cognition_dir, _cosines, _paragraphs
+from tests.support.cpu import needs_native_bf16
+from tests.support.texts import BF16_MIN_COSINE, SENTENCES, cognition_dir, cosines, paragraphs
 
-MIN_COSINE = 0.9999
+MIN_COSINE = BF16_MIN_COSINE
 TOP_TERMS = 20
 #: terms whose float32 weights are this close to the 20th may trade places at the edge
 TIE = 0.005
 
-pytestmark = pytest.mark.skipif(
-    not (openvino_installed() and native_bf16(read_cpu_flags())),
-    reason="needs the openvino package and a CPU with native bf16",
-)
+pytestmark = needs_native_bf16
 
 
 def _pair(model_dir: Path, cache: Path, **options: object) -> tuple[tei_ort.Model, tei_ort.Model]:
@@ -40,25 +37,25 @@ def _pair(model_dir: Path, cache: Path, **options: object) -> tuple[tei_ort.Mode
 
 def test_minilm_bf16_cosine(tmp_path: Path) -> None:
     fp32, bf16 = _pair(default_model_path(), tmp_path)
-    texts = SENTENCES + _paragraphs()
-    cos = _cosines(fp32.embed(texts), bf16.embed(texts))
+    texts = SENTENCES + paragraphs()
+    cos = cosines(fp32.embed(texts), bf16.embed(texts))
     assert cos.min() >= MIN_COSINE, f"min cosine {cos.min():.6f} at {texts[int(cos.argmin())]!r}"
     assert cos.mean() < 0.9999999  # bf16 really is a different engine
 
 
 @pytest.mark.cpu_default
 def test_default_is_bf16_on_this_cpu(tmp_path: Path) -> None:
-    splade = tei_ort.load(str(_cognition_dir()), engine_cache=str(tmp_path), pooling=Pooling.SPLADE)
+    splade = tei_ort.load(str(cognition_dir()), engine_cache=str(tmp_path), pooling=Pooling.SPLADE)
     assert splade.loaded.engine.dtype == "bfloat16"
     assert len(splade.loaded.engine.stages) == 2  # the head apart, in float32
 
 
 def test_splade_bf16_cosine_and_top_terms(tmp_path: Path) -> None:
-    fp32, bf16 = _pair(_cognition_dir(), tmp_path, pooling=Pooling.SPLADE)
-    texts = SENTENCES + _paragraphs()
+    fp32, bf16 = _pair(cognition_dir(), tmp_path, pooling=Pooling.SPLADE)
+    texts = SENTENCES + paragraphs()
     ref = fp32.embed(texts, normalize=False)  # (N, vocab) sparse vectors
     ours = bf16.embed(texts, normalize=False)
-    cos = _cosines(ref, ours)
+    cos = cosines(ref, ours)
     assert cos.min() >= MIN_COSINE, f"min cosine {cos.min():.6f} at {texts[int(cos.argmin())]!r}"
     for row, text in enumerate(texts):
         want = set(np.argsort(-ref[row])[:TOP_TERMS].tolist())

@@ -23,6 +23,7 @@ from tei_ort.model.cache import ENGINE_FILE, KEY_FILE, OPTIMIZED_FILE
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.manifest import MANIFEST_FILE
+from tests.support.cpu import needs_native_bf16, needs_openvino, openvino_in_float32
 
 
 @dataclass(frozen=True)
@@ -161,22 +162,32 @@ def test_read_only_cache_refuses_a_damaged_graph(
         _load(cache)
 
 
-def test_a_bf16_build_stores_the_compiled_model_and_serve_writes_nothing(tmp_path: Path) -> None:
-    """The OpenVINO engine (bf16, the default on this CPU kind) is complete after `build` too:
-    its compiled model is in the entry, and a start imports it without writing."""
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param("bfloat16", marks=needs_native_bf16),
+        # the same plumbing in float32, on any x86 CPU (tests/support/cpu.py)
+        pytest.param("float32", marks=needs_openvino),
+    ],
+)
+def test_an_openvino_build_stores_the_compiled_model_and_serve_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """The OpenVINO engine (bf16, the default on CPUs with native bf16) is complete after
+    `build` too: its compiled model is in the entry, and a start imports it without writing."""
     from tei_ort.engines.openvino_engine import COMPILED_FILE, OpenVinoEngine
 
+    if dtype == "float32":
+        openvino_in_float32(monkeypatch)
     root = tmp_path / "engines"
     args = ["build", "--model-id", str(default_model_path()), "--engine-cache", str(root)]
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        assert main([*args, "--dtype", "bfloat16"]) == 0
+        assert main([*args, "--dtype", dtype]) == 0
     entry = _entry(root)
     assert (entry / COMPILED_FILE).is_file()
     before = _snapshot(root)
-    options = ModelOptions(
-        model_id=str(default_model_path()), engine_cache=str(root), dtype="bfloat16"
-    )
+    options = ModelOptions(model_id=str(default_model_path()), engine_cache=str(root), dtype=dtype)
     loaded = load_model(options)
     assert isinstance(loaded.engine, OpenVinoEngine) and not loaded.built
-    assert (loaded.engine.compute_type, loaded.engine.dtype) == ("cpu", "bfloat16")
+    assert (loaded.engine.compute_type, loaded.engine.dtype) == ("cpu", dtype)
     assert {k: v[:2] for k, v in _snapshot(root).items()} == {k: v[:2] for k, v in before.items()}

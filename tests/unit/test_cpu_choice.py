@@ -9,6 +9,7 @@ import pytest
 from tei_ort.engines.cpu_choice import (
     CpuEngine,
     choose_cpu_engine,
+    int8_pairs_saturate,
     isa_tag,
     native_bf16,
     parse_cpu_flags,
@@ -17,6 +18,7 @@ from tei_ort.errors import EngineUnavailableError
 from tei_ort.model import targets
 from tei_ort.model.options import ModelOptions
 from tei_ort.model.targets import select_target
+from tests.support.cpu import needs_openvino
 
 SAPPHIRE_RAPIDS = frozenset(
     {
@@ -113,6 +115,22 @@ def test_int8_runs_the_ort_int8_engine() -> None:
         assert (choice.engine, choice.dtype) == (CpuEngine.ORT, "int8")
 
 
+@pytest.mark.parametrize(
+    ("flags", "saturate"),
+    [(SAPPHIRE_RAPIDS, False), (ICE_LAKE, False), (HASWELL, True), (ARM, False)],
+)
+def test_int8_gets_7_bit_weights_where_pair_sums_saturate(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], saturate: bool
+) -> None:
+    """AVX2 without VNNI (Haswell, AMD Zen 3) adds u8 x s8 pairs in 16 bits: the engine says
+    so, gets 7-bit weights, and a cache entry of its own."""
+    assert int8_pairs_saturate(flags) is saturate
+    assert ("7-bit" in choose_cpu_engine("int8", flags, openvino=True).reason) is saturate
+    monkeypatch.setattr(targets, "read_cpu_flags", lambda: flags)
+    target = select_target(ModelOptions(dtype="int8"))
+    assert target.reduce_range is saturate and target.extra.endswith("-u7") is saturate
+
+
 def test_bfloat16_requested() -> None:
     choice = choose_cpu_engine("bfloat16", COOPER_LAKE, openvino=True)
     assert (choice.engine, choice.dtype) == (CpuEngine.OPENVINO, "bfloat16")
@@ -140,11 +158,11 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], openvino: 
     monkeypatch.setattr(targets, "openvino_installed", lambda: openvino)
 
 
+@needs_openvino
 @pytest.mark.cpu_default
 def test_select_target_openvino_keys_runtime_isa_and_dtype(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pytest.importorskip("openvino")
     _fake_cpu(monkeypatch, SAPPHIRE_RAPIDS, True)
     target = select_target(ModelOptions())
     assert (target.engine, target.dtype, target.variant.value) == ("openvino", "bfloat16", "plain")

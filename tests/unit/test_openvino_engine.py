@@ -12,25 +12,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tei_ort.engines import openvino_engine
 from tei_ort.engines.base import EngineInputs, OutputName
 from tei_ort.engines.openvino_engine import OpenVinoEngine, compile_config
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.exporters.export import Variant, export_to_file
 from tei_ort.model.info import Head
+from tests.support.cpu import needs_openvino
 from tests.support.tiny_models import make_model, mixed_batch
 
-pytest.importorskip("openvino")
+pytestmark = needs_openvino
+
+
+def _export(out: Path, head: Head) -> Path:
+    make_model("bert", head.value, out)
+    config = json.loads((out / "config.json").read_text())
+    path = out / "model.onnx"
+    export_to_file(config, [out / "model.safetensors"], head, path, Variant.PLAIN)
+    return path
 
 
 @pytest.fixture(scope="module")
 def plain_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("transformers")
-    out = tmp_path_factory.mktemp("tiny-bert")
-    make_model("bert", "base", out)
-    config = json.loads((out / "config.json").read_text())
-    path = out / "model.onnx"
-    export_to_file(config, [out / "model.safetensors"], Head.BASE, path, Variant.PLAIN)
-    return path
+    return _export(tmp_path_factory.mktemp("tiny-bert"), Head.BASE)
+
+
+@pytest.fixture(scope="module")
+def splade_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory.mktemp("tiny-splade"), Head.SPLADE)
 
 
 def _inputs(seed: int = 0) -> EngineInputs:
@@ -93,6 +102,30 @@ def test_compiled_model_is_stored_then_imported(plain_graph: Path, tmp_path: Pat
     assert blob.stat().st_mtime_ns == mtime  # imported, not compiled and written again
     inputs = _inputs()
     np.testing.assert_array_equal(first.run(inputs), second.run(inputs))
+
+
+def test_splade_head_runs_apart_and_both_compiled_stages_are_imported(
+    splade_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bf16 engine's two stages (encoder, float32 head), run in float32 so that any
+    x86 CPU covers the cut, the stored blobs and their import."""
+    monkeypatch.setattr(openvino_engine, "SPLIT_HEAD_DTYPES", frozenset({"float32"}))
+    blob = tmp_path / openvino_engine.COMPILED_FILE
+    head_blob = tmp_path / openvino_engine.COMPILED_HEAD_FILE
+    split = OpenVinoEngine(splade_graph, dtype="float32", threads=1, compiled_path=blob)
+    assert len(split.stages) == 2 and blob.is_file() and head_blob.is_file()
+    assert split.output_name is OutputName.SPARSE_EMBEDDING
+    mtimes = (blob.stat().st_mtime_ns, head_blob.stat().st_mtime_ns)
+    imported = OpenVinoEngine(splade_graph, dtype="float32", threads=1, compiled_path=blob)
+    assert len(imported.stages) == 2
+    assert (blob.stat().st_mtime_ns, head_blob.stat().st_mtime_ns) == mtimes
+    monkeypatch.setattr(openvino_engine, "SPLIT_HEAD_DTYPES", frozenset())
+    whole = OpenVinoEngine(splade_graph, dtype="float32", threads=1)
+    assert len(whole.stages) == 1
+    inputs = _inputs()
+    ref = OrtEngine(splade_graph, threads=1).run(inputs)  # (B, vocab)
+    for engine in (split, imported, whole):
+        np.testing.assert_allclose(engine.run(inputs), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_a_broken_compiled_model_is_compiled_again(plain_graph: Path, tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import tei_ort
-from tei_ort.engines.cpu_choice import native_bf16, openvino_installed, read_cpu_flags
-from tests.unit.test_bf16_accuracy import MIN_COSINE
-from tests.unit.test_int8_accuracy import SENTENCES, _cosines, _paragraphs
+from tests.support.cpu import needs_native_bf16
+from tests.support.texts import BF16_MIN_COSINE as MIN_COSINE
+from tests.support.texts import SENTENCES, cosines, paragraphs
 
 pytestmark = pytest.mark.slow
 
@@ -93,16 +93,13 @@ def test_all_mpnet_base_v2_matches_sentence_transformers(model_dir: Path, tmp_pa
     assert (ours * expected).sum(axis=1).min() >= 0.99999
 
 
-@pytest.mark.skipif(
-    not (openvino_installed() and native_bf16(read_cpu_flags())),
-    reason="needs the openvino package and a CPU with native bf16",
-)
+@needs_native_bf16
 def test_all_mpnet_base_v2_bf16_keeps_the_cosine_bound(model_dir: Path, tmp_path: Path) -> None:
     """The bf16 engine's bound (tests/unit/test_bf16_accuracy.py) on a 12-layer, 768-wide
     model: min cosine to the float32 engine >= 0.9999 on the same real texts."""
-    texts = SENTENCES + _paragraphs()
+    texts = SENTENCES + paragraphs()
     fp32 = tei_ort.load(str(model_dir), engine_cache=str(tmp_path), dtype="float32")
     bf16 = tei_ort.load(str(model_dir), engine_cache=str(tmp_path), dtype="bfloat16")
     assert bf16.loaded.engine.dtype == "bfloat16"
-    cos = _cosines(fp32.embed(texts), bf16.embed(texts))
+    cos = cosines(fp32.embed(texts), bf16.embed(texts))
     assert cos.min() >= MIN_COSINE, f"min cosine {cos.min():.6f} at {texts[int(cos.argmin())]!r}"
