@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -122,18 +123,41 @@ def run_http(settings: Settings, app: Starlette) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
     )
     server = uvicorn.Server(config)
-    logger.info("Starting HTTP server: %s:%d", settings.bind_host, settings.port)
+    try:
+        sock = bind_listener(settings.bind_host, settings.port)
+    except OSError as exc:
+        logger.error("cannot serve HTTP on %s:%d: %s", settings.bind_host, settings.port, exc)
+        if listener is not None:
+            listener.close()
+        return 1
+    # the bound port: --port 0 lets the OS pick one, and the log says which
+    logger.info("Starting HTTP server: %s:%d", settings.bind_host, sock.getsockname()[1])
     # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for
     # the handlers it found; with these no-op handlers the process exits 0, as TEI does.
     previous = {sig: signal.signal(sig, _after_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if listener is not None:
             listener.close()
     return 0 if server.started else 1
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket on ``host`` (an IP literal, settings.listen_address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # a restarted server may bind while the last one's connections are in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _load(settings: Settings) -> LoadedModel:

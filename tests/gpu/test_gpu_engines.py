@@ -3,7 +3,7 @@
 Run on a machine with an NVIDIA GPU (compute capability >= 7.5) and onnxruntime-gpu
 (and tensorrt-cu12 for the TensorRT tests): ``pytest -m gpu tests/gpu``. Everything here
 skips with its reason elsewhere. Bounds: float16 against the float32 CPU engine, cosine
->= 0.999 per vector (the looser, stated bound for float16 of DESIGN.md).
+>= 0.999 per vector (float16 carries about three significant digits; issue #29 sets it).
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ TEXTS = [
     "tei-ort serves embeddings on ONNX Runtime and TensorRT",
     "ünïcödé text with emojis 🚀 and accents: café",
     "a",
+] * 7
+#: other words in the same shapes (lengths within one padding bucket of TEXTS): the
+#: captured CUDA graphs replay with new inputs
+REPLAY_TEXTS = [
+    "Goodbye moon",
+    "A slow grey cat sleeps under the warm red sun. " * 20,
+    "tei-ort answers rerank calls on CUDA graphs and IOBinding",
+    "àçcéñts änd ömlauts with a rocket 🚀 and tea: thé",
+    "b",
 ] * 7
 
 
@@ -61,11 +70,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(cache: Path) -> np.ndarray:
+def references(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 CPU engine's vectors of TEXTS and of REPLAY_TEXTS."""
     model = tei_ort.load(str(default_model_path()), engine_cache=str(cache))
-    vectors = model.embed(TEXTS)
+    vectors = model.embed(TEXTS), model.embed(REPLAY_TEXTS)
     model.close()
     return vectors
+
+
+@pytest.fixture(scope="module")
+def reference(references: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return references[0]
 
 
 def _load(cache: Path, **options: object) -> Iterator[Model]:
@@ -75,14 +90,18 @@ def _load(cache: Path, **options: object) -> Iterator[Model]:
 
 
 @pytest.mark.parametrize("cuda_graphs", [False, True])
-def test_ort_cuda_float16(cache: Path, reference: np.ndarray, cuda_graphs: bool) -> None:
+def test_ort_cuda_float16(
+    cache: Path, references: tuple[np.ndarray, np.ndarray], cuda_graphs: bool
+) -> None:
+    reference, replay_reference = references
     for model in _load(cache, provider="cuda", cuda_graphs=cuda_graphs):
         assert model.loaded.entry_dir is not None
         assert "onnx-cuda-sm" in (model.loaded.entry_dir / "key.json").read_text()
         ours = model.embed(TEXTS)
-        again = model.embed(TEXTS)  # replays the captured graphs with new inputs
         assert _cosines(ours, reference).min() >= MIN_COSINE
-        np.testing.assert_allclose(again, ours, atol=1e-3)
+        replayed = model.embed(REPLAY_TEXTS)  # the captured graphs, with new inputs
+        assert _cosines(replayed, replay_reference).min() >= MIN_COSINE
+        assert _cosines(replayed, ours).min() < 0.99  # other texts: really new inputs
 
 
 @needs_tensorrt

@@ -12,7 +12,7 @@ import pytest
 
 from tei_ort.engines.base import EngineInputs
 from tei_ort.http.app import create_app
-from tests.support.app import lifespan, reference_embedding, serve, settings
+from tests.support.app import lifespan, reference_embedding, serve, settings, until
 
 pytestmark = pytest.mark.anyio
 
@@ -124,11 +124,13 @@ async def test_disconnected_client_is_dropped_and_counted(make_model: Any) -> No
     (gone_ids,) = model.tokenizer.encode_batch(["xylophone"], add_special_tokens=False)
     async with lifespan(app):
         model.engine.delay_s = 0.5  # slow from now on (not for the start-up probe)
+        queue = app.state.infer.queue
+        runs = len(seen)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         first = asyncio.ensure_future(client.post("/embed", json={"inputs": "first"}))
-        await asyncio.sleep(0.1)  # the engine runs "first"
+        await until(lambda: len(seen) > runs, "the engine runs 'first'")
         second = asyncio.ensure_future(client.post("/embed", json={"inputs": "second"}))
-        await asyncio.sleep(0.1)  # the batcher holds "second" ready for the engine
+        await until(lambda: len(queue) == 1, "'second' waits for the engine")
         disconnect = asyncio.Event()
         messages = [
             {"type": "http.request", "body": b'{"inputs": "xylophone"}', "more_body": False}
@@ -160,7 +162,8 @@ async def test_disconnected_client_is_dropped_and_counted(make_model: Any) -> No
             "server": ("testserver", 80),
         }
         gone = asyncio.ensure_future(app(scope, receive, send))
-        await asyncio.sleep(0.1)  # "xylophone" waits in the queue
+        await until(lambda: len(queue) == 2, "'xylophone' waits in the queue too")
+        assert len(seen) == runs + 1  # still running 'first': nothing else has run
         disconnect.set()
         await gone
         assert (await first).status_code == 200 and (await second).status_code == 200
@@ -226,11 +229,14 @@ async def test_concurrent_predictions_and_embeddings_do_not_cross(make_model: An
             assert by_index[i] == pytest.approx(float(logits[0, 0]), rel=1e-4, abs=1e-5)
 
 
-async def test_engine_can_ask_for_exact_lengths(make_model: Any) -> None:
-    """An engine with ``pad_multiple = 1`` (CPU: no compute on padding) gets exact lengths."""
-    model = make_model()
-    model.engine.pad_multiple = 1
+@pytest.mark.parametrize(("pad_multiple", "padded"), [(1, 9), (16, 16)])
+async def test_engine_gets_the_padding_it_asks_for(
+    make_model: Any, pad_multiple: int, padded: int
+) -> None:
+    """CPU engines (``pad_multiple`` 1: no compute on padding) get exact lengths; GPU engines
+    (16) get lengths bucketed to repeat for their profiles and CUDA graphs."""
+    model = make_model(pad_multiple=pad_multiple)
     async with serve(create_app(settings(), model)) as client:
         response = await client.post("/embed", json={"inputs": ["a b c", "a b c d e f g"]})
         assert response.status_code == 200
-    assert model.engine.calls[-1] == (2, 9)
+    assert model.engine.calls[-1] == (2, padded)

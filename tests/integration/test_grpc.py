@@ -25,7 +25,7 @@ from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
-from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings, until
 
 pytestmark = pytest.mark.anyio
 
@@ -493,19 +493,24 @@ async def test_unary_overload_is_resource_exhausted_while_streams_wait(make_mode
 
 async def test_cancelled_stream_drops_its_queued_inputs(make_model: Any) -> None:
     model = make_model("embedding", delay_s=0.05)
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
+
+    def hold(inputs: Any) -> None:
+        running.set()
+        gate.wait(5.0)
+
     async with both(model, max_batch_requests=1) as s:
-        model.engine.on_run = lambda inputs: gate.wait(5.0)
+        model.engine.on_run = hold
         stub = rpc.EmbedStub(s.channel)
         call = stub.EmbedStream(stream(pb.EmbedRequest(inputs=f"t {i}") for i in range(8)))
-        await asyncio.sleep(0.3)
+        # the first message holds the engine, the seven others wait in the queue
+        await until(lambda: running.is_set() and len(s.infer.queue) == 7, "8 messages in")
+        runs = len(model.engine.calls)
         call.cancel()
+        await until(lambda: len(s.infer.queue) == 0, "the queued messages withdrawn")
         gate.set()
-        for _ in range(100):
-            if s.infer.permits.free == s.infer.permits.total:
-                break
-            await asyncio.sleep(0.05)
-        assert s.infer.permits.free == s.infer.permits.total  # every permit came back
+        await until(lambda: s.infer.permits.free == s.infer.permits.total, "every permit came back")
+        assert len(model.engine.calls) == runs  # nothing ran after the cancel
         response = await stub.Embed(pb.EmbedRequest(inputs="after"))
         assert len(response.embeddings) == 32
 

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tests.support.app import lifespan
-from tests.support.process import ServerProcess, free_port
+from tests.support.process import ServerProcess
 from tests.support.tiny_classifier import make_classifier
 
 TEXTS = [
@@ -72,8 +72,7 @@ def wait_grpc(server: ServerProcess, port: int, timeout: float = 120.0) -> None:
 class Servers:
     root: Path
     minilm: ServerProcess  # --grpc: gRPC on .port, API key, 4 permits
-    both: ServerProcess  # HTTP on .port, gRPC on both_grpc_port
-    both_grpc_port: int
+    both: ServerProcess  # HTTP on .port, gRPC on .grpc_port
     reranker: ServerProcess  # --grpc
     reranker_dir: Path
     splade: ServerProcess | None  # --grpc
@@ -98,9 +97,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         )
         started.append(minilm)
         wait_grpc(minilm, minilm.port)  # builds the engine the next one reuses
-        both_grpc_port = free_port()
         both = ServerProcess(
-            ["--grpc-port", str(both_grpc_port), "--engine-cache", str(cache)],
+            ["--grpc-port", "0", "--engine-cache", str(cache)],
             log=root / "minilm-both.log",
             wait=False,
         )
@@ -123,13 +121,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             )
             started.append(splade)
         both.wait_ready()
-        wait_grpc(both, both_grpc_port)
+        wait_grpc(both, both.grpc_port)
         wait_grpc(reranker, reranker.port)
         if splade is not None:
             wait_grpc(splade, splade.port)
-        yield Servers(
-            root, minilm, both, both_grpc_port, reranker, reranker_dir, splade, splade_dir
-        )
+        yield Servers(root, minilm, both, reranker, reranker_dir, splade, splade_dir)
     finally:
         codes = {server.log.name: server.stop() for server in started}
     assert set(codes.values()) == {0}, codes  # SIGTERM: graceful shutdown, exit 0
@@ -408,7 +404,7 @@ def test_reflection_lists_every_service(servers: Servers) -> None:
 
 
 def test_grpc_port_serves_grpc_beside_http(servers: Servers, http: httpx.Client) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{servers.both_grpc_port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{servers.both.grpc_port}") as channel:
         stub = rpc.EmbedStub(channel)
         streamed = list(stub.EmbedStream(iter(pb.EmbedRequest(inputs=t) for t in TEXTS)))
         before = _count(http.get("/metrics").text)

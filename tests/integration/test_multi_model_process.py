@@ -22,7 +22,7 @@ from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tests.support.app import MINILM_DIR
 from tests.support.multi import splade_dir
-from tests.support.process import ServerProcess, free_port
+from tests.support.process import ServerProcess
 from tests.support.tiny_classifier import make_classifier
 
 TEXT = "What is Deep Learning?"
@@ -41,19 +41,18 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("multi")
     reranker_dir = make_classifier(root / "reranker")
-    grpc_port = free_port()
     process = ServerProcess(
         [
             *("--model-id", str(reranker_dir), "--served-model-name", "rr", "--pooling", ""),
             *("--model-id", str(MINILM_DIR), "--served-model-name", "minilm", "--pooling", ""),
             *("--model-id", str(splade_dir()), "--served-model-name", "sp", "--pooling", "splade"),
             *("--max-batch-tokens", "", "--max-batch-tokens", "4096", "--max-batch-tokens", ""),
-            *("--engine-cache", str(root / "engines"), "--grpc-port", str(grpc_port)),
+            *("--engine-cache", str(root / "engines"), "--grpc-port", "0"),
         ],
         log=root / "server.log",
     )
     try:
-        yield Server(process, grpc_port, root / "engines", reranker_dir)
+        yield Server(process, process.grpc_port, root / "engines", reranker_dir)
     finally:
         code = process.stop()
     assert code == 0, process.output()

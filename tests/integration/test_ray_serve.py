@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,6 @@ from tei_ort.ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from tei_ort.ray_serve import APP_NAME, Scaling, build_app
 from tei_ort.settings import Settings
 from tests.support.app import serve as serve_in_process
-from tests.support.process import free_port
 from tests.support.tiny_classifier import make_classifier
 from tests.support.tiny_embedder import make_embedder
 
@@ -40,7 +40,10 @@ def proxy_url() -> Iterator[str]:
     patch = pytest.MonkeyPatch()
     patch.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # inherited by Ray's processes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
+    # Ray Serve's proxy takes a port number, not a socket: the one the OS had free
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from tei_ort.http.app import create_app
 from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
-from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings, until
 
 pytestmark = pytest.mark.anyio
 
@@ -89,17 +89,20 @@ async def test_vertex_instances_are_bounded_by_max_client_batch_size(make_model:
 
 
 async def test_client_gone_mid_batch_frees_everything_at_once(make_model: Any) -> None:
-    model = make_model(delay_s=0.005)
+    model = make_model(delay_s=0.05)  # 8 batches of 4: 0.4 s of work if nothing is dropped
     app = create_app(settings(max_batch_requests=4), model)
     async with serve(app) as client:
+        started = len(model.engine.calls)  # the start-up probe
         request = client.post("/embed", json={"inputs": texts(32, 0)})
         task = asyncio.ensure_future(request)
-        while len(model.engine.calls) < 2:
-            await asyncio.sleep(0.001)
+        await until(lambda: len(model.engine.calls) >= started + 2, "two batches ran")
         task.cancel()  # the client goes away while its inputs are queued
+        runs = len(model.engine.calls)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await wait_idle(app.state.infer, client)
+        # the queued batches never ran: at most the one the engine had begun ended
+        assert len(model.engine.calls) <= runs + 1, (runs - started, len(model.engine.calls))
 
 
 @contextlib.asynccontextmanager

@@ -131,17 +131,29 @@ def test_slow_clients_are_closed(server: ServerProcess, sent: bytes) -> None:
     assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
+def _health_on(sock: socket.socket) -> int:
+    """The status of GET /health on an open (kept-alive) connection."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    return _status(sock, timeout=10)
+
+
 def test_connections_beyond_the_cap_are_closed(server: ServerProcess) -> None:
     held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
     try:
-        time.sleep(0.2)  # accepted by the server
+        # an answer on each proves the server accepted it (and keeps it alive for 1 s)
+        assert [_health_on(sock) for sock in held] == [200] * 4
         with socket.create_connection(("127.0.0.1", server.port)) as extra:
             assert _closed_after(extra, limit=5) < 0.5
     finally:
         for sock in held:
             sock.close()
-    time.sleep(0.2)
-    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+    # served again once the server has seen the four go (a fifth is closed until then)
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                break
+        assert time.monotonic() < deadline, "not served again after the held connections went"
 
 
 def _raw_embed(port: int, count: int) -> socket.socket:
@@ -182,22 +194,41 @@ def _queued(server: ServerProcess) -> float:
     return 0.0
 
 
+def _received(server: ServerProcess) -> float:
+    """``te_request_count`` over its methods: requests whose body the server has read."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("te_request_count{"):
+            total += float(line.split()[-1])
+    return total
+
+
+def _until_refused(port: int, timeout: float = 10.0) -> None:
+    """Connect until the server refuses (its listener closed); fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "the server still accepts connections"
+        time.sleep(0.01)
+
+
 def test_sigterm_answers_every_accepted_request(built: Built, tmp_path: Path) -> None:
     args = ["--model-id", str(default_model_path()), "--engine-cache", str(built.cache)]
     server = ServerProcess([*args, "--max-concurrent-requests", "1024"], log=tmp_path / "log")
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(_raw_embed(server.port, 32)) for _ in range(REQUESTS)]
         deadline = time.monotonic() + 30
-        while _queued(server) < 32 and time.monotonic() < deadline:
+        while _received(server) < len(sockets):  # every request read by the server
+            assert time.monotonic() < deadline, f"{_received(server)} of {len(sockets)} read"
             time.sleep(0.01)
-        time.sleep(0.2)  # every request read by the server
         readable, _, _ = select.select(sockets, [], [], 0)
         assert len(readable) < len(sockets)  # work still in flight when the signal comes
         start = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        with pytest.raises(ConnectionRefusedError):  # no new connections while draining
-            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        _until_refused(server.port)  # no new connections while draining
         statuses = [_status(sock, timeout=120) for sock in sockets]
         assert statuses == [200] * len(sockets)
         assert server.stop(timeout=60) == 0, server.output()

@@ -27,7 +27,7 @@ from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
 from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
-from tests.support.process import ServerProcess, free_port
+from tests.support.process import ServerProcess
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -212,10 +212,9 @@ def test_real_server_exports_spans_over_otlp(
     tmp_path: Any, collector: tuple[Collector, int]
 ) -> None:
     receiver, otlp_port = collector
-    grpc_port = free_port()
     server = ServerProcess(
         [
-            *("--grpc-port", str(grpc_port), "--engine-cache", str(tmp_path / "engines")),
+            *("--grpc-port", "0", "--engine-cache", str(tmp_path / "engines")),
             *("--otlp-endpoint", f"http://127.0.0.1:{otlp_port}"),
             *("--otlp-service-name", "tei-test", "--json-output"),
         ],
@@ -224,9 +223,11 @@ def test_real_server_exports_spans_over_otlp(
     )
     try:
         headers = {"traceparent": TRACEPARENT}
-        assert httpx.post(f"{server.url}/embed", json={"inputs": "hello"}, headers=headers)
-        assert httpx.post(f"{server.url}/embed", json={"inputs": ""}, headers=headers)
-        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        ok = httpx.post(f"{server.url}/embed", json={"inputs": "hello"}, headers=headers)
+        assert ok.status_code == 200, ok.text
+        empty = httpx.post(f"{server.url}/embed", json={"inputs": ""}, headers=headers)
+        assert empty.status_code == 400, empty.text  # a failed request is traced too
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             metadata = (("traceparent", TRACEPARENT),)
             rpc.EmbedStub(channel).Embed(pb.EmbedRequest(inputs="hello"), metadata=metadata)
         deadline = time.monotonic() + 30

@@ -15,12 +15,12 @@ import httpx
 from starlette.applications import Starlette
 
 from tei_ort.engines.base import OutputName
-from tei_ort.engines.fake import FakeEngine
 from tei_ort.grpc.server import GrpcServer, grpc_companion
 from tei_ort.model.info import Head, ModelInfo, ModelKind, Pooling
 from tei_ort.model.tokenization import Tokenizer
 from tei_ort.serving.infer import Infer
 from tei_ort.settings import Settings
+from tests.support.fake_engine import FakeEngine
 
 
 def _minilm_dir() -> Path:
@@ -167,3 +167,13 @@ def grpc_on_free_port(
             yield server
 
     return run
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``condition`` (polled): the tests synchronise on state, never on sleeps."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.005)

@@ -1,4 +1,5 @@
-"""A live HTTP server in a thread and headless Chromium that can reach only 127.0.0.1.
+"""Headless Chromium that can reach only 127.0.0.1 (pages served by
+``tests.support.live.live_server``, re-exported here).
 
 Chromium is Debian's package (``make dev`` installs it). Every host but 127.0.0.1 is
 unresolvable and every other request goes to a proxy port where nothing listens, so a
@@ -7,39 +8,15 @@ page that needs the internet renders as it would on an air-gapped machine.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
+import socket
 import subprocess
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
-from starlette.types import ASGIApp
+from tests.support.live import live_server
 
-from tests.support.process import free_port
-
-
-@contextlib.contextmanager
-def live_server(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` (lifespan on) on a free loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+__all__ = ["live_server", "offline_run", "screenshot"]
 
 
 def chromium() -> str:
@@ -53,8 +30,10 @@ def chromium() -> str:
 def offline_run(url: str, *action: str, timeout: float = 120.0) -> str:
     """Load ``url`` in headless Chromium cut off from everything but 127.0.0.1, with
     ``action`` (``--dump-dom``, ``--screenshot=PATH``); returns what it printed."""
-    dead_port = free_port()  # nothing listens there: every proxied request fails
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # bound but never listening, for the whole run: every proxied request is refused
+    with socket.socket() as dead, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
         argv = [
             chromium(),
             "--headless",

@@ -7,34 +7,41 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import uvicorn
-from starlette.applications import Starlette
-
-from tests.support.process import free_port
+from starlette.types import ASGIApp
 
 
 @contextlib.contextmanager
-def live_server(app: Starlette, timeout: float = 60.0) -> Iterator[str]:
-    """Serve ``app`` (lifespan on) and yield its base URL; stop it afterwards."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+def live_server(app: ASGIApp, timeout: float = 60.0) -> Iterator[str]:
+    """Serve ``app`` (lifespan on) on a loopback port and yield its base URL; stop it after.
+
+    The socket is bound here and handed to uvicorn, so no other process can take the port
+    between choosing and binding it.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.01)
     try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
+        sock.close()
 
 
 @contextlib.contextmanager

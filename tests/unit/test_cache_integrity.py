@@ -17,17 +17,7 @@ from tei_ort.errors import EngineCacheError
 from tei_ort.model import cache as cache_module
 from tei_ort.model.cache import CacheKey, EngineCache, weights_digest
 from tei_ort.model.manifest import MANIFEST_FILE, read_manifest
-
-KEY = CacheKey(
-    model_id="org/model",
-    weights_digest="abc",
-    exporter_version="1",
-    target="onnx-cpu",
-    dtype="float32",
-    head="base",
-    variant="ort",
-    runtime="onnxruntime-1.0",
-)
+from tests.support.cache_keys import KEY
 
 
 class Counting:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tei_ort.model.cache import EngineCache
-from tests.unit.test_cache_integrity import KEY
+from tests.support.cache_keys import KEY
 
 
 def _build_once(root: str, log: str, start_at: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tei_ort.engines.fake import FakeEngine
 from tei_ort.engines.ort_cuda import OrtCudaEngine
 from tei_ort.engines.ort_engine import OrtEngine, count_cores
 from tei_ort.engines.providers import compute_type
@@ -13,6 +12,7 @@ from tei_ort.engines.trt_engine import TrtEngine
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.loading import load_model
 from tei_ort.model.options import ModelOptions
+from tests.support.fake_engine import FakeEngine
 
 
 def test_provider_names_as_compute_types() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tei_ort.engines.base import EngineInputs, OutputName
-from tei_ort.engines.fake import FakeEngine, FakeEngineError
+from tests.support.fake_engine import FakeEngine, FakeEngineError
 
 
 def batch(rows: list[list[int]], pad_to: int) -> EngineInputs:

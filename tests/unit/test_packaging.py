@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -35,3 +36,38 @@ def test_the_wheel_installs_everything_under_tei_ort(tmp_path: Path) -> None:
         "tei_ort/py.typed",
     ):
         assert shipped in names
+    assert not [name for name in names if "fake" in name]  # the tests' fake engine stays there
+
+
+def _test_modules() -> list[Path]:
+    root = Path(__file__).resolve().parents[1]
+    return sorted(p for p in root.rglob("*.py") if p.parent.name != "support")
+
+
+def test_test_modules_import_only_tests_support() -> None:
+    """Tests share code through tests/support, never by importing one another."""
+    offenders = []
+    for path in _test_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.startswith("tests.") and not name.startswith("tests.support"):
+                    offenders.append(f"{path.name}: {name}")
+    assert not offenders
+
+
+def test_no_test_skips_on_a_missing_import() -> None:
+    """A missing test dependency is an error (README, "Development"): no importorskip."""
+    skipping = [
+        path.name
+        for path in _test_modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "importorskip"
+    ]
+    assert not skipping

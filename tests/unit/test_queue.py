@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def test_batches_follow_the_budget_in_order() -> None:
     queue = Queue(Budget(max_batch_tokens=64), metrics)
     t = ticket(5)
     queue.append([entry(t, i, n) for i, n in enumerate([10, 12, 16, 5, 30])])
-    assert "te_queue_size 5.0" in metrics.render().decode() or len(queue) == 5
+    assert "te_queue_size 5\n" in metrics.render().decode() and len(queue) == 5
     first = queue.next_batch(timeout=0)
     assert first is not None and [e.index for e in first] == [0, 1, 2, 3]
     second = queue.next_batch(timeout=0)
@@ -62,9 +63,20 @@ def test_next_batch_blocks_until_an_append() -> None:
     result: list[object] = []
     thread = threading.Thread(target=lambda: result.append(queue.next_batch(timeout=5)))
     thread.start()
+    _until_waiting(queue)
+    assert result == []  # blocked in next_batch, not returned
     queue.append([entry(ticket(), 0, 3)])
     thread.join(5)
     assert isinstance(result[0], list) and len(result[0]) == 1
+
+
+def _until_waiting(queue: Queue) -> None:
+    """Until a thread waits on the queue's condition (CPython's Condition keeps its
+    waiters), so that the append comes after the wait began, not before."""
+    deadline = time.monotonic() + 5
+    while not queue._cond._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "next_batch did not wait"
+        time.sleep(0.001)
 
 
 def test_close_wakes_the_batcher_and_returns_leftovers() -> None:

@@ -5,7 +5,8 @@ a seeded position table and a masked context vector give ``last_hidden_state``; 
 top give classifier ``logits`` and SPLADE ``sparse_embedding``. Padded positions never
 change the outputs of real tokens, so the same input gives the same answer alone or in any
 batch. It can be told to fail (every run, or runs whose batch holds a given token id) to
-test 424 answers and /health.
+test 424 answers and /health. It asks for exact lengths (``pad_multiple`` 1) as the CPU
+engines do; ``pad_multiple=16`` gives the GPU engines' bucketing.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ class FakeEngine(Engine):
         fail_on_token: int | None = None,
         delay_s: float = 0.0,
         max_batch_size: int | None = None,
+        pad_multiple: int = 1,
     ) -> None:
         rng = np.random.default_rng(seed)
+        self.pad_multiple = pad_multiple
         self.output_name = output_name
         self.max_batch_size = max_batch_size
         self.vocab_size = vocab_size
