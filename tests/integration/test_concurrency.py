@@ -40,7 +40,7 @@ def sentence(rng: random.Random) -> str:
 
 
 async def test_many_concurrent_clients_get_their_own_answers_in_order(make_model: Any) -> None:
-    model = make_model(delay_s=0.005)
+    model = make_model(delay_s=0.005, pad_multiple=16)  # the GPU engines' buckets
     rng = random.Random(0)
     requests = [[sentence(rng) for _ in range(rng.randint(1, 6))] for _ in range(60)]
     app = create_app(settings(max_batch_tokens=512), model)

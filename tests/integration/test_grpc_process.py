@@ -160,8 +160,8 @@ def test_info_and_metrics(servers: Servers, channel: grpc.Channel, http: httpx.C
     assert prometheus.status_code == 200
     assert 'te_request_count{method="single"}' in prometheus.text
     assert "te_embed_count" in prometheus.text
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{servers.minilm.url}/health", timeout=2.0)
+    with pytest.raises(httpx.HTTPError):  # --port speaks gRPC only
+        httpx.get(f"http://127.0.0.1:{servers.minilm.port}/health", timeout=2.0)
     reranker = grpc.insecure_channel(f"127.0.0.1:{servers.reranker.port}")
     with reranker:
         answer = rpc.InfoStub(reranker).Info(pb.InfoRequest())

@@ -395,3 +395,16 @@ def test_splade_equals_in_process_api(servers: Servers) -> None:
         assert client.post("/", json={"inputs": TEXTS[1]}).json() == [values]
         assert client.post("/embed", json={"inputs": "x"}).status_code == 424
         assert client.get("/info").json()["model_type"] == {"embedding": {"pooling": "splade"}}
+
+
+def test_a_port_in_use_stops_the_start_with_the_reason(servers: Servers, tmp_path: Path) -> None:
+    taken = servers.minilm.port
+    second = ServerProcess(
+        ["--engine-cache", str(servers.root / "engines"), "--port", str(taken)],
+        log=tmp_path / "second.log",
+        wait=False,
+    )
+    assert second.process.wait(120) == 1
+    assert f"cannot serve HTTP on 127.0.0.1:{taken}" in second.output()
+    assert second.stop() == 1
+    assert httpx.get(f"{servers.minilm.url}/health", timeout=10).status_code == 200
