@@ -90,9 +90,9 @@ class TrtEngine(Engine):
         self._profile = -1
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        self._device.ensure()  # the CUDA runtime's current device is per host thread
         batch, seq_len = inputs.batch_size, inputs.seq_len
         profile = select_profile(self.plan, batch, seq_len)  # refuses, never rebuilds
-        self._device.ensure()  # the CUDA runtime's current device is per host thread
         context = self._context
         if profile != self._profile:
             if not context.set_optimization_profile_async(profile, self._stream.handle):
