@@ -27,8 +27,17 @@ class GpuStack:
 
 STACK = GpuStack(cuda_major=13, cudnn_major=9, onnxruntime_gpu="1.31", tensorrt_majors=(10, 11))
 
+#: onnxruntime-gpu in place of the CPU onnxruntime that tei-ort depends on (both provide the
+#: `onnxruntime` module): remove both, then put back onnxruntime-gpu alone
+ORT_GPU_SWAP = (
+    "pip uninstall -y onnxruntime onnxruntime-gpu && "
+    "pip install --no-deps 'onnxruntime-gpu>=1.31.1,<1.32'"
+)
 #: what to install, as pyproject.toml's extras say it (tei-ort[gpu], tei-ort[tensorrt])
-ORT_GPU_INSTALL = "pip install 'tei-ort[gpu]' (onnxruntime-gpu[cuda,cudnn] 1.31, CUDA 13)"
+ORT_GPU_INSTALL = (
+    "pip install 'tei-ort[gpu]' (onnxruntime-gpu 1.31 for CUDA 13 and the CUDA 13 / cuDNN 9 "
+    f"wheels), then {ORT_GPU_SWAP}"
+)
 TENSORRT_INSTALL = (
     "pip install 'tei-ort[tensorrt]' (tensorrt-cu13 >=10.13,<12; its libraries come "
     "from https://pypi.nvidia.com)"
@@ -62,18 +71,22 @@ def onnxruntime_packages() -> list[str]:
     return found
 
 
+def check_single_onnxruntime() -> None:
+    """One distribution provides the ``onnxruntime`` module (pip lets two overwrite it)."""
+    installed = onnxruntime_packages()
+    if len(installed) > 1:
+        raise EngineError(
+            f"both {' and '.join(installed)} are installed and share the `onnxruntime` "
+            f"module, so which one loads is undefined: {ORT_GPU_SWAP}"
+        )
+
+
 def check_onnxruntime_cuda(ort: ModuleType) -> None:
     """The imported onnxruntime is one GPU build for CUDA 13, not mixed with the CPU one."""
     info = getattr(getattr(ort, "capi", None), "build_and_package_info", None)
     cuda_version = str(getattr(info, "cuda_version", "") or "")
     package = str(getattr(info, "package_name", "onnxruntime"))
-    installed = onnxruntime_packages()
-    if len(installed) > 1:
-        raise EngineError(
-            f"both {' and '.join(installed)} are installed and share the `onnxruntime` "
-            "module, so which one loads is undefined: pip uninstall -y onnxruntime "
-            "onnxruntime-gpu, then " + ORT_GPU_INSTALL
-        )
+    check_single_onnxruntime()
     if not cuda_version:
         raise EngineError(
             f"this onnxruntime ({package} {ort.__version__}) has no CUDA provider; "

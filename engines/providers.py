@@ -22,7 +22,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from tei_ort.engines.errors import EngineError, UnknownProviderError
-from tei_ort.engines.gpu_stack import ORT_GPU_INSTALL, TENSORRT_INSTALL, check_onnxruntime_cuda
+from tei_ort.engines.gpu_stack import (
+    ORT_GPU_INSTALL,
+    TENSORRT_INSTALL,
+    check_onnxruntime_cuda,
+    check_single_onnxruntime,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +96,8 @@ def require(provider: Provider, available: Collection[str] | None = None) -> Non
             )
         return
     installed = available is None
+    if installed and provider.name == "cuda":
+        check_single_onnxruntime()  # the CPU build may have overwritten onnxruntime-gpu
     if available is None:
         import onnxruntime
 

@@ -105,10 +105,12 @@ def import_tensorrt() -> ModuleType:
     """The ``tensorrt`` module, when its major is one tei-ort supports (10 or 11)."""
     try:
         trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise EngineError(
             f"the TensorRT engine needs the `tensorrt` package: {TENSORRT_INSTALL}"
         ) from exc
+    except (ImportError, OSError) as exc:  # the bindings are there, libnvinfer is not
+        raise EngineError(f"TensorRT does not load ({exc}): {TENSORRT_INSTALL}") from exc
     supported_tensorrt(str(trt.__version__))
     return trt
 

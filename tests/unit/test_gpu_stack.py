@@ -26,6 +26,7 @@ from tei_ort.engines import _cudart, gpu_stack
 from tei_ort.engines.base import EngineInputs
 from tei_ort.engines.gpu_stack import STACK, check_onnxruntime_cuda, supported_tensorrt
 from tei_ort.engines.ort_engine import OrtEngine
+from tei_ort.engines.providers import PROVIDERS, require
 from tei_ort.engines.shapes import BatchLimits
 from tei_ort.engines.trt_engine import TrtEngine
 from tei_ort.engines.trt_profiles import plan_profiles
@@ -70,6 +71,9 @@ def test_cpu_and_gpu_onnxruntime_together_are_refused(monkeypatch: pytest.Monkey
     monkeypatch.setattr(gpu_stack, "onnxruntime_packages", lambda: both)
     with pytest.raises(EngineError, match=r"both onnxruntime==1\.32\.0 and onnxruntime-gpu"):
         check_onnxruntime_cuda(_ort("13.0"))
+    # pip installed both and the CPU build's files won: no CUDA provider at all, same answer
+    with pytest.raises(EngineError, match=r"pip install --no-deps 'onnxruntime-gpu>=1\.31\.1"):
+        require(PROVIDERS["cuda"])
 
 
 @pytest.mark.skipif(
