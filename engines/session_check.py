@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import warnings
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -34,9 +35,11 @@ PROVIDER_LIBRARIES = {CUDA_PROVIDER: "libonnxruntime_providers_cuda.so"}
 def preload_cuda() -> str:
     """Load the NVIDIA wheels' CUDA and cuDNN libraries once; what ONNX Runtime printed."""
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    # it prints what fails to load, and warns when a bundled plugin provider does not register
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
-    return printed.getvalue().strip()
+    return "\n".join([printed.getvalue().strip(), *(str(w.message) for w in warned)]).strip()
 
 
 def prepare(providers: Sequence[str]) -> None:
@@ -83,11 +86,25 @@ def verify(session: Any, providers: Sequence[str], what: str) -> None:
     active = list(session.get_providers())
     if wanted in active:
         return
-    cause = library_error(wanted) or (device_error() if wanted == CUDA_PROVIDER else None)
+    missing = library_error(wanted)
+    cause = missing or (device_error() if wanted == CUDA_PROVIDER else None)
     printed = preload_cuda() if wanted == CUDA_PROVIDER else ""
     detail = f"; onnxruntime.preload_dlls: {printed}" if printed else ""
-    hint = f"; {ORT_GPU_INSTALL}" if wanted == CUDA_PROVIDER else ""
     raise EngineError(
         f"{what}: onnxruntime created a session on {', '.join(active)} instead of {wanted} "
-        f"({cause or 'no reason given'}){detail}{hint}"
+        f"({cause or 'no reason given'}){detail}{_hint(wanted, missing)}"
     )
+
+
+def _hint(provider: str, missing: str | None) -> str:
+    """What to do: the driver, the CUDA wheels, or the GPU itself."""
+    if provider != CUDA_PROVIDER:
+        return ""
+    if missing is not None and "libcuda.so" in missing:
+        return (
+            "; libcuda.so.1 is the NVIDIA driver's, not a wheel's: install the driver on the "
+            "host (a container needs --gpus all / the NVIDIA container toolkit)"
+        )
+    if missing is not None:
+        return f"; {ORT_GPU_INSTALL}"
+    return "; no usable GPU: check nvidia-smi, CUDA_VISIBLE_DEVICES and --device-id"

@@ -141,3 +141,17 @@ def test_onnxruntime_gpu_without_a_gpu_is_a_clear_error(venv: Path, tmp_path: Pa
         assert "pip install 'tei-ort[gpu]'" in message
     assert report["optimized_left"] is False  # no CPU-optimized graph for a CUDA entry
     assert report["cpu_engine"] == "started"  # the same install still runs on the CPU
+
+
+@pytest.mark.slow
+def test_every_cuda_wheel_but_no_driver_names_the_driver(tmp_path: Path) -> None:
+    """The whole gpu extra (cuBLAS, cuDNN, ...) on a host without the NVIDIA driver."""
+    model = tmp_path / "model.onnx"
+    _hidden_state_graph(model)
+    report = gpu_venv.run("tests.gpu_api.no_fallback", str(model), str(tmp_path), full=True)
+    for place in ("ort_engine", "ort_cuda_engine", "save_optimized"):
+        message = str(report[place])
+        assert message.startswith("EngineError: "), message
+        assert "libcuda.so.1: cannot open shared object file" in message
+        assert "the NVIDIA driver's, not a wheel's" in message
+    assert report["optimized_left"] is False
