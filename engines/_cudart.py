@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.engines.errors import EngineError
+from tei_ort.engines.gpu_stack import STACK
 
 #: the CUDA runtime's enum values we pass, by their names in its headers (checked against
 #: CUDA 13's driver_types.h by tests/gpu_api)
@@ -40,7 +41,7 @@ _ATTR_CC_MAJOR = ENUMS["cudaDevAttrComputeCapabilityMajor"]
 _ATTR_CC_MINOR = ENUMS["cudaDevAttrComputeCapabilityMinor"]
 
 
-CUDA_MAJOR = 13
+CUDA_MAJOR = STACK.cuda_major
 LIBRARY = f"libcudart.so.{CUDA_MAJOR}"
 
 

@@ -23,7 +23,7 @@ from tei_ort.engines.base import Engine, EngineInputs, OutputName, graph_feed
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.providers import PACKAGES, compute_type
-from tei_ort.engines.session_check import prepare, verify
+from tei_ort.engines.session_check import prepare, start_failure, verify
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def save_optimized(
             optimized_path.with_name(data_name).unlink(missing_ok=True)
         if isinstance(exc, EngineError):
             raise
-        raise EngineError(f"onnxruntime cannot optimize {model_path}: {exc}") from exc
+        what = f"onnxruntime cannot optimize {model_path}"
+        raise start_failure(providers[0], exc, what) or EngineError(f"{what}: {exc}") from exc
     if not optimized_path.is_file():
         raise EngineError(f"onnxruntime did not save the optimized graph {optimized_path}")
 
@@ -175,7 +176,8 @@ class OrtEngine(Engine):
                 enable_fallback=0,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
+            what = f"onnxruntime cannot load {path}"
+            raise start_failure(providers[0], exc, what) or EngineError(f"{what}: {exc}") from exc
         verify(self.session, providers, f"cannot load {path}")
         self._input_names = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]

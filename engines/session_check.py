@@ -23,7 +23,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from tei_ort.engines.errors import EngineError
+from tei_ort.engines.errors import ProviderStartError
 from tei_ort.engines.gpu_stack import ORT_GPU_INSTALL, check_onnxruntime_cuda
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -64,20 +64,20 @@ def library_error(provider: str) -> str | None:
     return None
 
 
-def device_error() -> str:
-    """What the CUDA runtime says about the GPUs once the libraries load."""
+def gpus() -> tuple[int, str]:
+    """How many GPUs the CUDA runtime sees (0 on any failure), and its words for it."""
     from tei_ort.engines import _cudart
 
     lib = _cudart.library()
     if lib is None:
-        return "the CUDA runtime (libcudart.so.13) does not load"
+        return 0, f"the CUDA runtime ({_cudart.LIBRARY}) does not load"
     count = ctypes.c_int(0)
     status = int(lib.cudaGetDeviceCount(ctypes.byref(count)))
     if status != 0:
         lib.cudaGetErrorString.restype = ctypes.c_char_p
         text = (lib.cudaGetErrorString(status) or b"").decode()
-        return f"cudaGetDeviceCount failed with error {status}: {text}"
-    return f"the CUDA runtime sees {count.value} GPU(s)"
+        return 0, f"cudaGetDeviceCount failed with error {status}: {text}"
+    return count.value, f"the CUDA runtime sees {count.value} GPU(s)"
 
 
 def verify(session: Any, providers: Sequence[str], what: str) -> None:
@@ -87,13 +87,27 @@ def verify(session: Any, providers: Sequence[str], what: str) -> None:
     if wanted in active:
         return
     missing = library_error(wanted)
-    cause = missing or (device_error() if wanted == CUDA_PROVIDER else None)
+    cause = missing or (gpus()[1] if wanted == CUDA_PROVIDER else None)
     printed = preload_cuda() if wanted == CUDA_PROVIDER else ""
     detail = f"; onnxruntime.preload_dlls: {printed}" if printed else ""
-    raise EngineError(
+    raise ProviderStartError(
         f"{what}: onnxruntime created a session on {', '.join(active)} instead of {wanted} "
         f"({cause or 'no reason given'}){detail}{_hint(wanted, missing)}"
     )
+
+
+def start_failure(provider: str, error: Exception, what: str) -> ProviderStartError | None:
+    """When ONNX Runtime raised rather than fell back: a ProviderStartError if the provider
+    cannot start here (its library does not load, or the CUDA runtime sees no GPU)."""
+    missing = library_error(provider)
+    cause = missing
+    if cause is None and provider == CUDA_PROVIDER:
+        count, cause = gpus()
+        if count > 0:
+            return None  # the device is there: the error is the graph's, not the machine's
+    if cause is None:
+        return None
+    return ProviderStartError(f"{what}: {error} ({cause}){_hint(provider, missing)}")
 
 
 def _hint(provider: str, missing: str | None) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 import onnx
 
-from tei_ort.engines.errors import EngineError
-from tei_ort.engines.ort_engine import CPU_PROVIDER, check_providers, save_optimized
+from tei_ort.engines.errors import EngineError, ProviderStartError
+from tei_ort.engines.ort_engine import check_providers, save_optimized
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import UnsupportedModelError
 from tei_ort.exporters.export import (
@@ -204,9 +204,7 @@ def optimize_graph(
             save_optimized(
                 model_path, optimized_path, providers=target.providers, provider_options=options
             )
-    except EngineError as exc:
-        if target.providers == (CPU_PROVIDER,):
-            raise
+    except ProviderStartError as exc:  # installed, but no driver / CUDA library / GPU here
         progress(f"not optimizing the graph here ({exc}); the server will at each start")
 
 

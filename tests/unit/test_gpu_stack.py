@@ -24,6 +24,7 @@ import pytest
 
 from tei_ort.engines import _cudart, gpu_stack
 from tei_ort.engines.base import EngineInputs
+from tei_ort.engines.errors import ProviderStartError
 from tei_ort.engines.gpu_stack import STACK, check_onnxruntime_cuda, supported_tensorrt
 from tei_ort.engines.ort_engine import OrtEngine
 from tei_ort.engines.providers import PROVIDERS, require
@@ -207,7 +208,7 @@ def test_a_cuda_entry_never_gets_a_cpu_optimized_graph(
     optimized = tmp_path / "model.opt.onnx"
 
     def fell_back(model: Path, out: Path, **_: object) -> None:
-        raise EngineError("onnxruntime created a session on CPUExecutionProvider instead")
+        raise ProviderStartError("onnxruntime created a session on CPUExecutionProvider instead")
 
     monkeypatch.setattr(build, "check_providers", lambda providers: None)
     monkeypatch.setattr(build, "save_optimized", fell_back)
@@ -224,9 +225,13 @@ def test_a_cuda_entry_never_gets_a_cpu_optimized_graph(
         "not optimizing the graph here (onnxruntime created a session on CPUExecutionProvider "
         "instead); the server will at each start"
     ]
-    cpu = EngineTarget("onnx-cpu", "float32", Variant.ORT, ("CPUExecutionProvider",))
-    with pytest.raises(EngineError):  # on the CPU the same failure is the build's error
-        build.optimize_graph(cpu, tmp_path / "model.onnx", optimized, progress)
+
+    def broken(model: Path, out: Path, **_: object) -> None:
+        raise EngineError("onnxruntime cannot optimize model.onnx: a bad graph")
+
+    monkeypatch.setattr(build, "save_optimized", broken)
+    with pytest.raises(EngineError, match="a bad graph"):  # any other failure is the build's
+        build.optimize_graph(target, tmp_path / "model.onnx", optimized, progress)
 
 
 def test_readme_states_the_supported_versions() -> None:
@@ -241,3 +246,20 @@ def test_readme_states_the_supported_versions() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"onnxruntime-gpu[cuda,cudnn]>={STACK.onnxruntime_gpu}.' in pyproject
     assert f"<{STACK.tensorrt_majors[-1] + 1}" in pyproject
+
+
+def test_a_raised_cuda_error_is_a_start_error_only_without_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tei_ort.engines import session_check
+
+    monkeypatch.setattr(session_check, "library_error", lambda provider: None)
+    error = RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+    no_gpu = (0, "cudaGetDeviceCount failed with error 100: no CUDA-capable device is detected")
+    monkeypatch.setattr(session_check, "gpus", lambda: no_gpu)
+    found = session_check.start_failure("CUDAExecutionProvider", error, "cannot load m.onnx")
+    assert isinstance(found, ProviderStartError)
+    assert "no usable GPU: check nvidia-smi" in str(found)
+    # with a GPU there, the same error is the graph's: left to the caller as it is
+    monkeypatch.setattr(session_check, "gpus", lambda: (1, "the CUDA runtime sees 1 GPU(s)"))
+    assert session_check.start_failure("CUDAExecutionProvider", error, "cannot load") is None
