@@ -45,9 +45,11 @@ def requirements() -> dict[str, list[str]]:
     tensorrt = next(r for r in _extra("tensorrt") if r.startswith("tensorrt-cu"))
     package = re.match(r"[\w-]+", tensorrt)
     assert package is not None
+    lowest = re.search(r">=\s*([\d.]+)", tensorrt)  # e.g. 10.13: the first -cu13 release
     found = {"venv": [re.sub(r"\[[^\]]*\]", "", ort), runtime]}
     for major in STACK.tensorrt_majors:
-        found[f"trt-{major}"] = [f"{package.group(0)}-bindings>={major},<{major + 1}"]
+        floor = lowest.group(1) if lowest and int(lowest.group(1).split(".")[0]) == major else major
+        found[f"trt-{major}"] = [f"{package.group(0)}-bindings>={floor},<{major + 1}"]
     return found
 
 
