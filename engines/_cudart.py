@@ -1,7 +1,14 @@
 """The few CUDA runtime calls the TensorRT engine needs, through ctypes (no torch, no pycuda).
 
-``libcudart`` comes with the NVIDIA driver images and with the ``nvidia-cuda-runtime-cu12``
-wheel that ``tensorrt-cu12`` installs; nothing here is loaded until a GPU engine starts.
+tei-ort's GPU stack is CUDA 13 (``gpu_stack``): ``libcudart.so.13`` comes from NVIDIA's
+``nvidia-cuda-runtime`` 13 wheel (``nvidia/cu13/lib``, the layout of the CUDA 13 wheels;
+the ``gpu`` extra installs it) or from a CUDA 13 image. Another major is never loaded: it
+would not be the runtime ONNX Runtime's CUDA provider and TensorRT were built for. Nothing
+here is loaded until a GPU engine starts.
+
+The CUDA runtime keeps the current device per host thread: :func:`set_device` runs on the
+thread that loads an engine and again on the thread that runs it
+(:class:`ThreadDevice`).
 """
 
 from __future__ import annotations
@@ -11,29 +18,44 @@ import ctypes.util
 import glob
 import os
 import sys
+import threading
 from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.engines.errors import EngineError
+from tei_ort.engines.gpu_stack import STACK
 
-_HOST_TO_DEVICE = 1  # cudaMemcpyHostToDevice
-_DEVICE_TO_HOST = 2  # cudaMemcpyDeviceToHost
-_ATTR_CC_MAJOR = 75  # cudaDevAttrComputeCapabilityMajor
-_ATTR_CC_MINOR = 76  # cudaDevAttrComputeCapabilityMinor
+#: the CUDA runtime's enum values we pass, by their names in its headers (checked against
+#: CUDA 13's driver_types.h by tests/gpu_api)
+ENUMS = {
+    "cudaMemcpyHostToDevice": 1,
+    "cudaMemcpyDeviceToHost": 2,
+    "cudaDevAttrComputeCapabilityMajor": 75,
+    "cudaDevAttrComputeCapabilityMinor": 76,
+}
+_HOST_TO_DEVICE = ENUMS["cudaMemcpyHostToDevice"]
+_DEVICE_TO_HOST = ENUMS["cudaMemcpyDeviceToHost"]
+_ATTR_CC_MAJOR = ENUMS["cudaDevAttrComputeCapabilityMajor"]
+_ATTR_CC_MINOR = ENUMS["cudaDevAttrComputeCapabilityMinor"]
+
+
+CUDA_MAJOR = STACK.cuda_major
+LIBRARY = f"libcudart.so.{CUDA_MAJOR}"
 
 
 def _candidates() -> list[str]:
+    """The CUDA 13 runtime: the wheel's copy first, then the loader's search path."""
     names = []
-    found = ctypes.util.find_library("cudart")
-    if found:
-        names.append(found)
-    for base in sys.path:  # the nvidia-cuda-runtime wheel's copy
+    for base in sys.path:  # nvidia-cuda-runtime 13: site-packages/nvidia/cu13/lib
         names.extend(
-            sorted(glob.glob(os.path.join(base, "nvidia", "cuda_runtime", "lib", "libcudart.so*")))
+            sorted(glob.glob(os.path.join(base, "nvidia", f"cu{CUDA_MAJOR}", "lib", LIBRARY)))
         )
-    names.extend(["libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0", "libcudart.so"])
+    names.append(LIBRARY)
+    found = ctypes.util.find_library("cudart")
+    if found and found.endswith(f".so.{CUDA_MAJOR}"):
+        names.append(found)
     return names
 
 
@@ -51,8 +73,9 @@ def _lib() -> ctypes.CDLL:
     lib = library()
     if lib is None:
         raise EngineError(
-            "the CUDA runtime (libcudart) is not found; install nvidia-cuda-runtime-cu12 "
-            "or use an NVIDIA CUDA base image"
+            f"the CUDA {CUDA_MAJOR} runtime ({LIBRARY}) is not found; install the "
+            f"nvidia-cuda-runtime {CUDA_MAJOR} wheel (pip install 'tei-ort[gpu]') or use a "
+            f"CUDA {CUDA_MAJOR} base image"
         )
     return lib
 
@@ -83,6 +106,19 @@ def compute_capability(device_id: int = 0) -> tuple[int, int] | None:
 
 def set_device(device_id: int) -> None:
     check(_lib().cudaSetDevice(device_id), "cudaSetDevice")
+
+
+class ThreadDevice:
+    """Makes ``device_id`` current on each host thread that calls :meth:`ensure`, once."""
+
+    def __init__(self, device_id: int) -> None:
+        self.device_id = device_id
+        self._local = threading.local()
+
+    def ensure(self) -> None:
+        if not getattr(self._local, "set", False):
+            set_device(self.device_id)
+            self._local.set = True
 
 
 class DeviceBuffer:

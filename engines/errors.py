@@ -4,7 +4,9 @@
 
     EngineError                  an engine cannot be built, loaded, started or run
     ├── UnknownProviderError     an execution provider name that is not one we know
-    └── EngineUnavailableError   the dtype asked for has no engine on this machine
+    ├── EngineUnavailableError   the dtype asked for has no engine on this machine
+    └── ProviderStartError       the provider is installed but cannot start here (no
+                                 driver, a missing CUDA library, no GPU)
 """
 
 from __future__ import annotations
@@ -20,3 +22,7 @@ class UnknownProviderError(EngineError, ValueError):
 
 class EngineUnavailableError(EngineError):
     """The dtype asked for has no engine on this machine (the CPU or a package lacks it)."""
+
+
+class ProviderStartError(EngineError):
+    """An installed provider cannot start on this machine: its libraries or its device fail."""

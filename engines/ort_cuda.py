@@ -114,6 +114,7 @@ class OrtCudaEngine(OrtEngine):
         if device == "cuda":
             options.setdefault("device_id", str(device_id))
             options["enable_cuda_graph"] = "1" if cuda_graphs else "0"
+            options.setdefault("use_tf32", "0")  # float32 is float32 (providers.ort_options)
         try:
             super().__init__(
                 model_path,

@@ -2,7 +2,10 @@
 
 The CPU provider is the default; other ORT providers (CUDA, TensorRT, CANN, CoreML,
 OpenVINO) are named by the caller. A provider that is asked for and not available is a
-start-up error, never a silent fall back to the CPU.
+start-up error, never a silent fall back to the CPU: not when it is missing from this
+onnxruntime (:func:`check_providers`), not when its libraries or its device fail to load
+(``session_check.verify``), and not at run time (ONNX Runtime's own retry on the CPU after
+a provider failure is switched off with ``enable_fallback=0``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tei_ort.engines.base import Engine, EngineInputs, OutputName, graph_feed
 from tei_ort.engines.chunking import CPU_CHUNK_TOKENS, run_chunked
 from tei_ort.engines.errors import EngineError
 from tei_ort.engines.providers import PACKAGES, compute_type
+from tei_ort.engines.session_check import prepare, start_failure, verify
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +133,26 @@ def save_optimized(
         data_name = optimized_path.name + ".data"
     cpu = tuple(providers) == (CPU_PROVIDER,)
     opts = session_options(1, optimized_path, data_name, cpu=cpu)
+    prepare(providers)
     try:
-        ort.InferenceSession(
+        session = ort.InferenceSession(
             str(model_path),
             sess_options=opts,
             providers=list(providers),
             provider_options=list(provider_options) if provider_options is not None else None,
             disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if cpu else None,
+            enable_fallback=0,
         )
+        # a session that fell back to the CPU saved a CPU-optimized graph: never keep it
+        verify(session, providers, f"cannot optimize {model_path} for {providers[0]}")
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise EngineError(f"onnxruntime cannot optimize {model_path}: {exc}") from exc
+        optimized_path.unlink(missing_ok=True)
+        if data_name is not None:
+            optimized_path.with_name(data_name).unlink(missing_ok=True)
+        if isinstance(exc, EngineError):
+            raise
+        what = f"onnxruntime cannot optimize {model_path}"
+        raise start_failure(providers[0], exc, what) or EngineError(f"{what}: {exc}") from exc
     if not optimized_path.is_file():
         raise EngineError(f"onnxruntime did not save the optimized graph {optimized_path}")
 
@@ -171,6 +185,7 @@ class OrtEngine(Engine):
         )
         self.cpu = tuple(providers) == (CPU_PROVIDER,)
         opts = session_options(threads, None, cpu=self.cpu)
+        prepare(providers)
         try:
             self.session = ort.InferenceSession(
                 str(path),
@@ -178,9 +193,12 @@ class OrtEngine(Engine):
                 providers=list(providers),
                 provider_options=list(provider_options) if provider_options is not None else None,
                 disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if self.cpu else None,
+                enable_fallback=0,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
+            what = f"onnxruntime cannot load {path}"
+            raise start_failure(providers[0], exc, what) or EngineError(f"{what}: {exc}") from exc
+        verify(self.session, providers, f"cannot load {path}")
         self._input_names = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if len(outputs) != 1 or outputs[0] not in {n.value for n in OutputName}:

@@ -22,6 +22,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from tei_ort.engines.errors import EngineError, UnknownProviderError
+from tei_ort.engines.gpu_stack import (
+    ORT_GPU_INSTALL,
+    TENSORRT_INSTALL,
+    check_onnxruntime_cuda,
+    check_single_onnxruntime,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +47,8 @@ PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
         Provider("cpu", "CPUExecutionProvider", "onnxruntime", nvidia=False),
-        Provider("cuda", "CUDAExecutionProvider", "onnxruntime-gpu", nvidia=True),
-        Provider("tensorrt", None, "tensorrt-cu12 (pip install tensorrt-cu12)", nvidia=True),
+        Provider("cuda", "CUDAExecutionProvider", f"onnxruntime-gpu: {ORT_GPU_INSTALL}", True),
+        Provider("tensorrt", None, f"tensorrt-cu13: {TENSORRT_INSTALL}", nvidia=True),
         Provider("cann", "CANNExecutionProvider", "onnxruntime-cann", nvidia=False),
         Provider("coreml", "CoreMLExecutionProvider", "onnxruntime (the macOS build)", False),
         Provider("openvino", "OpenVINOExecutionProvider", "onnxruntime-openvino", False),
@@ -89,6 +95,9 @@ def require(provider: Provider, available: Collection[str] | None = None) -> Non
                 f"execution provider {provider.name} needs TensorRT; install {provider.package}"
             )
         return
+    installed = available is None
+    if installed and provider.name == "cuda":
+        check_single_onnxruntime()  # the CPU build may have overwritten onnxruntime-gpu
     if available is None:
         import onnxruntime
 
@@ -99,6 +108,10 @@ def require(provider: Provider, available: Collection[str] | None = None) -> Non
             f"this onnxruntime (available: {', '.join(sorted(available))}); "
             f"install {provider.package}"
         )
+    if installed and provider.name == "cuda":
+        import onnxruntime
+
+        check_onnxruntime_cuda(onnxruntime)  # the CUDA 13 build, alone
 
 
 def ort_options(
@@ -112,6 +125,9 @@ def ort_options(
             "arena_extend_strategy": "kSameAsRequested",
             "cudnn_conv_algo_search": "HEURISTIC",  # no convolutions; skip the search
             "enable_cuda_graph": "1" if cuda_graphs else "0",
+            # ORT's default is TF32 matmuls: --dtype float32 means float32, and the float32
+            # islands of the float16 graph (exporters.fp16) are pinned there for accuracy
+            "use_tf32": "0",
         }
     if provider.name == "cann":
         return {"device_id": str(device_id), "arena_extend_strategy": "kSameAsRequested"}

@@ -41,7 +41,9 @@ class TrtEngine(Engine):
     ) -> None:
         self.dtype = dtype
         trt = import_tensorrt()
-        _cudart.set_device(device_id)
+        # the engine's stream and buffers live on device_id; run() may be on another thread
+        self._device = _cudart.ThreadDevice(device_id)
+        self._device.ensure()
         self._trt = trt
         self.plan = plan
         self.max_batch_size = plan.max_batch
@@ -88,6 +90,7 @@ class TrtEngine(Engine):
         self._profile = -1
 
     def run(self, inputs: EngineInputs) -> NDArray[np.float32]:
+        self._device.ensure()  # the CUDA runtime's current device is per host thread
         batch, seq_len = inputs.batch_size, inputs.seq_len
         profile = select_profile(self.plan, batch, seq_len)  # refuses, never rebuilds
         context = self._context
@@ -116,6 +119,7 @@ class TrtEngine(Engine):
         return host.astype(np.float32, copy=False)
 
     def close(self) -> None:
+        self._device.ensure()
         self._stream.synchronize()
         for buffer in self._buffers.values():
             buffer.free()

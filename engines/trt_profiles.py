@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from tei_ort.engines.errors import EngineError
+from tei_ort.engines.gpu_stack import TENSORRT_INSTALL, supported_tensorrt
 from tei_ort.engines.shapes import BatchLimits
 
 PLAN_FILE = "model.plan"
-#: TensorRT 10 reads int64 inputs and has the named-tensor API the engine uses
-MIN_TENSORRT_MAJOR = 10
 FIRST_SEGMENT = 64
 
 Shape = tuple[int, int]  # (batch, sequence)
@@ -103,18 +102,16 @@ def select_profile(plan: ProfilePlan, batch: int, seq_len: int) -> int:
 
 
 def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, when its major is one tei-ort supports (10 or 11)."""
     try:
         trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise EngineError(
-            "the TensorRT engine needs the `tensorrt` package (pip install tensorrt-cu12)"
+            f"the TensorRT engine needs the `tensorrt` package: {TENSORRT_INSTALL}"
         ) from exc
-    major = int(str(trt.__version__).split(".")[0])
-    if major < MIN_TENSORRT_MAJOR:
-        raise EngineError(
-            f"TensorRT {trt.__version__} is too old: tei-ort needs TensorRT "
-            f"{MIN_TENSORRT_MAJOR} or newer"
-        )
+    except (ImportError, OSError) as exc:  # the bindings are there, libnvinfer is not
+        raise EngineError(f"TensorRT does not load ({exc}): {TENSORRT_INSTALL}") from exc
+    supported_tensorrt(str(trt.__version__))
     return trt
 
 

@@ -1,10 +1,15 @@
-"""TensorRT engine builds from the plain-opset graph.
+"""TensorRT engine builds: strongly typed networks from the graph's own types.
 
-The build parses the plain-opset float32 graph (``Variant.PLAIN``: LayerNormalization,
-MatMul, Softmax, which TensorRT's parser fuses into its own attention and norm kernels) and
-lets TensorRT run it in float16, with normalization computed in float32 and the summing
-reductions and log/exp pinned to float32 (the same split as ``exporters.fp16``). The
-profiles come from ``tei_ort.engines.trt_profiles``, which the engine uses to pick one.
+The build parses the plain-opset graph (``Variant.PLAIN``: LayerNormalization, MatMul,
+Softmax, which TensorRT's parser fuses into its own attention and norm kernels) in the
+precision the target stores: for float16 the graph of ``exporters.fp16``, whose types keep
+float32 where it pins it (summing reductions, log/exp, position and mask chains; layer
+norms accumulate in float32 by ``stash_type=1``). The network is strongly typed: TensorRT
+runs each layer in the types the graph gives it, with no precision flags or per-layer
+constraints. That is the only mode of TensorRT 11 (which removed ``BuilderFlag.FP16``,
+``ILayer.precision`` and ``set_output_type``) and NVIDIA's recommended one since 10.12, so
+one build path serves both supported majors. TF32 is off: a float32 graph runs float32.
+The profiles come from ``tei_ort.engines.trt_profiles``, which the engine uses to pick one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ def build_engine(
     plan_path: Path,
     plan: ProfilePlan,
     *,
-    fp16: bool = True,
     workspace_bytes: int | None = None,
     progress: Progress = QUIET,
 ) -> None:
@@ -31,7 +35,7 @@ def build_engine(
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -39,11 +43,7 @@ def build_engine(
     config = builder.create_builder_config()
     if workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        pinned = keep_accurate_layers(trt, network)
-        if pinned:
-            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    config.clear_flag(trt.BuilderFlag.TF32)
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     for shape_range in plan.ranges:
         profile = builder.create_optimization_profile()
@@ -64,53 +64,18 @@ def build_engine(
     plan_path.write_bytes(memoryview(serialized).tobytes())
 
 
-def keep_accurate_layers(trt: Any, network: Any) -> int:
-    """Normalization computed in float32; summing reductions, log and exp pinned to it.
-
-    Returns how many layers got a precision constraint (normalization layers get a compute
-    precision, which needs no constraint flag). ReduceMax / ReduceMin stay float16: they
-    are exact, and SPLADE's max reads a (B, T, V) tensor that float32 would double.
-    """
-    pinned = 0
-    summing = {
-        trt.ReduceOperation.SUM,
-        trt.ReduceOperation.AVG,
-        trt.ReduceOperation.PROD,
-    }
-    exponential = {trt.UnaryOperation.LOG, trt.UnaryOperation.EXP}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type == trt.LayerType.NORMALIZATION:
-            layer.__class__ = trt.INormalizationLayer  # the Python API's way to downcast
-            layer.compute_precision = trt.float32
-        elif layer.type == trt.LayerType.REDUCE:
-            layer.__class__ = trt.IReduceLayer
-            if layer.op in summing:
-                _pin(trt, layer)
-                pinned += 1
-        elif layer.type == trt.LayerType.UNARY:
-            layer.__class__ = trt.IUnaryLayer
-            if layer.op in exponential:
-                _pin(trt, layer)
-                pinned += 1
-    return pinned
-
-
-def _pin(trt: Any, layer: Any) -> None:
-    layer.precision = trt.float32
-    for out in range(layer.num_outputs):
-        layer.set_output_type(out, trt.float32)
+def strongly_typed_flags(trt: Any) -> int:
+    """``create_network`` flags: strongly typed (explicit batch is implied since 10)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def progress_monitor(trt: Any, progress: Progress) -> Any:
     """A TensorRT ``IProgressMonitor`` that meters the builder's top-level phases.
 
     Nested phases (per layer, per tactic) come by the thousand and would bury the ones
-    that say how far the build is; None where TensorRT has no progress monitors (< 10).
+    that say how far the build is.
     """
-    base = getattr(trt, "IProgressMonitor", None)
-    if base is None:
-        return None
+    base = trt.IProgressMonitor
 
     class Monitor(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from tei_ort.engines.errors import EngineError
+from tei_ort.engines.errors import EngineError, ProviderStartError
 from tei_ort.engines.ort_engine import check_providers, save_optimized
 from tei_ort.engines.trt_profiles import PLAN_FILE
 from tei_ort.errors import UnsupportedModelError
@@ -54,9 +54,9 @@ def write_graph(
     info: ModelInfo, target: EngineTarget, path: Path, progress: Progress = QUIET
 ) -> None:
     """Export the graph the target runs to ``path`` (weights over 1 GiB go to external data)."""
-    post_pass = (target.dtype == "float16" and target.engine == "ort-cuda") or (
-        target.dtype == "int8"
-    )
+    # float16 engines (ONNX Runtime CUDA and TensorRT's strongly typed build) run the graph
+    # exporters.fp16 converts, with the float32 it pins
+    post_pass = target.dtype in ("float16", "int8")
     if not post_pass:
         export_to_file(
             info.config,
@@ -79,7 +79,7 @@ def write_graph(
         # the float16 / int8 passes rewrite an in-memory graph, which protobuf caps at 2 GB
         raise UnsupportedModelError(
             f"{info.model_id} has more than 1 GiB of weights: --dtype {target.dtype} engines "
-            "are built in memory and cannot hold it; use float32 (ONNX Runtime) or tensorrt"
+            "are built in memory and cannot hold it; use --dtype float32"
         )
     graph = export_onnx(
         info.config,
@@ -92,7 +92,6 @@ def write_graph(
     if target.dtype == "float16":
         from tei_ort.exporters.fp16 import to_float16
 
-        # TensorRT gets the float32 graph and lowers it to float16 itself (exporters.tensorrt)
         graph = to_float16(graph)
     else:
         from tei_ort.exporters.cpu_graph import unfuse_skip_layer_norm
@@ -162,7 +161,6 @@ def prepare_engine(
                 tmp / ENGINE_FILE,
                 tmp / PLAN_FILE,
                 target.profiles,
-                fp16=target.dtype == "float16",
                 progress=progress,
             )
 
@@ -191,8 +189,10 @@ def optimize_graph(
 ) -> None:
     """Save the graph ONNX Runtime optimizes for the target, so that starts load it as is.
 
-    A target whose provider this machine lacks (a CUDA engine built on a CPU host) is left
-    without one: its server optimizes in memory at each start.
+    A target whose provider this machine lacks or cannot start (a CUDA engine built on a
+    CPU host, or in an image build with onnxruntime-gpu and no GPU) is left without one:
+    its server optimizes in memory at each start. A graph optimized for the CPU is never
+    stored for another provider (``save_optimized`` removes what a fallen-back session saved).
     """
     try:
         check_providers(target.providers)
@@ -200,11 +200,14 @@ def optimize_graph(
         progress(f"not optimizing the graph here ({exc}); the server will at each start")
         return
     options = target.provider_options or None
-    # one opaque call: its meter shows the time it has taken, not how much is left
-    with progress.meter("optimizing the graph with ONNX Runtime", None, "s"):
-        save_optimized(
-            model_path, optimized_path, providers=target.providers, provider_options=options
-        )
+    try:
+        # one opaque call: its meter shows the time it has taken, not how much is left
+        with progress.meter("optimizing the graph with ONNX Runtime", None, "s"):
+            save_optimized(
+                model_path, optimized_path, providers=target.providers, provider_options=options
+            )
+    except ProviderStartError as exc:  # installed, but no driver / CUDA library / GPU here
+        progress(f"not optimizing the graph here ({exc}); the server will at each start")
 
 
 def compile_openvino(

@@ -1,7 +1,7 @@
 """GPU engines end to end: ONNX Runtime CUDA (IOBinding, float16, CUDA graphs) and TensorRT.
 
-Run on a machine with an NVIDIA GPU (compute capability >= 7.5) and onnxruntime-gpu
-(and tensorrt-cu12 for the TensorRT tests): ``pytest -m gpu tests/gpu``. Everything here
+Run on a machine with an NVIDIA GPU (compute capability >= 7.5) and the `gpu` extra (the
+`tensorrt` extra for the TensorRT tests): ``pytest -m gpu tests/gpu``. Everything here
 skips with its reason elsewhere. Bounds: float16 against the float32 CPU engine, cosine
 >= 0.999 per vector (float16 carries about three significant digits; issue #29 sets it).
 """
@@ -24,6 +24,7 @@ from tei_ort.errors import EngineError
 from tei_ort.model.hub import default_model_path
 
 MIN_COSINE = 0.999
+MIN_COSINE_FP32 = 0.99999
 TEXTS = [
     "Hello world",
     "The quick brown fox jumps over the lazy dog. " * 20,
@@ -71,8 +72,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def references(cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 CPU engine's vectors of TEXTS and of REPLAY_TEXTS."""
-    model = tei_ort.load(str(default_model_path()), engine_cache=str(cache))
+    """float32 on the CPU (the default CPU engine may be bf16 on the host): the vectors of
+    TEXTS and of REPLAY_TEXTS."""
+    model = tei_ort.load(str(default_model_path()), engine_cache=str(cache), dtype="float32")
     vectors = model.embed(TEXTS), model.embed(REPLAY_TEXTS)
     model.close()
     return vectors
@@ -102,6 +104,16 @@ def test_ort_cuda_float16(
         replayed = model.embed(REPLAY_TEXTS)  # the captured graphs, with new inputs
         assert _cosines(replayed, replay_reference).min() >= MIN_COSINE
         assert _cosines(replayed, ours).min() < 0.99  # other texts: really new inputs
+
+
+@pytest.mark.parametrize("provider", ["cuda", pytest.param("tensorrt", marks=needs_tensorrt)])
+def test_float32_on_the_gpu_is_float32(cache: Path, reference: np.ndarray, provider: str) -> None:
+    """TF32 is off: float32 on the GPU keeps float32's vectors (TF32 would drift ~1e-4)."""
+    for model in _load(cache, provider=provider, dtype="float32"):
+        assert _cosines(model.embed(TEXTS), reference).min() >= MIN_COSINE_FP32
+        session = getattr(model.loaded.engine, "session", None)
+        if session is not None:  # no silent CPU session behind a CUDA engine
+            assert session.get_providers()[0] == "CUDAExecutionProvider"
 
 
 @needs_tensorrt

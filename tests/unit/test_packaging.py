@@ -40,8 +40,8 @@ def test_the_wheel_installs_everything_under_tei_ort(tmp_path: Path) -> None:
 
 
 def _test_modules() -> list[Path]:
-    root = Path(__file__).resolve().parents[1]
-    return sorted(p for p in root.rglob("*.py") if p.parent.name != "support")
+    """The modules pytest collects (tests/support and tests/gpu_api's scripts are not)."""
+    return sorted(Path(__file__).resolve().parents[1].rglob("test_*.py"))
 
 
 def test_test_modules_import_only_tests_support() -> None:

@@ -69,7 +69,7 @@ def test_missing_ort_provider_names_the_package(name: str, package: str) -> None
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is here")
 def test_missing_tensorrt_names_the_package() -> None:
-    with pytest.raises(EngineError, match="pip install tensorrt-cu12"):
+    with pytest.raises(EngineError, match=r"pip install .tei-ort\[tensorrt\]."):
         require(PROVIDERS["tensorrt"])
 
 
