@@ -6,12 +6,16 @@ other parts running: their inputs would stay queued, holding concurrency permits
 clients then miss (429), for work nobody will read. Here every part still running is
 cancelled, and has run its cancellation (inputs withdrawn from the queue, permits given
 back), before the failure reaches the caller.
+
+``gather_in_window`` runs at most so many parts at once, in order: a /vertex body may hold
+any number of instances (within --payload-limit), and a task per instance, all started at
+once, would cost memory for parts that can only wait for permits anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,6 +29,29 @@ async def gather_or_cancel(works: Iterable[Awaitable[T]]) -> list[T]:
         return list(await asyncio.gather(*tasks))
     finally:
         await cancel_all(tasks)
+
+
+async def gather_in_window(works: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """The results of ``work()`` for each of ``works``, in order, at most ``limit`` running
+    at once (the next starts when one ends); on the first failure (or cancellation of the
+    caller) cancel those running, start no more, and raise."""
+    results: list[T] = []
+    running: dict[asyncio.Future[T], int] = {}
+    done_at: dict[int, T] = {}
+    started = 0
+    try:
+        while started < len(works) or running:
+            while started < len(works) and len(running) < max(1, limit):
+                running[asyncio.ensure_future(works[started]())] = started
+                started += 1
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                done_at[running[task]] = task.result()  # the first failure raises here
+                del running[task]
+        results.extend(done_at[index] for index in range(len(works)))
+        return results
+    finally:
+        await cancel_all(list(running))
 
 
 async def cancel_all(tasks: Sequence[asyncio.Future[T]]) -> None:
