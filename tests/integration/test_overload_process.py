@@ -57,14 +57,19 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-@pytest.fixture
-def measured(cache: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, float]]:
-    """A server, and the seconds one request of TEXTS texts of WORDS words takes alone."""
+@pytest.fixture(scope="module")
+def measured(
+    cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, float]]:
+    """A server, and the seconds one request of TEXTS texts of WORDS words takes alone.
+
+    One server for the module (a start and a measurement less, for CI): the SIGTERM test,
+    last in this file, ends it."""
     args = ["--model-id", str(default_model_path()), "--engine-cache", str(cache)]
     args += ["--max-concurrent-requests", str(2 * TEXTS), "--max-batch-requests", str(TEXTS)]
-    server = ServerProcess(args, log=tmp_path / "server.log")
+    server = ServerProcess(args, log=tmp_path_factory.mktemp("overload-log") / "server.log")
     try:
-        yield server, time_one(server.url, TEXTS, WORDS)
+        yield server, time_one(server.url, TEXTS, WORDS, repeats=2)
     finally:
         server.stop()
 
@@ -77,6 +82,7 @@ def _bodies(full_s: float, backlog_s: float) -> list[dict[str, list[str]]]:
 def test_a_backlog_finishes_in_arrival_order(measured: tuple[ServerProcess, float]) -> None:
     server, full_s = measured
     bodies = _bodies(full_s, ORDER_BACKLOG_S)
+    assert server.process.poll() is None, "the SIGTERM test ran first (it stops the server)"
     answers = asyncio.run(send_backlog(server.url, bodies, 0.01, timeout_s=300))
     result = summary(answers)
     assert result["statuses"] == {"200": REQUESTS}, result
