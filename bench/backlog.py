@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +121,19 @@ def words_for(seconds_per_request: float, seconds_per_full: float, full: int) ->
 
 
 async def send_backlog(
-    url: str, bodies: list[dict[str, Any]], stagger_s: float, timeout_s: float
+    url: str,
+    bodies: list[dict[str, Any]],
+    stagger_s: float,
+    timeout_s: float,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[Answer]:
     """POST every body to /embed, ``stagger_s`` apart, each on its own connection; the
-    answers in arrival order (status 0: no answer, e.g. the connection failed)."""
+    answers in arrival order (status 0: no answer, e.g. the connection failed), timed by
+    ``clock`` (``server_cpu_clock``: the server's work done, whatever else loads the
+    machine)."""
     limits = httpx.Limits(max_connections=len(bodies) + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        started = time.perf_counter()
+        started = clock()
 
         async def one(index: int, body: dict[str, Any]) -> Answer:
             try:
@@ -133,13 +141,31 @@ async def send_backlog(
                 status = response.status_code
             except httpx.HTTPError:
                 status = 0
-            return Answer(index, status, time.perf_counter() - started)
+            return Answer(index, status, clock() - started)
 
         tasks = []
         for index, body in enumerate(bodies):
             tasks.append(asyncio.ensure_future(one(index, body)))
             await asyncio.sleep(stagger_s)
         return list(await asyncio.gather(*tasks))
+
+
+def server_cpu_clock(pid: int) -> Callable[[], float]:
+    """CPU seconds the process ``pid`` has used (all its threads): a clock of the server's
+    own work, which other load on a shared machine does not stretch."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat")
+    last = [0.0]
+
+    def clock() -> float:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # exited meanwhile: its last reading
+            return last[0]
+        last[0] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return last[0]
+
+    return clock
 
 
 def spearman(values: list[float]) -> float:
