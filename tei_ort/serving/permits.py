@@ -44,15 +44,18 @@ class PermitLine:
     def __init__(self, total: int) -> None:
         self.total = total
         self.free = total
+        # claims that left stay in the deque (need 0) until they reach its head: removing
+        # them at once would scan the line, once per instance of a huge /vertex body
         self._line: deque[Claim] = deque()
+        self._waiting = 0
 
     def __len__(self) -> int:
         """Claims still waiting for permits."""
-        return len(self._line)
+        return self._waiting
 
     def try_claim(self, size: int, now: float = 0.0) -> Claim | None:
         """All ``size`` permits now (a single input, TEI's immediate 429), else None."""
-        if self._line or self.free < size:
+        if self._waiting or self.free < size:
             return None
         self.free -= size
         return Claim(0, now, granted=size)
@@ -62,6 +65,7 @@ class PermitLine:
         claim = Claim(size, now)
         if size:
             self._line.append(claim)
+            self._waiting += 1
             self._grant()
         return claim
 
@@ -79,23 +83,29 @@ class PermitLine:
         """``claim`` gives up its place and the permits granted but not taken (idempotent);
         returns the claims that were granted them."""
         if claim.need:
-            self._line.remove(claim)
-            claim.need = 0
+            claim.need = 0  # skipped when it reaches the head of the line
+            self._waiting -= 1
         returned, claim.granted = claim.granted, 0
         self.free += returned
         return self._grant()
 
     def _grant(self) -> list[Claim]:
         granted: list[Claim] = []
-        while self.free and self._line:
-            head = self._line[0]
+        line = self._line
+        while line and not line[0].need:  # claims that left
+            line.popleft()
+        while self.free and line:
+            head = line[0]
             given = min(self.free, head.need)
             head.need -= given
             head.granted += given
             self.free -= given
             granted.append(head)
             if not head.need:
-                self._line.popleft()
+                line.popleft()
+                self._waiting -= 1
+            while line and not line[0].need:
+                line.popleft()
         return granted
 
 

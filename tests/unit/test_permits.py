@@ -151,3 +151,20 @@ async def test_a_cancelled_wait_keeps_its_place_until_it_leaves() -> None:
     assert claim.granted == 1 and permits.free == 0  # granted while nobody waited
     permits.leave(claim)  # what the request does as it fails
     assert permits.free == 1 and permits.try_claim() is not None
+
+
+def test_thousands_of_places_leave_without_disturbing_the_line() -> None:
+    line = PermitLine(1)
+    holder = line.try_claim(1)
+    older = line.join(1)
+    body = [line.join(1) for _ in range(20_000)]  # a /vertex body of one-text instances
+    younger = line.join(1)
+    for place in body:  # the body failed: every place leaves
+        line.leave(place)
+    assert len(line) == 2
+    assert holder is not None and line.release(1) == [older]
+    line.take(older)
+    assert line.release(1) == [younger]  # the places that left are passed over
+    line.take(younger)
+    assert len(line) == 0 and line.release(2) == [] and line.free == 2
+    assert line.try_claim(2) is not None
