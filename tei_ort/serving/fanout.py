@@ -35,7 +35,6 @@ async def gather_in_window(works: Sequence[Callable[[], Awaitable[T]]], limit: i
     """The results of ``work()`` for each of ``works``, in order, at most ``limit`` running
     at once (the next starts when one ends); on the first failure (or cancellation of the
     caller) cancel those running, start no more, and raise."""
-    results: list[T] = []
     running: dict[asyncio.Future[T], int] = {}
     done_at: dict[int, T] = {}
     started = 0
@@ -48,8 +47,7 @@ async def gather_in_window(works: Sequence[Callable[[], Awaitable[T]]], limit: i
             for task in finished:
                 done_at[running[task]] = task.result()  # the first failure raises here
                 del running[task]
-        results.extend(done_at[index] for index in range(len(works)))
-        return results
+        return [done_at[index] for index in range(len(works))]
     finally:
         await cancel_all(list(running))
 
