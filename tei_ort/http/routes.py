@@ -233,7 +233,8 @@ class Routes:
         its place in line for permits, one place per instance side by side, so that a big
         body is admitted whole in its arrival order: it waits for older requests and younger
         ones wait for it. Instances run in order, at most ``--max-concurrent-requests`` at
-        once; the first failure cancels the others."""
+        once besides those whose places were granted permits; the first failure cancels the
+        others."""
         started = time.perf_counter()
         parts = [self._vertex_part(instance) for instance in parse_vertex(data)]
         permits = self.handlers.infer.permits
@@ -250,7 +251,9 @@ class Routes:
 
         try:
             replies = await gather_in_window(
-                [part(i) for i in range(len(parts))], self.settings.max_concurrent_requests
+                [part(i) for i in range(len(parts))],
+                self.settings.max_concurrent_requests,
+                ready=lambda index: permits.wait(places[index]),
             )
         finally:
             for place in places:  # the places of instances never started

@@ -372,7 +372,7 @@ class Infer:
             tokenized = time.perf_counter()
             tokenization = tokenized - started
             while position < len(encoded):
-                if not place.granted and not await self.permits.wait(place, deadline):
+                if not await self.permits.wait(place, deadline):  # its turn, or 429
                     logger.info("a request waited over --max-queue-wait for its permits")
                     raise OverloadedError("Model is overloaded")
                 if ticket.finished:  # failed while we waited for permits

@@ -8,8 +8,14 @@ requests one after another in arrival order and the k-th request of a backlog fi
 after about k/N of it. Handing freed permits to the inputs of several waiting requests at
 once (issue #26) made most requests wait for most of the backlog.
 
+Granted permits are also *taken* (turned into queued inputs) in grant order: a claim may
+take its permits only when no older claim still holds granted ones. Without that, a
+younger request already tokenized and woken would queue its inputs before an older one
+whose owner was a few steps from taking (a /vertex instance just starting, a long request
+still in the tokenizer).
+
 ``PermitLine`` is the rule: plain data, no event loop, no lock (the tests step it by hand).
-``Permits`` is the event loop's view of it: it wakes the claims that were granted permits.
+``Permits`` is the event loop's view of it: it wakes the claim whose turn it is to take.
 """
 
 from __future__ import annotations
@@ -21,22 +27,25 @@ from collections import deque
 
 class Claim:
     """One request's place in line: ``need`` permits still to come, ``granted`` come but
-    not yet taken, ``arrived`` (monotonic seconds) for ``--max-queue-wait``."""
+    not yet taken, ``arrived`` (monotonic seconds) for ``--max-queue-wait``; ``ordered``:
+    takes in grant order (False for a single input's permit, taken at once)."""
 
-    __slots__ = ("arrived", "granted", "need", "size")
+    __slots__ = ("arrived", "granted", "need", "ordered", "size")
 
     def __init__(self, need: int, arrived: float, granted: int = 0) -> None:
         self.size = need + granted  # permits this claim stands for in all
         self.need = need
         self.granted = granted
         self.arrived = arrived
+        self.ordered = granted == 0
 
     def __repr__(self) -> str:
         return f"Claim(size={self.size}, need={self.need}, granted={self.granted})"
 
 
 class PermitLine:
-    """The permits and the line of claims waiting for them (oldest first).
+    """The permits, the line of claims waiting for them and the claims holding granted
+    permits not yet taken (both oldest first).
 
     Invariant: a free permit means nobody waits (every release goes to the line first).
     """
@@ -44,9 +53,11 @@ class PermitLine:
     def __init__(self, total: int) -> None:
         self.total = total
         self.free = total
-        # claims that left stay in the deque (need 0) until they reach its head: removing
-        # them at once would scan the line, once per instance of a huge /vertex body
+        # claims that left stay in these deques until they reach the head (need / granted
+        # 0 by then): removing them at once would scan the line, once per instance of a
+        # huge /vertex body
         self._line: deque[Claim] = deque()
+        self._untaken: deque[Claim] = deque()
         self._waiting = 0
 
     def __len__(self) -> int:
@@ -69,44 +80,56 @@ class PermitLine:
             self._grant()
         return claim
 
+    def may_take(self, claim: Claim) -> bool:
+        """Whether ``claim`` holds granted permits and no older claim holds any."""
+        if not claim.granted:
+            return False
+        return not claim.ordered or self.next_to_take() is claim
+
+    def next_to_take(self) -> Claim | None:
+        """The oldest claim holding granted permits (whose turn it is to take them)."""
+        untaken = self._untaken
+        while untaken and not untaken[0].granted:
+            untaken.popleft()
+        return untaken[0] if untaken else None
+
     def take(self, claim: Claim) -> int:
-        """The permits granted to ``claim`` since it last took them: now its owner's."""
+        """The permits granted to ``claim`` since it last took them: now its owner's
+        (``may_take`` first: taken out of turn, they would queue before older ones)."""
         count, claim.granted = claim.granted, 0
         return count
 
-    def release(self, count: int) -> list[Claim]:
-        """Give ``count`` permits back; returns the claims that were granted some."""
+    def release(self, count: int) -> None:
+        """Give ``count`` permits back (to the line first)."""
         self.free += count
-        return self._grant()
+        self._grant()
 
-    def leave(self, claim: Claim) -> list[Claim]:
-        """``claim`` gives up its place and the permits granted but not taken (idempotent);
-        returns the claims that were granted them."""
+    def leave(self, claim: Claim) -> None:
+        """``claim`` gives up its place and the permits granted but not taken (idempotent)."""
         if claim.need:
-            claim.need = 0  # skipped when it reaches the head of the line
+            claim.need = 0  # passed over when it reaches the head of the line
             self._waiting -= 1
         returned, claim.granted = claim.granted, 0
         self.free += returned
-        return self._grant()
+        self._grant()
 
-    def _grant(self) -> list[Claim]:
-        granted: list[Claim] = []
+    def _grant(self) -> None:
         line = self._line
         while line and not line[0].need:  # claims that left
             line.popleft()
         while self.free and line:
             head = line[0]
             given = min(self.free, head.need)
+            if not head.granted:
+                self._untaken.append(head)
             head.need -= given
             head.granted += given
             self.free -= given
-            granted.append(head)
             if not head.need:
                 line.popleft()
                 self._waiting -= 1
             while line and not line[0].need:
                 line.popleft()
-        return granted
 
 
 class Permits:
@@ -114,7 +137,7 @@ class Permits:
 
     def __init__(self, count: int) -> None:
         self._line = PermitLine(count)
-        self._waiters: dict[Claim, asyncio.Future[None]] = {}
+        self._waiters: dict[Claim, list[asyncio.Future[None]]] = {}
 
     @property
     def total(self) -> int:
@@ -133,41 +156,60 @@ class Permits:
         return self._line.try_claim(size, time.monotonic())
 
     def claim(self, size: int) -> Claim:
-        return self._line.join(size, time.monotonic())
+        claim = self._line.join(size, time.monotonic())
+        self._wake()
+        return claim
 
     def claims(self, sizes: list[int]) -> list[Claim]:
         """Places next to each other, in order: the parts of one request (a /vertex body's
         instances) are admitted together, at the request's arrival."""
         now = time.monotonic()
-        return [self._line.join(size, now) for size in sizes]
+        claims = [self._line.join(size, now) for size in sizes]
+        self._wake()
+        return claims
 
     def take(self, claim: Claim) -> int:
-        return self._line.take(claim)
+        """``claim``'s granted permits (after ``wait`` said it may take them)."""
+        count = self._line.take(claim)
+        self._wake()
+        return count
 
     async def wait(self, claim: Claim, deadline: float | None = None) -> bool:
-        """Until ``claim`` has permits to take (True) or ``deadline`` (monotonic) passes
-        (False: it still has none)."""
-        if claim.granted or not claim.need:
-            return claim.granted > 0
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            return False
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[claim] = waiter
-        try:
-            await asyncio.wait((waiter,), timeout=timeout)
-        finally:
-            self._waiters.pop(claim, None)
-        return claim.granted > 0
+        """Until ``claim`` may take permits (True: granted, and no older claim holds any)
+        or ``deadline`` (monotonic) passes or it can get none (False). Several may wait on
+        one claim (a /vertex body watches the place of its next instance to start it)."""
+        loop = asyncio.get_running_loop()
+        while not self._line.may_take(claim):
+            if not claim.need and not claim.granted:
+                return False  # left the line, or all taken
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(claim, []).append(waiter)
+            try:
+                await asyncio.wait((waiter,), timeout=timeout)
+            finally:
+                waiters = self._waiters.get(claim, [])
+                if waiter in waiters:  # not woken (a wake takes the claim's whole list)
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[claim]
+        return True
 
     def release(self, count: int = 1) -> None:
-        self._wake(self._line.release(count))
+        self._line.release(count)
+        self._wake()
 
     def leave(self, claim: Claim) -> None:
-        self._wake(self._line.leave(claim))
+        self._line.leave(claim)
+        self._wake()
 
-    def _wake(self, claims: list[Claim]) -> None:
-        for claim in claims:
-            waiter = self._waiters.get(claim)
-            if waiter is not None and not waiter.done():
+    def _wake(self) -> None:
+        """Wake whoever waits on the claim whose turn it is to take."""
+        claim = self._line.next_to_take()
+        if claim is None:
+            return
+        for waiter in self._waiters.pop(claim, ()):
+            if not waiter.done():
                 waiter.set_result(None)

@@ -27,12 +27,12 @@ def test_the_oldest_request_gets_all_its_permits_before_a_younger_gets_any() -> 
     assert line.take(old) == 4 and old.granted == 0
     young = line.join(3)
     younger = line.join(1)
-    assert line.release(1) == [old]  # not to the younger ones, though they need fewer
+    line.release(1)  # to the old request, not to the younger ones, though they need fewer
     assert (old.granted, old.need, young.granted) == (1, 1, 0)
     # two come back: the old request's last one, then the young one's first
-    assert line.release(2) == [old, young]
-    assert (old.need, young.granted, young.need, younger.granted) == (0, 1, 2, 0)
-    assert line.release(3) == [young, younger]
+    line.release(2)
+    assert (old.need, old.granted, young.granted, young.need, younger.granted) == (0, 2, 1, 2, 0)
+    line.release(3)
     assert (young.granted, younger.granted, line.free, len(line)) == (3, 1, 0, 0)
 
 
@@ -54,7 +54,8 @@ def test_leaving_returns_what_was_granted_and_not_taken_to_the_next_in_line() ->
     third = line.join(1)
     line.leave(second)  # from the middle of the line: never granted anything
     assert second.need == 0 and len(line) == 2  # the first and the third
-    assert line.leave(first) == [third]  # its 3 untaken permits go on
+    line.leave(first)  # its 3 untaken permits go on
+    assert line.next_to_take() is third
     assert (third.granted, line.free) == (1, 2)
     line.leave(first)  # twice: nothing more
     assert line.free == 2
@@ -86,6 +87,21 @@ def test_places_of_one_body_are_side_by_side_whatever_arrives_between() -> None:
                 permits.take(claim)
                 order.append(claim)
     assert order == [parts[0], parts[0], parts[1], later]
+
+
+def test_granted_permits_are_taken_in_grant_order() -> None:
+    line = PermitLine(4)
+    older, younger = line.join(2), line.join(2)  # both granted at once
+    single = line.try_claim(1)
+    assert single is None  # none free: a single input is refused at once
+    assert line.may_take(older) and not line.may_take(younger)
+    assert line.next_to_take() is older
+    assert line.take(older) == 2
+    assert line.may_take(younger) and line.next_to_take() is younger
+    line.leave(younger)  # gives back its 2 untaken permits
+    assert line.next_to_take() is None and line.free == 2
+    now = line.try_claim(1)
+    assert now is not None and line.may_take(now)  # a single input takes out of turn
 
 
 def test_zero_inputs_take_no_place() -> None:
@@ -162,9 +178,12 @@ def test_thousands_of_places_leave_without_disturbing_the_line() -> None:
     for place in body:  # the body failed: every place leaves
         line.leave(place)
     assert len(line) == 2
-    assert holder is not None and line.release(1) == [older]
-    line.take(older)
-    assert line.release(1) == [younger]  # the places that left are passed over
-    line.take(younger)
-    assert len(line) == 0 and line.release(2) == [] and line.free == 2
+    assert holder is not None
+    line.release(1)
+    assert older.granted == 1 and line.take(older) == 1
+    line.release(1)
+    assert younger.granted == 1  # the places that left are passed over
+    assert line.take(younger) == 1 and len(line) == 0
+    line.release(2)
+    assert line.free == 2
     assert line.try_claim(2) is not None
