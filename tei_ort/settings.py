@@ -141,6 +141,8 @@ class Settings:
     grpc_port: int | None = None  # tei-ort: gRPC on this port beside HTTP on `port`
     # tei-ort: how long a stopping server waits for accepted requests (None: all of them)
     graceful_shutdown_timeout: int | None = None
+    # tei-ort: the longest a request waits for its permits before a 429 (None: no bound)
+    max_queue_wait: float | None = None
     # tei-ort: deadlines (seconds) and the connection cap that bound what a client may hold
     keep_alive_timeout: int = 5
     header_read_timeout: int = 30
@@ -186,6 +188,8 @@ class Settings:
                 raise ConfigurationError(f"`{name}` must be at least 1")
         if self.graceful_shutdown_timeout is not None and self.graceful_shutdown_timeout < 0:
             raise ConfigurationError("`graceful_shutdown_timeout` must be 0 or more")
+        if self.max_queue_wait is not None and not self.max_queue_wait > 0:
+            raise ConfigurationError("`max_queue_wait` must be more than 0")
         if self.max_batch_requests is not None and self.max_batch_requests < 1:
             raise ConfigurationError("`max_batch_requests` must be at least 1")
         for name in ("port", "prometheus_port"):

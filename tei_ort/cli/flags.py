@@ -88,6 +88,16 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return number
+
+
 def _pooling(value: str) -> Any:
     try:
         return parse_pooling(value)
@@ -295,6 +305,14 @@ SERVER_FLAGS: tuple[Flag, ...] = (
         "it has accepted; this bounds that wait, in seconds (requests still running then are "
         "cancelled). By default it waits for all of them, as TEI does.",
         parse=non_negative_int,
+    ),
+    Flag(
+        "--max-queue-wait",
+        "The longest, in seconds, a request of several inputs waits for its concurrency "
+        "permits (requests are admitted in arrival order); past it the request gets 429 "
+        "`Model is overloaded` and its queued inputs are withdrawn. By default it waits as "
+        "long as it takes.",
+        parse=_positive_seconds,
     ),
     Flag(
         "--keep-alive-timeout",

@@ -284,9 +284,12 @@ class _Requests:
         }
         instance = instances.get(self.limits.default_mode, ref("EmbedRequest"))
         return _object(
-            {"instances": {"type": "array", "maxItems": self.batch, "items": instance}},
+            {"instances": {"type": "array", "items": instance}},
             ("instances",),
-            description=f"At most {self.batch} instances, each of at most {self.batch} inputs.",
+            description=(
+                f"Any number of instances (within the payload limit), each of at most "
+                f"{self.batch} inputs; admitted together, in arrival order."
+            ),
         )
 
 

@@ -44,11 +44,11 @@ from tei_ort.http.schemas import (
 )
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Token
-from tei_ort.serving import validation
-from tei_ort.serving.fanout import gather_or_cancel
+from tei_ort.serving.fanout import gather_in_window
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tei_ort.serving.permits import Claim
 from tei_ort.serving.postprocess import Mode, sparsify
 from tei_ort.serving.reply import Reply
 from tei_ort.serving.requests import EmbedRequest, PredictRequest, RerankRequest
@@ -140,16 +140,16 @@ class Routes:
     async def _embed_sparse(self, data: Any) -> Reply:
         return await self._sparse(parse_embed(data, pooled=False))
 
-    async def _sparse(self, req: EmbedRequest) -> Reply:
-        reply = await self.handlers.embed(req, Mode.SPARSE)
+    async def _sparse(self, req: EmbedRequest, place: Claim | None = None) -> Reply:
+        reply = await self.handlers.embed(req, Mode.SPARSE, place=place)
         reply.content = [sparsify(vector) for vector in reply.content]
         return reply
 
     async def _predict(self, data: Any) -> Reply:
         return await self._labelled(parse_predict(data))
 
-    async def _labelled(self, req: PredictRequest) -> Reply:
-        reply = await self.handlers.predict(req)
+    async def _labelled(self, req: PredictRequest, place: Claim | None = None) -> Reply:
+        reply = await self.handlers.predict(req, place=place)
         labelled = [_labels(labels) for labels in reply.content]
         reply.content = labelled[0] if req.single else labelled
         return reply
@@ -157,8 +157,8 @@ class Routes:
     async def _rerank(self, data: Any, *, documents_form: bool | None = None) -> Reply:
         return await self._ranked(parse_rerank(data, documents_form=documents_form))
 
-    async def _ranked(self, req: RerankRequest) -> Reply:
-        reply = await self.handlers.rerank(req)
+    async def _ranked(self, req: RerankRequest, place: Claim | None = None) -> Reply:
+        reply = await self.handlers.rerank(req, place=place)
         ranks: list[tuple[int, float]] = reply.content
         if not req.documents_form:
             content = []
@@ -228,31 +228,52 @@ class Routes:
         return cores[self.handlers.default_mode()]
 
     async def _vertex(self, data: Any) -> Reply:
-        """Every instance parsed first (as TEI does), then all run together; the first
-        failure cancels the others. At most ``--max-client-batch-size`` instances (each of
-        at most as many inputs), so that one body cannot queue more than that squared
-        (TEI bounds only each instance; 2 MB of small instances were ~450k inputs)."""
+        """Every instance parsed first (as TEI does), each bounded by
+        ``--max-client-batch-size`` inputs, any number of them (as TEI); then the body takes
+        its place in line for permits, one place per instance side by side, so that a big
+        body is admitted whole in its arrival order: it waits for older requests and younger
+        ones wait for it. Instances run in order, at most ``--max-concurrent-requests`` at
+        once besides those whose places were granted permits; the first failure cancels the
+        others."""
         started = time.perf_counter()
-        instances = parse_vertex(data)
-        if len(instances) > self.settings.max_client_batch_size:
-            validation.check_batch(len(instances), self.settings.max_client_batch_size)
-        parts = [self._vertex_part(instance) for instance in instances]
-        replies = await gather_or_cancel(run() for run in parts)
+        parts = [self._vertex_part(instance) for instance in parse_vertex(data)]
+        permits = self.handlers.infer.permits
+        places = permits.claims([size for size, _ in parts])
+
+        def part(index: int) -> Callable[[], Awaitable[Reply]]:
+            async def run() -> Reply:
+                try:
+                    return await parts[index][1](places[index])
+                finally:
+                    permits.leave(places[index])
+
+            return run
+
+        try:
+            replies = await gather_in_window(
+                [part(i) for i in range(len(parts))],
+                self.settings.max_concurrent_requests,
+                ready=lambda index: permits.wait(places[index]),
+            )
+        finally:
+            for place in places:  # the places of instances never started
+                permits.leave(place)
         return Reply({"predictions": [r.content for r in replies]}, started)
 
-    def _vertex_part(self, instance: Any) -> Callable[[], Awaitable[Reply]]:
-        """The work that answers one /vertex instance (parsed now)."""
+    def _vertex_part(self, instance: Any) -> tuple[int, Callable[[Claim], Awaitable[Reply]]]:
+        """One /vertex instance (parsed now): its count of inputs and the work that answers
+        it from a place in line."""
         if isinstance(instance, dict) and "query" in instance and "texts" in instance:
             rerank = parse_rerank(instance, documents_form=False)
-            return lambda: self._ranked(rerank)
+            return len(rerank.texts), lambda place: self._ranked(rerank, place)
         if self.info.kind in (ModelKind.CLASSIFIER, ModelKind.RERANKER):
             predict = parse_predict(instance)
-            return lambda: self._labelled(predict)
+            return len(predict.inputs), lambda place: self._labelled(predict, place)
         if is_splade(self.info):
             sparse = parse_embed(instance, pooled=False)
-            return lambda: self._sparse(sparse)
+            return len(sparse.inputs), lambda place: self._sparse(sparse, place)
         embed = parse_embed(instance)
-        return lambda: self.handlers.embed(embed)
+        return len(embed.inputs), lambda place: self.handlers.embed(embed, place=place)
 
     # -- endpoints ------------------------------------------------------------------------------
 

@@ -6,13 +6,17 @@ other parts running: their inputs would stay queued, holding concurrency permits
 clients then miss (429), for work nobody will read. Here every part still running is
 cancelled, and has run its cancellation (inputs withdrawn from the queue, permits given
 back), before the failure reaches the caller.
+
+``gather_in_window`` runs at most so many parts at once, in order: a /vertex body may hold
+any number of instances (within --payload-limit), and a task per instance, all started at
+once, would cost memory for parts that can only wait for permits anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,6 +29,54 @@ async def gather_or_cancel(works: Iterable[Awaitable[T]]) -> list[T]:
         return list(await asyncio.gather(*tasks))
     finally:
         await cancel_all(tasks)
+
+
+async def gather_in_window(
+    works: Sequence[Callable[[], Awaitable[T]]],
+    limit: int,
+    ready: Callable[[int], Awaitable[object]] | None = None,
+) -> list[T]:
+    """The results of ``work()`` for each of ``works``, in order, at most ``limit`` running
+    at once (the next starts when one ends, or as soon as ``ready(next)`` completes: a
+    /vertex instance whose place in line was granted permits must not wait for a slot,
+    or younger requests would queue their inputs before it); on the first failure (or
+    cancellation of the caller) cancel those running, start no more, and raise."""
+    running: dict[asyncio.Future[T], int] = {}
+    done_at: dict[int, T] = {}
+    started = 0
+    watcher: asyncio.Future[object] | None = None  # ready(started)
+    watched = -1
+
+    def start() -> None:
+        nonlocal started
+        running[asyncio.ensure_future(works[started]())] = started
+        started += 1
+
+    try:
+        while started < len(works) or running:
+            while started < len(works) and len(running) < max(1, limit):
+                start()
+            waits: set[asyncio.Future[Any]] = set(running)
+            if ready is not None and started < len(works):
+                if watcher is not None and watched != started:  # that one started anyway
+                    watcher.cancel()
+                    watcher = None
+                if watcher is None:
+                    watcher, watched = asyncio.ensure_future(ready(started)), started
+                waits.add(watcher)
+            finished, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if watcher is not None and watcher in finished:
+                finished.discard(watcher)
+                watcher = None
+                start()  # beyond the limit: its permits are waiting for it
+            for task in finished:
+                done_at[running[task]] = task.result()  # the first failure raises here
+                del running[task]
+        return [done_at[index] for index in range(len(works))]
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await cancel_all(list(running))
 
 
 async def cancel_all(tasks: Sequence[asyncio.Future[T]]) -> None:

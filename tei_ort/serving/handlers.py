@@ -8,7 +8,9 @@ happen here once.
 
 A handler counts the request as ``single`` or ``batch`` by ``single`` and takes its
 concurrency permit at once (429 when none is free) when ``immediate`` is true, as TEI does
-for a single input; the inputs of a batch, or of a gRPC stream, wait for theirs.
+for a single input; the inputs of a batch, or of a gRPC stream, wait for theirs in the
+request's place in line (``permits``). ``place``: a place the caller took already (each
+instance of a /vertex body); the caller gives it up when the handler returns or fails.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tei_ort.model.tokenization import Token
 from tei_ort.serving import validation
 from tei_ort.serving.encoding import Item
 from tei_ort.serving.infer import Infer, Outcome
+from tei_ort.serving.permits import Claim
 from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.serving.reply import Reply, record_success
 from tei_ort.serving.requests import (
@@ -114,7 +117,12 @@ class Handlers:
     # -- embeddings -------------------------------------------------------------------------
 
     async def embed(
-        self, req: EmbedRequest, mode: Mode = Mode.POOLED, *, immediate: bool | None = None
+        self,
+        req: EmbedRequest,
+        mode: Mode = Mode.POOLED,
+        *,
+        immediate: bool | None = None,
+        place: Claim | None = None,
     ) -> Reply:
         """Pooled vectors (N, D) for POOLED, a (T_i, H) per input for TOKENS, a (V,) for
         SPARSE, in input order."""
@@ -131,6 +139,7 @@ class Handlers:
             direction=req.truncation_direction,
             prompt_name=req.prompt_name,
             single=req.single if immediate is None else immediate,
+            place=place,
         )
         content: Any = np.stack(outcome.results) if mode is Mode.POOLED else outcome.results
         reply = Reply(content, started, chars=chars(req.inputs))
@@ -164,7 +173,9 @@ class Handlers:
         labels = self.info.id2label
         return [Label(labels.get(i, f"LABEL_{i}"), score) for i, score in ranked(scores)]
 
-    async def predict(self, req: PredictRequest, *, immediate: bool | None = None) -> Reply:
+    async def predict(
+        self, req: PredictRequest, *, immediate: bool | None = None, place: Claim | None = None
+    ) -> Reply:
         """Labelled scores, one list per input, each best first."""
         started = self.count(req.single)
         self._check_batch(req.single, len(req.inputs))
@@ -174,6 +185,7 @@ class Handlers:
             truncate=self.truncate(req.truncate),
             direction=req.truncation_direction,
             single=req.single if immediate is None else immediate,
+            place=place,
         )
         content = [self.labelled(scores) for scores in outcome.results]
         return self._done(req.single, Reply(content, started, chars=chars(req.inputs)), outcome)
@@ -182,6 +194,8 @@ class Handlers:
         self,
         req: RerankRequest,
         check_route: Callable[[ModelInfo], None] = validation.check_rerank_route,
+        *,
+        place: Claim | None = None,
     ) -> Reply:
         """(index, score) of every text, best first; ``check_route`` refuses a model that
         does not re-rank, with the front end's text."""
@@ -200,6 +214,7 @@ class Handlers:
             truncate=self.truncate(req.truncate),
             direction=req.truncation_direction,
             instruction=req.instruction,
+            place=place,
         )
         scores = np.asarray([scores[0] for scores in outcome.results], dtype=np.float32)  # (N,)
         text_chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)

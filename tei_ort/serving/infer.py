@@ -12,9 +12,11 @@
 
 The threads are ``worker.EngineWorker``'s; this module owns the event-loop side.
 Concurrency permits (``--max-concurrent-requests``) are taken per input: a single input
-that finds none free is refused at once (429), the inputs of a batch request wait for
-theirs, as in TEI. A failed engine run fails only the requests in its batch (424); /health
-runs a probe through the engine when the last run failed.
+that finds none free is refused at once (429), as in TEI; the inputs of any other request
+wait for theirs in the request's place in line (``permits``: oldest request first), for at
+most ``--max-queue-wait`` seconds when it is set (then 429). A failed engine run fails only
+the requests in its batch (424); /health runs a probe through the engine when the last run
+failed.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from tei_ort.serving import validation
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor, ServedModel
 from tei_ort.serving.metrics import Metrics
-from tei_ort.serving.permits import Permits
+from tei_ort.serving.permits import Claim, Permits
 from tei_ort.serving.phases import failure_label, tokenization_errors, tokenize_inline
 from tei_ort.serving.postprocess import Mode, OutputSpec
 from tei_ort.serving.queue import Budget, Entry, Queue, Ticket
@@ -195,13 +197,17 @@ class Infer:
         direction: Direction = "right",
         prompt_name: str | None = None,
         single: bool = False,
+        place: Claim | None = None,
     ) -> Outcome:
-        """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input."""
+        """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input.
+
+        ``place``: the request's place in line for permits, taken by the caller (the parts
+        of a /vertex body, which gives it up if this fails before it is used)."""
         self.encoder.check_embed(spec)
         prompt = self.encoder.prompt(prompt_name)
-        held = self._take_single_permit(single)
+        place = self._admit(len(items), single, place)
         self.metrics.embed_count.inc(len(items))
-        outcome = await self._submit(items, spec, truncate, direction, prompt, held)
+        outcome = await self._submit(items, spec, truncate, direction, prompt, place)
         if spec.dimensions is not None and self.encoder.embedding_size is None:
             for vector in outcome.results:  # (D',): D' < dimensions when D was too small
                 validation.check_dimensions_fit(spec.dimensions, vector.shape[-1])
@@ -217,16 +223,18 @@ class Infer:
         direction: Direction = "right",
         single: bool = False,
         instruction: str | None = None,
+        place: Claim | None = None,
     ) -> Outcome:
         """Classifier / re-ranker scores (one (L,) array per input).
 
-        ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker).
+        ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker);
+        ``place`` as for ``embed``.
         """
         self.encoder.check_predict()
+        place = self._admit(len(items), single, place)
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
-        held = self._take_single_permit(single)
         self.metrics.predict_count.inc(len(items))
-        outcome = await self._submit(items, spec, truncate, direction, None, held, instruction)
+        outcome = await self._submit(items, spec, truncate, direction, None, place, instruction)
         self._observe(self.metrics.predict, self.metrics.predict_success, outcome, len(items))
         return outcome
 
@@ -299,13 +307,25 @@ class Infer:
         for _ in range(count):
             stage.observe(total, outcome.tokenization, outcome.queue, outcome.inference)
 
-    def _take_single_permit(self, single: bool) -> int:
-        """A single input takes its permit now or is refused (429); a batch waits later."""
+    def _admit(self, size: int, single: bool, place: Claim | None) -> Claim:
+        """The request's permits: a single input takes its permit now or is refused (429),
+        as in TEI; any other request takes its place in line (``place`` if the caller took
+        it already)."""
+        if place is not None:
+            if place.size != size:
+                raise AssertionError(f"a place for {place.size} inputs given {size}")
+            return place
         if not single:
-            return 0
-        if not self.permits.try_acquire():
+            return self.permits.claim(size)
+        claim = self.permits.try_claim(size)
+        if claim is None:
             raise OverloadedError("Model is overloaded")
-        return 1
+        return claim
+
+    def _deadline(self, place: Claim) -> float | None:
+        """When ``place`` stops waiting for permits (``--max-queue-wait``; monotonic)."""
+        wait = self.settings.max_queue_wait
+        return None if wait is None else place.arrived + wait
 
     async def _submit(
         self,
@@ -314,10 +334,26 @@ class Infer:
         truncate: bool,
         direction: Direction,
         prompt: str | None,
-        held: int,
+        place: Claim,
         instruction: str | None = None,
     ) -> Outcome:
-        """Tokenize, queue (one permit per input; ``held`` already taken) and wait."""
+        """Tokenize, queue each input as ``place`` is granted its permit, and wait; whatever
+        way this ends, ``place`` leaves the line and gives back what it did not use."""
+        try:
+            return await self._run(items, spec, truncate, direction, prompt, place, instruction)
+        finally:
+            self.permits.leave(place)
+
+    async def _run(
+        self,
+        items: Sequence[Item],
+        spec: OutputSpec,
+        truncate: bool,
+        direction: Direction,
+        prompt: str | None,
+        place: Claim,
+        instruction: str | None,
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ticket = Ticket(len(items), spec, loop.create_future())
@@ -327,6 +363,7 @@ class Infer:
         tokenized: float | None = None
         encoded: list[Encoded] = []
         position = 0  # inputs queued so far
+        deadline = self._deadline(place)
         try:
             encoded = await self._tokenize(
                 lambda: self.encoder.encode(items, truncate, direction, prompt, instruction),
@@ -335,21 +372,17 @@ class Infer:
             tokenized = time.perf_counter()
             tokenization = tokenized - started
             while position < len(encoded):
-                if held == 0:
-                    held = self.permits.take_up_to(len(encoded) - position)
-                if held == 0:
-                    await self.permits.acquire()
-                    held = 1
+                if not await self.permits.wait(place, deadline):  # its turn, or 429
+                    logger.info("a request waited over --max-queue-wait for its permits")
+                    raise OverloadedError("Model is overloaded")
                 if ticket.finished:  # failed while we waited for permits
                     break
-                chunk = [Entry(ticket, position + i, encoded[position + i]) for i in range(held)]
+                count = self.permits.take(place)
+                chunk = [Entry(ticket, position + i, encoded[position + i]) for i in range(count)]
                 self.queue.append(chunk)
-                position += held
-                held = 0
+                position += count
             await ticket.future
         except BaseException as exc:
-            if held:
-                self.permits.release(held)
             ticket.dropped = isinstance(exc, asyncio.CancelledError)
             ticket.finished = True
             if position:  # some of its inputs are queued: take them out now

@@ -1,6 +1,6 @@
 """No work outlives its request: when a request fails in any part, or its client goes away,
-every input it queued leaves the queue and gives its permit back at once; and one /vertex
-body has at most --max-client-batch-size instances."""
+every input it queued leaves the queue and gives its permit back at once; and each /vertex
+instance has at most --max-client-batch-size inputs (any number of instances, as TEI)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,10 @@ async def test_vertex_instances_are_bounded_by_max_client_batch_size(make_model:
         assert response.status_code == 200, response.text
         assert [len(p) for p in response.json()["predictions"]] == [32] * 32
         singles = {"instances": [{"inputs": f"one {i}"} for i in range(33)]}
-        response = await client.post("/vertex", json=singles)
+        response = await client.post("/vertex", json=singles)  # TEI bounds only each instance
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 33
+        too_big = {"instances": [{"inputs": texts(33, 0)}]}
+        response = await client.post("/vertex", json=too_big)
         assert response.status_code == BatchSizeError.status_code, response.text
         assert "33" in response.json()["error"] and "32" in response.json()["error"]
         assert (await client.post("/vertex", json={"instances": []})).json() == {"predictions": []}

@@ -1,53 +1,19 @@
-"""Pieces of the inference path that need no threads: permits and start-up rules."""
+"""Pieces of the inference path that need no threads: start-up rules and phases
+(permits: test_permits.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tei_ort.errors import ConfigurationError, ValidationError
-from tei_ort.serving.permits import Permits
 from tei_ort.serving.phases import INLINE_TOKENIZE_CHARS, failure_label, mark_phase, tokenize_inline
 from tei_ort.serving.startup import effective_max_input_length, resolve_default_prompt
 from tei_ort.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-async def test_permits_try_and_wait_fifo() -> None:
-    permits = Permits(2)
-    assert permits.try_acquire() and permits.take_up_to(5) == 1
-    assert not permits.try_acquire() and permits.take_up_to(3) == 0
-    order: list[int] = []
-
-    async def wait(i: int) -> None:
-        await permits.acquire()
-        order.append(i)
-
-    tasks = [asyncio.ensure_future(wait(i)) for i in range(3)]
-    await asyncio.sleep(0)
-    assert not permits.try_acquire()  # waiters come first
-    permits.release(2)
-    await asyncio.sleep(0)
-    assert order == [0, 1]
-    permits.release()
-    await asyncio.gather(*tasks)
-    assert order == [0, 1, 2] and permits.free == 0
-
-
-async def test_cancelled_waiter_gives_nothing_away() -> None:
-    permits = Permits(1)
-    assert permits.try_acquire()
-    task = asyncio.ensure_future(permits.acquire())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    permits.release()
-    assert permits.free == 1 and permits.try_acquire()
 
 
 def _info(make_model: Any, **changes: Any) -> Any:
