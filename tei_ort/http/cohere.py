@@ -75,9 +75,8 @@ def _order(kind: EmbeddingType) -> int:
 
 def parse_cohere(data: Any, version: Version) -> CohereRequest:
     fields = Fields(data, _V2_FIELDS if version == 2 else _V1_FIELDS)
+    # Cohere requires it in v2; here it only chooses among several served models
     model = fields.opt_str("model")
-    if version == 2 and model is None:
-        raise BodyError("missing field `model` in the body")
     input_type = fields.opt_str("input_type")
     if fields.data.get("images"):
         raise BodyError("`images` are not supported: this server embeds texts")

@@ -55,7 +55,9 @@ def calibration_vectors(executor: BatchExecutor, encoder: InputEncoder) -> F32:
     """The set's texts embedded as a request would be (truncated, no prompt), neither
     truncated in dimensions nor normalized: (N, D)."""
     texts = list(calibration_texts())
-    encoded = encoder.encode(texts, True, "right", None)
+    # an encoder of its own: the served one records every length in te_request_input_length
+    quiet = InputEncoder(encoder.info, encoder.tokenizer, encoder.max_input_length)
+    encoded = quiet.encode(texts, True, "right", None)
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     spec = OutputSpec(Mode.POOLED, normalize=False)
     rows: list[F32 | None] = [None] * len(encoded)
