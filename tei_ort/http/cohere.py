@@ -78,7 +78,8 @@ def parse_cohere(data: Any, version: Version) -> CohereRequest:
     # Cohere requires it in v2; here it only chooses among several served models
     model = fields.opt_str("model")
     input_type = fields.opt_str("input_type")
-    if fields.data.get("images"):
+    images = fields.data.get("images")
+    if images is not None and (not isinstance(images, list) or images):
         raise BodyError("`images` are not supported: this server embeds texts")
     texts = _texts(fields, version)
     if not texts:
@@ -111,14 +112,14 @@ def parse_cohere(data: Any, version: Version) -> CohereRequest:
 
 
 def _texts(fields: Fields, version: Version) -> list[str]:
-    if fields.data.get("inputs") is not None:
-        if fields.data.get("texts") is not None:
+    if fields.has("inputs"):  # v2 only (v1's fields do not take it)
+        if fields.has("texts"):
             raise BodyError("give either `texts` or `inputs`, not both")
-        return [_input_text(item, index) for index, item in enumerate(fields.data["inputs"])]
-    value = fields.data.get("texts")
-    if value is None:
-        raise BodyError("missing field `texts` in the body")
-    return _strings(value, "texts")
+        inputs = fields.data["inputs"]
+        if not isinstance(inputs, list):
+            raise BodyError(f"`inputs` must be a list, got {_type_name(inputs)}")
+        return [_input_text(item, index) for index, item in enumerate(inputs)]
+    return _strings(fields.required("texts"), "texts")
 
 
 def _input_text(item: Any, index: int) -> str:
@@ -127,7 +128,7 @@ def _input_text(item: Any, index: int) -> str:
     content = Fields(item, ("content",), where).required("content")
     if not isinstance(content, list) or len(content) != 1:
         raise BodyError(f"`{where}.content` must hold exactly one text")
-    part = Fields(content[0], ("type", "text", "image_url"), f"{where}.content[0]")
+    part = Fields(content[0], ("type", "text"), f"{where}.content[0]")
     if part.data.get("type") != "text" or not isinstance(part.data.get("text"), str):
         raise BodyError(f"`{where}.content[0]` must be a text (images are not supported)")
     text: str = part.data["text"]

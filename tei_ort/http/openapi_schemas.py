@@ -154,7 +154,30 @@ class _Requests:
                 "raw little-endian bytes (of `embedding_type`'s type).",
             },
         }
-        return _with_parameters(_object(fields, ("inputs",)))
+        schema = _object(fields, ("inputs",))
+        schema["anyOf"] = self._packable("embedding_type", "dimensions", ["float", "int8", "uint8"])
+        return _with_parameters(schema)
+
+    def _packable(self, types: str, dimensions: str, unpacked: list[str]) -> list[Any]:
+        """binary / ubinary need a vector length that is a multiple of 8: the other types,
+        or such a `dimensions`, or none when the model's own length is one."""
+        many = types.endswith("s")
+        kinds: dict[str, Any] = (
+            {"type": "array", "nullable": True, "items": {"type": "string", "enum": unpacked}}
+            if many
+            else {"type": "string", "nullable": True, "enum": [*unpacked, None]}
+        )
+        options: list[Any] = [
+            {"properties": {types: kinds}},
+            {
+                "properties": {dimensions: {"type": "integer", "multipleOf": 8}},
+                "required": [dimensions],
+            },
+        ]
+        size = self.limits.embedding_size
+        if size is not None and size % 8 == 0:
+            options.append({"properties": {dimensions: {"nullable": True, "enum": [None]}}})
+        return options
 
     def predict(self) -> dict[str, Any]:
         pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
@@ -292,6 +315,7 @@ class _Requests:
                 "embedding_type": _EMBEDDING_TYPE,
             },
             ("input",),
+            anyOf=self._packable("embedding_type", "dimensions", ["float", "int8", "uint8"]),
         )
 
     def cohere(self, version: int) -> dict[str, Any]:
@@ -306,12 +330,14 @@ class _Requests:
                     "`input_types`, `--input-type-prompt`), as is when it has none.",
                 }
             ),
-            "texts": self.batch_of({"type": "string"}),
-            "images": {
-                "type": "array",
-                "maxItems": 0,
-                "description": "Not supported: texts only (a non-empty list is refused).",
-            },
+            "texts": self.batch_of(_TEXT),
+            "images": _nullable(
+                {
+                    "type": "array",
+                    "maxItems": 0,
+                    "description": "Not supported: texts only (a non-empty list is refused).",
+                }
+            ),
             "embedding_types": _nullable(
                 {
                     "type": "array",
@@ -330,13 +356,14 @@ class _Requests:
             ),
         }
         if version == 2:
-            fields["inputs"] = _nullable(
-                {
-                    "type": "array",
-                    "description": "Instead of `texts`: each {content: [{type: text, text}]}.",
-                    "items": {"type": "object"},
-                }
+            text = _object(
+                {"type": {"type": "string", "enum": ["text"]}, "text": _TEXT}, ("type", "text")
             )
+            content = {"type": "array", "minItems": 1, "maxItems": 1, "items": text}
+            fields["inputs"] = {
+                **self.batch_of(_object({"content": content}, ("content",))),
+                "description": "Instead of `texts`: inputs of one text content each.",
+            }
             fields["output_dimension"] = self.dimensions()
             fields["max_tokens"] = {
                 "nullable": True,
@@ -346,7 +373,15 @@ class _Requests:
             fields["priority"] = _nullable(
                 {"type": "integer", "minimum": 0, "description": "Accepted; one queue."}
             )
-        return _object(fields, ("texts",), description=f"Cohere's embed API, v{version}.")
+        schema = _object(fields, description=f"Cohere's embed API, v{version}.")
+        if version == 2:
+            schema["oneOf"] = [{"required": ["texts"]}, {"required": ["inputs"]}]
+        else:
+            schema["required"] = ["texts"]
+        unpacked = ["float", "int8", "uint8", "base64"]
+        packable = self._packable("embedding_types", "output_dimension", unpacked)
+        schema["anyOf"] = packable if version == 2 else packable[:1] + packable[2:]
+        return schema
 
     def vertex(self) -> dict[str, Any]:
         instances: dict[str, dict[str, Any]] = {
