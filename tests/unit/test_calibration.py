@@ -78,9 +78,7 @@ def test_build_stores_the_calibration_and_a_rebuild_gives_the_same_ranges(
     # and the in-process API quantizes over them: the ranges of normalized vectors
     floats = model.embed(["hello world", "typed embeddings"])
     codes = model.embed(["hello world", "typed embeddings"], embedding_type="int8")
-    assert np.array_equal(
-        codes, quantize(floats, calibration.ranges(None, True), unsigned=False)
-    )
+    assert np.array_equal(codes, quantize(floats, calibration.ranges(None, True), unsigned=False))
     assert model.embed("x", embedding_type="ubinary").shape == (1, 4)
     model.close()
 
