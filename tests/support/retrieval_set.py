@@ -13,44 +13,187 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-FIRST = (
-    "Mara Tomas Ines Jonas Aiko Ravi Lena Omar Sofia Pavel Nadia Kofi Elena Marco Yuki "
-    "Priya Lucas Amara Felix Hana Diego Ingrid Samir Clara Mateo Freya Tariq Alma Viktor Noor"
-).split()
-LAST = (
-    "Lindqvist Okafor Moreau Tanaka Novak Haddad Silva Kowalski Brennan Ivanova Mensah "
-    "Rossi Fischer Costa Nakamura Duarte Weber Petrov Larsen Adeyemi Quinn Sato Horvat "
-    "Almeida Keller Dubois Nilsen Varga Ortiz Sharma"
-).split()
-CITIES = (
-    "Porto, Lyon, Krakow, Osaka, Nairobi, Valparaiso, Tallinn, Bergen, Seville, Bologna, "
-    "Ghent, Tbilisi, Hanoi, Quebec City, Cork, Leipzig, Izmir, Cusco, Adelaide, Busan, "
-    "Marrakesh, Ljubljana, Halifax, Trieste, Pune"
-).split(", ")
-JOBS = (
-    "veterinary surgeon, bridge engineer, pastry chef, court interpreter, airline pilot, "
-    "marine biologist, tax accountant, piano tuner, emergency nurse, software tester, "
-    "furniture restorer, meteorologist, school librarian, locksmith, dental hygienist, "
-    "archaeologist, bus driver, wine maker, patent lawyer, glass blower, beekeeper, "
-    "tailor, radio host, firefighter, botanist"
-).split(", ")
-HOBBIES = (
-    "rock climbing, playing the cello, birdwatching, restoring old motorcycles, chess, "
-    "knitting, salsa dancing, astronomy, pottery, long-distance running, origami, "
-    "fly fishing, woodcarving, kite surfing, collecting stamps, gardening, fencing, "
-    "baking sourdough, sailing, calligraphy, geocaching, rowing, painting watercolours, "
-    "mountain biking, beatboxing"
-).split(", ")
-PETS = (
-    "a grey parrot, a three-legged cat, two guinea pigs, a Dalmatian, a tortoise, an "
-    "old sheepdog, a pair of goldfish, a ferret, a rescue greyhound, a bearded dragon, "
-    "a rabbit, a canary"
-).split(", ")
-DISHES = (
-    "mushroom risotto, lentil soup, fish tacos, beef goulash, vegetable curry, potato "
-    "gnocchi, chicken tagine, pad thai, spinach lasagne, paella, ramen, shakshuka, "
-    "pierogi, falafel, moussaka, ceviche, bibimbap, ratatouille, jollof rice, pho"
-).split(", ")
+FIRST = [
+    "Mara",
+    "Tomas",
+    "Ines",
+    "Jonas",
+    "Aiko",
+    "Ravi",
+    "Lena",
+    "Omar",
+    "Sofia",
+    "Pavel",
+    "Nadia",
+    "Kofi",
+    "Elena",
+    "Marco",
+    "Yuki",
+    "Priya",
+    "Lucas",
+    "Amara",
+    "Felix",
+    "Hana",
+    "Diego",
+    "Ingrid",
+    "Samir",
+    "Clara",
+    "Mateo",
+    "Freya",
+    "Tariq",
+    "Alma",
+    "Viktor",
+    "Noor",
+]
+LAST = [
+    "Lindqvist",
+    "Okafor",
+    "Moreau",
+    "Tanaka",
+    "Novak",
+    "Haddad",
+    "Silva",
+    "Kowalski",
+    "Brennan",
+    "Ivanova",
+    "Mensah",
+    "Rossi",
+    "Fischer",
+    "Costa",
+    "Nakamura",
+    "Duarte",
+    "Weber",
+    "Petrov",
+    "Larsen",
+    "Adeyemi",
+    "Quinn",
+    "Sato",
+    "Horvat",
+    "Almeida",
+    "Keller",
+    "Dubois",
+    "Nilsen",
+    "Varga",
+    "Ortiz",
+    "Sharma",
+]
+CITIES = [
+    "Porto",
+    "Lyon",
+    "Krakow",
+    "Osaka",
+    "Nairobi",
+    "Valparaiso",
+    "Tallinn",
+    "Bergen",
+    "Seville",
+    "Bologna",
+    "Ghent",
+    "Tbilisi",
+    "Hanoi",
+    "Quebec City",
+    "Cork",
+    "Leipzig",
+    "Izmir",
+    "Cusco",
+    "Adelaide",
+    "Busan",
+    "Marrakesh",
+    "Ljubljana",
+    "Halifax",
+    "Trieste",
+    "Pune",
+]
+JOBS = [
+    "veterinary surgeon",
+    "bridge engineer",
+    "pastry chef",
+    "court interpreter",
+    "airline pilot",
+    "marine biologist",
+    "tax accountant",
+    "piano tuner",
+    "emergency nurse",
+    "software tester",
+    "furniture restorer",
+    "meteorologist",
+    "school librarian",
+    "locksmith",
+    "dental hygienist",
+    "archaeologist",
+    "bus driver",
+    "wine maker",
+    "patent lawyer",
+    "glass blower",
+    "beekeeper",
+    "tailor",
+    "radio host",
+    "firefighter",
+    "botanist",
+]
+HOBBIES = [
+    "rock climbing",
+    "playing the cello",
+    "birdwatching",
+    "restoring old motorcycles",
+    "chess",
+    "knitting",
+    "salsa dancing",
+    "astronomy",
+    "pottery",
+    "long-distance running",
+    "origami",
+    "fly fishing",
+    "woodcarving",
+    "kite surfing",
+    "collecting stamps",
+    "gardening",
+    "fencing",
+    "baking sourdough",
+    "sailing",
+    "calligraphy",
+    "geocaching",
+    "rowing",
+    "painting watercolours",
+    "mountain biking",
+    "beatboxing",
+]
+PETS = [
+    "a grey parrot",
+    "a three-legged cat",
+    "two guinea pigs",
+    "a Dalmatian",
+    "a tortoise",
+    "an old sheepdog",
+    "a pair of goldfish",
+    "a ferret",
+    "a rescue greyhound",
+    "a bearded dragon",
+    "a rabbit",
+    "a canary",
+]
+DISHES = [
+    "mushroom risotto",
+    "lentil soup",
+    "fish tacos",
+    "beef goulash",
+    "vegetable curry",
+    "potato gnocchi",
+    "chicken tagine",
+    "pad thai",
+    "spinach lasagne",
+    "paella",
+    "ramen",
+    "shakshuka",
+    "pierogi",
+    "falafel",
+    "moussaka",
+    "ceviche",
+    "bibimbap",
+    "ratatouille",
+    "jollof rice",
+    "pho",
+]
 
 PASSAGES = {
     "city": (
