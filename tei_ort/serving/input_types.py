@@ -5,13 +5,21 @@ sentence-transformers model says it with prompts (``query: ``, ``passage: ``). T
 map to the first of their candidate prompt names the model has; ``--input-type-prompt
 TYPE=NAME`` overrides a type. A type that maps to no prompt of the model is embedded as
 any request without ``prompt_name`` is (the server's default prompt, if any).
+
+The flag applies to every served model: a model without any prompt ignores it (a server
+of several models may pair a prompted model with one without prompts); a model with
+prompts but not the one named stops the start (a typo would silently embed as is).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import logging
+
 from tei_ort.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 #: Cohere's input types, each with the prompt names that mean it, preferred first
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -44,8 +52,11 @@ def input_type_prompts(prompts: Mapping[str, str], overrides: Sequence[str] = ()
                 mapping[kind] = name
                 break
     for kind, name in parse_overrides(overrides).items():
+        if not prompts:
+            logger.warning("--input-type-prompt %s=%s: the model has no prompts", kind, name)
+            continue
         if name not in prompts:
-            known = ", ".join(f"`{p}`" for p in sorted(prompts)) or "none"
+            known = ", ".join(f"`{p}`" for p in sorted(prompts))
             raise ConfigurationError(
                 f"--input-type-prompt {kind}={name}: the model has no prompt `{name}` "
                 f"(its prompts: {known})"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tei_ort.errors import ConfigurationError
 from tei_ort.http.app import create_app
 from tei_ort.model.calibration import calibration_texts
 from tei_ort.serving.embedding_types import Ranges, quantize, ranges_of
@@ -208,3 +209,17 @@ async def test_bad_values_are_422_in_the_route_s_format(
             message = data["message"]
         assert needle in message
         assert (await client.post("/embed", json={"inputs": "still serving"})).status_code == 200
+
+
+async def test_input_type_prompt_overrides_the_mapping(make_model: Any) -> None:
+    config = settings(input_type_prompt=("search_document=query",))
+    async with serve(create_app(config, make_model(prompts=PROMPTS))) as client:
+        info = (await client.get("/info")).json()
+        assert info["input_types"]["search_document"] == "query"
+        body = {"model": "m", "texts": TEXTS[:1], "input_type": "search_document"}
+        cohere = (await client.post("/v2/embed", json=body)).json()
+        embed = {"inputs": TEXTS[:1], "prompt_name": "query"}
+        expected = (await client.post("/embed", json=embed)).json()
+        np.testing.assert_allclose(cohere["embeddings"]["float"], expected, rtol=1e-6)
+    with pytest.raises(ConfigurationError, match="no prompt `nope`"):
+        create_app(settings(input_type_prompt=("search_query=nope",)), make_model(prompts=PROMPTS))
