@@ -13,9 +13,8 @@ prompts but not the one named stops the start (a typo would silently embed as is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import logging
+from collections.abc import Mapping, Sequence
 
 from tei_ort.errors import ConfigurationError
 
