@@ -1,7 +1,7 @@
 """The int8 / uint8 ranges of a served model, from its calibration vectors.
 
 The calibration vectors (``tei_ort.model.calibration``: the set's texts through the
-served graph, pooling and Dense layers, in fixed batches) are computed once per engine
+served graph, pooling and Dense layers, one text per engine run) are computed once per engine
 cache entry and kept there. The ranges of a request are those of the calibration vectors
 after exactly the post-processing the request asks for::
 
@@ -41,9 +41,10 @@ from tei_ort.serving.validation import is_splade
 
 logger = logging.getLogger(__name__)
 
-#: calibration texts per engine run: a fixed plan, so that the vectors do not depend on
-#: the server's batch limits
-CALIBRATION_BATCH = 8
+#: calibration texts per engine run: one, so that a vector is what a request of that text
+#: alone gets, whatever the server's batch limits (--max-batch-tokens, TensorRT profiles)
+#: and whatever padding an engine's kernels would see in a batch
+CALIBRATION_BATCH = 1
 
 
 def calibratable(info: ModelInfo) -> bool:
