@@ -13,7 +13,8 @@ checked like every other file). ``<digest>`` covers what turns the graph's outpu
 vector (pooling, Dense layers), which the cache key does not: one entry serves every
 ``--pooling``. An entry built before calibration existed is extended in place (the file,
 then the manifest again), under the model's build lock; a read-only cache computes the
-vectors at each start instead.
+vectors at each start instead. A damaged calibration file is dropped from its entry by
+the engine cache (``cache.EngineCache``), never a reason to rebuild the graph.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from numpy.typing import NDArray
 
 from tei_ort.model.cache_guard import build_lock
 from tei_ort.model.info import ModelInfo
-from tei_ort.model.manifest import MANIFEST_FILE, read_manifest, write_manifest
+from tei_ort.model.manifest import MANIFEST_FILE, file_crc32, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 
-CALIBRATION_SET = "calibration-v1"
+#: every calibration file of an entry starts so (the engine cache repairs them alone)
+CALIBRATION_PREFIX = "calibration-"
+CALIBRATION_SET = CALIBRATION_PREFIX + "v1"
 
 
 @functools.cache
@@ -96,7 +99,7 @@ def read_calibration(entry: Path, info: ModelInfo) -> F32 | None:
     path = entry / name
     if records is None or name not in records or not path.is_file():
         return None
-    if path.stat().st_size != records[name].size:
+    if path.stat().st_size != records[name].size or file_crc32(path) != records[name].crc32:
         logger.warning("%s differs from the manifest: calibrating again", path)
         return None
     try:

@@ -13,6 +13,7 @@ import pytest
 
 import tei_ort
 from tei_ort.cli.commands import main
+from tei_ort.model import cache as cache_module
 from tei_ort.model import calibration as calibration_module
 from tei_ort.model.calibration import (
     CALIBRATION_SET,
@@ -122,4 +123,43 @@ def test_a_read_only_cache_calibrates_in_memory(
     assert not calibration.stored
     assert not any(p.name.startswith(CALIBRATION_SET) for p in entry.iterdir())
     assert again.embed("x", embedding_type=EmbeddingType.UINT8.value).dtype == np.uint8
+    again.close()
+
+
+def test_damaged_calibration_is_computed_again_without_rebuilding_the_graph(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    model = tei_ort.load(str(tiny), engine_cache=str(cache))
+    expected = model.calibrator.get().vectors
+    entry = _entry(model)
+    name = calibration_file(model.info)
+    model.close()
+    graph = (entry / "model.onnx").stat().st_mtime_ns
+
+    def damage() -> None:
+        data = bytearray((entry / name).read_bytes())
+        data[-16:] = bytes(16)  # the same size, other content: only the CRC-32 tells
+        (entry / name).write_bytes(bytes(data))
+
+    @contextlib.contextmanager
+    def read_only(_: Path) -> Iterator[bool]:
+        yield False
+
+    # read-only: the graphs are used as they are, the vectors computed in memory
+    damage()
+    with monkeypatch.context() as patch:
+        patch.setattr(cache_module, "build_lock", read_only)
+        patch.setattr(calibration_module, "build_lock", read_only)
+        readonly = tei_ort.load(str(tiny), engine_cache=str(cache))
+        calibration = readonly.calibrator.get()
+        assert not calibration.stored and np.array_equal(calibration.vectors, expected)
+        readonly.close()
+    # writable: the damaged file is dropped, computed again and stored; the graph stays
+    again = tei_ort.load(str(tiny), engine_cache=str(cache))
+    assert _entry(again) == entry and not again.loaded.built
+    assert (entry / "model.onnx").stat().st_mtime_ns == graph
+    calibration = again.calibrator.get()
+    assert calibration.stored and np.array_equal(calibration.vectors, expected)
+    assert check_entry(entry, (name,)).complete
     again.close()
