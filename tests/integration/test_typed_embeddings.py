@@ -223,3 +223,22 @@ async def test_input_type_prompt_overrides_the_mapping(make_model: Any) -> None:
         np.testing.assert_allclose(cohere["embeddings"]["float"], expected, rtol=1e-6)
     with pytest.raises(ConfigurationError, match="no prompt `nope`"):
         create_app(settings(input_type_prompt=("search_query=nope",)), make_model(prompts=PROMPTS))
+
+
+async def test_a_failed_calibration_refuses_only_int8_and_uint8(
+    make_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tei_ort.serving.calibration as calibration
+
+    def fail(*_: Any) -> Any:
+        raise RuntimeError("no calibration today")
+
+    monkeypatch.setattr(calibration, "calibration_vectors", fail)
+    async with serve(create_app(settings(), make_model())) as client:
+        assert (await client.get("/info")).json()["quantization"] is None
+        for kind in ("float", "binary", "ubinary"):
+            body = {"inputs": TEXTS, "embedding_type": kind}
+            assert (await client.post("/embed", json=body)).status_code == 200
+        for kind in ("int8", "uint8"):
+            refused = await client.post("/embed", json={"inputs": TEXTS, "embedding_type": kind})
+            assert refused.status_code == 503 and "calibrated ranges" in refused.json()["error"]
