@@ -6,6 +6,7 @@
 
     model = tei_ort.load()                              # all-MiniLM-L6-v2, offline
     vectors = model.embed(["a sentence", "another"])    # (2, 384) float32, L2-normalized
+    codes = model.embed(["a sentence"], embedding_type="int8")  # (1, 384) int8, calibrated
     ranked = reranker.rerank("query", ["doc a", "doc b"])  # [(index, score), ...] best first
 
 It validates and tokenizes with the server's ``InputEncoder`` and answers with the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +30,8 @@ from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.tokenization import Direction, Encoded, TextInput
 from tei_ort.serving import validation
 from tei_ort.serving.batching import plan_batch
+from tei_ort.serving.calibration import Calibrator
+from tei_ort.serving.embedding_types import EmbeddingType, check_packable, encode, parse_type
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor
 from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
@@ -69,6 +73,8 @@ class Model:
         max_input_length = min(loaded.info.max_input_length, max_batch_tokens)
         self.encoder = InputEncoder(loaded.info, loaded.tokenizer, max_input_length)
         self.executor = BatchExecutor(loaded, max_input_length)
+        # int8 / uint8 ranges: from the engine cache entry, or computed on first use
+        self.calibrator = Calibrator(loaded.info, self.executor, self.encoder, loaded.entry_dir)
 
     @property
     def info(self) -> ModelInfo:
@@ -96,10 +102,24 @@ class Model:
         truncation_direction: Direction = "right",
         prompt_name: str | None = None,
         dimensions: int | None = None,
-    ) -> F32:
-        """One pooled vector per input: (N, D). SPLADE models need ``normalize=False``."""
+        embedding_type: str = "float",
+    ) -> NDArray[Any]:
+        """One pooled vector per input: (N, D). SPLADE models need ``normalize=False``.
+
+        ``embedding_type``: ``float`` (float32), ``int8`` / ``uint8`` (N, D) over the
+        model's calibrated ranges, ``binary`` (int8) / ``ubinary`` (uint8) (N, D / 8),
+        as the server's ``embedding_type`` (README "Typed embeddings").
+        """
+        kind = parse_type(embedding_type)
         spec = OutputSpec(Mode.POOLED, normalize=normalize, dimensions=dimensions)
-        return np.stack(self._embed(inputs, spec, truncate, truncation_direction, prompt_name))
+        size = self.dimensions
+        if size is not None:
+            check_packable(size if dimensions is None else min(dimensions, size), kind)
+        vectors = np.stack(self._embed(inputs, spec, truncate, truncation_direction, prompt_name))
+        if kind is EmbeddingType.FLOAT:
+            return vectors
+        ranges = self.calibrator.get().ranges(dimensions, normalize) if kind.calibrated else None
+        return encode(vectors, kind, ranges)  # (N, D) or (N, D / 8)
 
     def embed_all(
         self,

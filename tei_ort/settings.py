@@ -136,6 +136,7 @@ class Settings:
     uds_path: str = "/tmp/text-embeddings-inference-server"
     api_key: str | None = None
     cors_allow_origin: tuple[str, ...] | None = None
+    input_type_prompt: tuple[str, ...] = ()  # tei-ort: Cohere input_type -> prompt name
     prometheus_port: int = 9000
     grpc: bool = False  # serve TEI's gRPC API on `port` instead of HTTP (TEI's -grpc images)
     grpc_port: int | None = None  # tei-ort: gRPC on this port beside HTTP on `port`

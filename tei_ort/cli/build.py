@@ -1,7 +1,10 @@
 """``tei-ort build``: export a model's engine into the cache ahead of time.
 
-Runs the same resolve -> inspect -> cache lookup -> export path as ``serve`` and stops
-before loading, so an image build or an init container can pay the export once.
+Runs the same resolve -> inspect -> cache lookup -> export path as ``serve``, so an image
+build or an init container can pay the export once. For an embedding model it then loads
+the engine once to compute the int8 / uint8 calibration vectors into the entry (skipped,
+with a message, where the target's engine cannot run on this machine: the server's first
+start computes them then).
 """
 
 from __future__ import annotations
@@ -92,6 +95,34 @@ def run_build(args: argparse.Namespace) -> int:
         except START_ERRORS as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        try:
+            _calibrate(options, prepared, progress)
+        except START_ERRORS as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         progress("done" if prepared.built else "done (already in the cache)")
         print(prepared.entry_dir, flush=True)
     return 0
+
+
+def _calibrate(options: Any, prepared: Any, progress: Progress) -> None:
+    """The int8 / uint8 calibration vectors of an embedding model, into its entry."""
+    from tei_ort.errors import EngineError
+    from tei_ort.serving.calibration import calibratable
+
+    if not calibratable(prepared.info):
+        return
+    from tei_ort.api import Model
+    from tei_ort.model.loading import load_model
+
+    try:
+        model = Model(load_model(options), max_batch_tokens=options.max_batch_tokens)
+    except EngineError as exc:
+        progress(f"not calibrating int8/uint8 here ({exc}): the server's first start will")
+        return
+    try:
+        calibration = model.calibrator.get()
+    finally:
+        model.close()
+    where = "stored in the entry" if calibration.stored else "the cache is read-only: not stored"
+    progress(f"int8/uint8 calibration: {calibration.vectors.shape[0]} texts ({where})")

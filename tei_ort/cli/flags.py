@@ -345,6 +345,14 @@ SERVER_FLAGS: tuple[Flag, ...] = (
         "Origins allowed by CORS (repeat the flag or separate with commas); all by default.",
         kind="list",
     ),
+    Flag(
+        "--input-type-prompt",
+        "tei-ort: the prompt a Cohere `input_type` is embedded with, as TYPE=NAME (e.g. "
+        "search_query=query; repeat the flag or separate with commas). Without it "
+        "search_query uses the model's `query` prompt and search_document its `document` or "
+        "`passage` prompt, when it has them.",
+        kind="list",
+    ),
 )
 
 

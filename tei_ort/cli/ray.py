@@ -138,6 +138,14 @@ def embed_corpus_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="refuse texts over the model's input limit (to the rejects file) instead of "
         "truncating them, as /embed does with truncate=false",
     )
+    parser.add_argument(
+        "--embedding-type",
+        choices=("float", "int8", "uint8", "binary", "ubinary"),
+        default="float",
+        help="the `embedding` column: float32, int8 / uint8 over the model's calibrated "
+        "ranges, or binary (int8) / ubinary (uint8) with 8 dimensions per byte, each a "
+        'fixed-size list (README "Typed embeddings") [default: float]',
+    )
     _add_ray_address(parser)
     parser.add_argument(
         "--num-workers", type=non_negative_int, default=1, help="engine actors [default: 1]"
@@ -181,6 +189,7 @@ def run_embed_corpus(args: argparse.Namespace) -> int:
         model=ModelOptions.from_settings(settings),
         fields=Fields(text=args.text_field, id=args.id_field),
         truncate=not args.no_truncate,
+        embedding_type=args.embedding_type,
         max_batch_tokens=settings.max_batch_tokens,
         num_workers=args.num_workers,
         cpus_per_worker=args.cpus_per_worker,

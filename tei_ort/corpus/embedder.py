@@ -16,7 +16,18 @@ import numpy as np
 import pyarrow as pa
 
 from tei_ort.corpus.output import part_name, write_part
+from tei_ort.errors import ConfigurationError
+from tei_ort.serving.embedding_types import EmbeddingType, Ranges, check_packable, encode
 from tei_ort.serving.postprocess import Mode, OutputSpec
+
+#: the Parquet value type of each embedding type's fixed-size list column
+ARROW_TYPES = {
+    EmbeddingType.FLOAT: pa.float32(),
+    EmbeddingType.INT8: pa.int8(),
+    EmbeddingType.UINT8: pa.uint8(),
+    EmbeddingType.BINARY: pa.int8(),
+    EmbeddingType.UBINARY: pa.uint8(),
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class EmbedOptions:
     truncate: bool
     threads: int | None
     run_token: str  # from output.claim: a superseded run's actors write nothing
+    embedding_type: str = "float"  # as /embed's embedding_type
 
 
 class CorpusEmbedder:
@@ -46,6 +58,16 @@ class CorpusEmbedder:
             OutputSpec(Mode.SPARSE) if self.sparse else OutputSpec(Mode.POOLED, normalize=True)
         )
         self.model.encoder.check_embed(self.spec)
+        self.kind = EmbeddingType(options.embedding_type)
+        if self.sparse and self.kind is not EmbeddingType.FLOAT:
+            raise ConfigurationError(
+                f"--embedding-type {self.kind.value}: a SPLADE model gives sparse vectors"
+            )
+        if self.model.dimensions is not None:
+            check_packable(self.model.dimensions, self.kind)
+        self.ranges: Ranges | None = None
+        if self.kind.calibrated:  # from the engine cache entry (or computed there once)
+            self.ranges = self.model.calibrator.get().ranges(None, True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts: list[str] = batch.column("text").to_pylist()
@@ -62,8 +84,9 @@ class CorpusEmbedder:
             columns["values"] = pa.array(values, pa.list_(pa.float32()))
         else:
             matrix = np.stack(vectors).astype(np.float32, copy=False)  # (N, D)
-            flat = pa.array(matrix.reshape(-1))
-            columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+            typed = encode(matrix, self.kind, self.ranges)  # (N, D) or (N, D / 8)
+            flat = pa.array(typed.reshape(-1), type=ARROW_TYPES[self.kind])
+            columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, typed.shape[1])
         tokens = np.asarray([len(e) for e in encoded], dtype=np.int32)  # (N,)
         columns["tokens"] = pa.array(tokens)
 

@@ -36,6 +36,7 @@ class CorpusJob:
     model: ModelOptions
     fields: Fields = field(default_factory=Fields)
     truncate: bool = True
+    embedding_type: str = "float"  # float, int8, uint8, binary, ubinary
     max_batch_tokens: int = 16384
     num_workers: int = 1
     cpus_per_worker: float = 1.0
@@ -124,6 +125,7 @@ def _embed(
         max_batch_tokens=job.max_batch_tokens,
         truncate=job.truncate,
         threads=max(1, int(job.cpus_per_worker)),
+        embedding_type=job.embedding_type,
         run_token=run_token,
     )
     source = CorpusDatasource(files, job.fields, with_text=True, todo=plan.todo)
@@ -171,4 +173,6 @@ def _run_record(job: CorpusJob, files: list[str], engine: str) -> dict[str, Any]
         "engine": engine,  # the engine cache key digest: model, weights, dtype, pooling...
         "pooling": None if job.model.pooling is None else job.model.pooling.value,
         "dense_path": job.model.dense_path,
+        # only when typed: a float run's record stays what earlier tei-ort versions wrote
+        **({"embedding_type": job.embedding_type} if job.embedding_type != "float" else {}),
     }

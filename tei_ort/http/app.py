@@ -110,6 +110,8 @@ def create_app(
         Route("/rerank", api.rerank, methods=["POST"]),
         Route("/v1/rerank", api.rerank_documents, methods=["POST"]),
         Route("/v2/rerank", api.rerank_documents, methods=["POST"]),
+        Route("/v2/embed", api.cohere_embed_v2, methods=["POST"]),
+        Route("/v1/embed", api.cohere_embed_v1, methods=["POST"]),
         Route("/similarity", api.similarity, methods=["POST"]),
         Route("/tokenize", api.tokenize, methods=["POST"]),
         Route("/decode", api.decode, methods=["POST"]),

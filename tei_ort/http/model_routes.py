@@ -52,6 +52,8 @@ POST_ROUTES = {
     "/rerank": "rerank",
     "/v1/rerank": "rerank_documents",
     "/v2/rerank": "rerank_documents",
+    "/v2/embed": "cohere_embed_v2",
+    "/v1/embed": "cohere_embed_v1",
     "/similarity": "similarity",
     "/tokenize": "tokenize",
     "/decode": "decode",
@@ -63,6 +65,8 @@ POST_ROUTES = {
 }
 #: the OpenAI routes answer errors in OpenAI's shape
 OPENAI_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
+#: Cohere's embed routes answer errors in Cohere's shape
+COHERE_PATHS = frozenset({"/v2/embed", "/v1/embed"})
 #: GET routes of one model under /models/{name}
 MODEL_GET_ROUTES = {
     "/": "health",
@@ -121,7 +125,7 @@ class ModelRoutes:
 
     def _refuse(self, exc: RequestError, path: str) -> Response:
         self.registry.first.infer.metrics.failure(failure_label(exc))
-        return error_response(exc, openai=path in OPENAI_PATHS)
+        return error_response(exc, openai=path in OPENAI_PATHS, cohere=path in COHERE_PATHS)
 
     # -- TEI's routes, selected by the body ---------------------------------------------------
 

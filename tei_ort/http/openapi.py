@@ -25,10 +25,16 @@ from tei_ort.version import TEI_VERSION
 TITLE = "tei-ort (Text Embeddings Inference API)"
 
 
-def _errors(openai: bool = False) -> dict[str, Any]:
+def _errors(openai: bool = False, cohere: bool = False) -> dict[str, Any]:
     """Every error status a POST route answers (from the error classes, so the document
     follows them), with its body."""
-    schema = ref("OpenAICompatErrorResponse" if openai else "ErrorResponse")
+    schema = ref(
+        "CohereErrorResponse"
+        if cohere
+        else "OpenAICompatErrorResponse"
+        if openai
+        else "ErrorResponse"
+    )
     content = {"application/json": {"schema": schema}}
     described: dict[int, list[str]] = {}
     for error, what in (
@@ -60,7 +66,9 @@ def _errors(openai: bool = False) -> dict[str, Any]:
     return dict(sorted(responses.items()))
 
 
-def _post(summary: str, request: str, response: str, *, openai: bool = False) -> dict[str, Any]:
+def _post(
+    summary: str, request: str, response: str, *, openai: bool = False, cohere: bool = False
+) -> dict[str, Any]:
     return {
         "post": {
             "tags": ["Text Embeddings Inference"],
@@ -74,7 +82,7 @@ def _post(summary: str, request: str, response: str, *, openai: bool = False) ->
                     "description": summary,
                     "content": {"application/json": {"schema": ref(response)}},
                 },
-                **_errors(openai),
+                **_errors(openai, cohere),
             },
         }
     }
@@ -210,6 +218,15 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
             "OpenAICompatRequest",
             "OpenAICompatResponse",
             openai=True,
+        ),
+        "/v2/embed": _post(
+            "Cohere v2 embed (typed embeddings)",
+            "CohereEmbedRequest",
+            "CohereEmbedResponse",
+            cohere=True,
+        ),
+        "/v1/embed": _post(
+            "Cohere v1 embed", "CohereEmbedV1Request", "CohereEmbedResponse", cohere=True
         ),
         "/vertex": _post("Vertex AI compatible route", "VertexRequest", "VertexResponse"),
         "/invocations": _post(

@@ -8,6 +8,7 @@ from typing import Any
 from tei_ort.http.openapi_schemas import ref
 
 _VECTOR = {"type": "array", "items": {"type": "number", "format": "float"}}
+_INTS = {"type": "array", "items": {"type": "integer", "minimum": -128, "maximum": 255}}
 _USAGE = {
     "type": "object",
     "required": ["prompt_tokens", "total_tokens"],
@@ -41,7 +42,53 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         {"message": {"type": "string"}, "code": {"type": "integer"}, "type": ref("ErrorType")},
         ("message", "code", "type"),
     ),
-    "EmbedResponse": {"type": "array", "items": _VECTOR},
+    "EmbedResponse": {
+        "description": "One vector per input: floats, or integers for tei-ort's int8 / uint8 "
+        "/ binary / ubinary `embedding_type`, or base64 strings for `encoding_format: base64`",
+        "type": "array",
+        "items": {"oneOf": [_VECTOR, {"type": "string", "format": "byte"}]},
+    },
+    "CohereErrorResponse": _closed(
+        {"id": {"type": "string"}, "message": {"type": "string"}}, ("id", "message")
+    ),
+    "CohereEmbedResponse": _closed(
+        {
+            "response_type": {
+                "type": "string",
+                "enum": ["embeddings_by_type", "embeddings_floats"],
+            },
+            "id": {"type": "string"},
+            "embeddings": {
+                "description": "v2 (and v1 with `embedding_types`): each type asked -> one "
+                "vector (or base64 string) per text; v1 without: the float vectors",
+                "oneOf": [
+                    {"type": "array", "items": _VECTOR},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "float": {"type": "array", "items": _VECTOR},
+                            "int8": {"type": "array", "items": _INTS},
+                            "uint8": {"type": "array", "items": _INTS},
+                            "binary": {"type": "array", "items": _INTS},
+                            "ubinary": {"type": "array", "items": _INTS},
+                            "base64": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                ],
+            },
+            "texts": {"type": "array", "items": {"type": "string"}},
+            "meta": _closed(
+                {
+                    "api_version": {"type": "object"},
+                    "billed_units": _closed(
+                        {"input_tokens": {"type": "integer", "minimum": 0}}, ("input_tokens",)
+                    ),
+                },
+                ("api_version", "billed_units"),
+            ),
+        },
+        ("response_type", "id", "embeddings", "texts", "meta"),
+    ),
     "EmbedAllResponse": {"type": "array", "items": {"type": "array", "items": _VECTOR}},
     "SparseValue": _closed(
         {"index": {"type": "integer", "minimum": 0}, "value": {"type": "number"}},
@@ -114,7 +161,11 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "embedding": {
                             "oneOf": [
                                 _VECTOR,
-                                {"type": "string", "description": "base64 little-endian f32"},
+                                {
+                                    "type": "string",
+                                    "description": "base64 of the little-endian bytes (f32, "
+                                    "or tei-ort's `embedding_type`)",
+                                },
                             ]
                         },
                         "index": {"type": "integer", "minimum": 0},
@@ -145,6 +196,23 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "sha": {"type": "string", "nullable": True},
             "docker_label": {"type": "string", "nullable": True},
+            "embedding_types": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "tei-ort (embedding models): the `embedding_type` values served",
+            },
+            "quantization": {
+                "type": "object",
+                "nullable": True,
+                "description": "tei-ort: the int8 / uint8 calibration (set, texts, sha256 of "
+                "the texts, whether the engine cache entry keeps it, and the per-dimension "
+                "`normalized_ranges` {min, max} of full normalized vectors)",
+            },
+            "input_types": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "tei-ort: Cohere input_type -> the prompt name it embeds with",
+            },
         },
         ("model_id", "model_type", "max_input_length", "max_client_batch_size", "version"),
     ),

@@ -46,6 +46,22 @@ _DIRECTION = {
     "default": "right",
 }
 _TEXT = {"type": "string", "minLength": 1}
+#: tei-ort's typed embeddings (README "Typed embeddings and Cohere's embed API")
+_EMBEDDING_TYPE = {
+    "type": "string",
+    "enum": ["float", "int8", "uint8", "binary", "ubinary", None],
+    "nullable": True,
+    "default": "float",
+    "description": "tei-ort: float32; int8 / uint8 over the model's calibrated per-dimension "
+    "ranges (/info `quantization`); binary (int8) / ubinary (uint8): 1 bit per dimension, "
+    "8 per byte, most significant first (the vector length must be a multiple of 8).",
+}
+_ENCODING_FORMAT = {
+    "type": "string",
+    "enum": ["float", "base64", None],
+    "nullable": True,
+    "default": "float",
+}
 
 
 def _object(
@@ -131,8 +147,37 @@ class _Requests:
             **self._embed_fields(),
             "normalize": {"type": "boolean", "default": True},
             "dimensions": self.dimensions(),
+            "embedding_type": _EMBEDDING_TYPE,
+            "encoding_format": {
+                **_ENCODING_FORMAT,
+                "description": "tei-ort: `base64` answers each vector as the base64 of its "
+                "raw little-endian bytes (of `embedding_type`'s type).",
+            },
         }
-        return _with_parameters(_object(fields, ("inputs",)))
+        schema = _object(fields, ("inputs",))
+        schema["anyOf"] = self._packable("embedding_type", "dimensions", ["float", "int8", "uint8"])
+        return _with_parameters(schema)
+
+    def _packable(self, types: str, dimensions: str, unpacked: list[str]) -> list[Any]:
+        """binary / ubinary need a vector length that is a multiple of 8: the other types,
+        or such a `dimensions`, or none when the model's own length is one."""
+        many = types.endswith("s")
+        kinds: dict[str, Any] = (
+            {"type": "array", "nullable": True, "items": {"type": "string", "enum": unpacked}}
+            if many
+            else {"type": "string", "nullable": True, "enum": [*unpacked, None]}
+        )
+        options: list[Any] = [
+            {"properties": {types: kinds}},
+            {
+                "properties": {dimensions: {"type": "integer", "multipleOf": 8}},
+                "required": [dimensions],
+            },
+        ]
+        size = self.limits.embedding_size
+        if size is not None and size % 8 == 0:
+            options.append({"properties": {dimensions: {"nullable": True, "enum": [None]}}})
+        return options
 
     def predict(self) -> dict[str, Any]:
         pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
@@ -265,16 +310,78 @@ class _Requests:
             {
                 "input": self.inputs(),
                 "user": _nullable({"type": "string"}),
-                "encoding_format": {
-                    "type": "string",
-                    "enum": ["float", "base64", None],
-                    "nullable": True,
-                    "default": "float",
-                },
+                "encoding_format": _ENCODING_FORMAT,
                 "dimensions": self.dimensions(),
+                "embedding_type": _EMBEDDING_TYPE,
             },
             ("input",),
+            anyOf=self._packable("embedding_type", "dimensions", ["float", "int8", "uint8"]),
         )
+
+    def cohere(self, version: int) -> dict[str, Any]:
+        """Cohere's embed request (v2, or v1's subset)."""
+        types = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+        fields: dict[str, Any] = {
+            "input_type": _nullable(
+                {
+                    "type": "string",
+                    "description": "search_query, search_document, classification, "
+                    "clustering, ...: embedded with the model's prompt for it (/info "
+                    "`input_types`, `--input-type-prompt`), as is when it has none.",
+                }
+            ),
+            "texts": self.batch_of(_TEXT),
+            "images": _nullable(
+                {
+                    "type": "array",
+                    "maxItems": 0,
+                    "description": "Not supported: texts only (a non-empty list is refused).",
+                }
+            ),
+            "embedding_types": _nullable(
+                {
+                    "type": "array",
+                    "items": {"type": "string", "enum": types},
+                    "description": "The types to answer, in this order (default: float). "
+                    "base64 is the float32 vector's little-endian bytes.",
+                }
+            ),
+            "truncate": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["NONE", "START", "END", None],
+                    "description": "END (default) drops the end of a long input, START its "
+                    "start; NONE refuses it (422).",
+                }
+            ),
+        }
+        if version == 2:
+            text = _object(
+                {"type": {"type": "string", "enum": ["text"]}, "text": _TEXT}, ("type", "text")
+            )
+            content = {"type": "array", "minItems": 1, "maxItems": 1, "items": text}
+            fields["inputs"] = {
+                **self.batch_of(_object({"content": content}, ("content",))),
+                "description": "Instead of `texts`: inputs of one text content each.",
+            }
+            fields["output_dimension"] = self.dimensions()
+            fields["max_tokens"] = {
+                "nullable": True,
+                "enum": [None],
+                "description": "Not supported (refused): see `truncate`.",
+            }
+            fields["priority"] = _nullable(
+                {"type": "integer", "minimum": 0, "description": "Accepted; one queue."}
+            )
+        schema = _object(fields, description=f"Cohere's embed API, v{version}.")
+        if version == 2:
+            schema["oneOf"] = [{"required": ["texts"]}, {"required": ["inputs"]}]
+        else:
+            schema["required"] = ["texts"]
+        unpacked = ["float", "int8", "uint8", "base64"]
+        packable = self._packable("embedding_types", "output_dimension", unpacked)
+        schema["anyOf"] = packable if version == 2 else packable[:1] + packable[2:]
+        return schema
 
     def vertex(self) -> dict[str, Any]:
         instances: dict[str, dict[str, Any]] = {
@@ -305,6 +412,8 @@ def request_schemas(limits: Limits) -> dict[str, Any]:
         "TokenizeRequest": requests.tokenize(),
         "DecodeRequest": requests.decode(),
         "OpenAICompatRequest": requests.openai(),
+        "CohereEmbedRequest": requests.cohere(2),
+        "CohereEmbedV1Request": requests.cohere(1),
         "VertexRequest": requests.vertex(),
         "AnyRerankRequest": {"oneOf": [ref("RerankRequest"), ref("DocumentsRerankRequest")]},
     }

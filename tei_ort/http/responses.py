@@ -1,14 +1,16 @@
 """HTTP plumbing of the routes: bodies in (with the payload limit), JSON and errors out.
 
 ``error_response`` is the one place a ``RequestError`` becomes an HTTP answer: TEI's
-``{"error", "error_type"}`` body, or OpenAI's ``{"message", "code", "type"}`` on the
-OpenAI routes, with the status the error class declares.
+``{"error", "error_type"}`` body, OpenAI's ``{"message", "code", "type"}`` on the
+OpenAI routes, or Cohere's ``{"id", "message"}`` on Cohere's embed routes, with the status
+the error class declares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -41,14 +43,16 @@ def json_response(
     )
 
 
-def error_response(exc: RequestError, *, openai: bool = False) -> Response:
-    """The one place errors become HTTP: TEI's body, or OpenAI's on OpenAI routes.
+def error_response(exc: RequestError, *, openai: bool = False, cohere: bool = False) -> Response:
+    """The one place errors become HTTP: TEI's body, OpenAI's or Cohere's on their routes.
 
     A body over the payload limit is refused before any route runs, as TEI's framework
     (axum) does it: plain text, on every route.
     """
     if isinstance(exc, PayloadTooLargeError):
         return PlainTextResponse(exc.message, exc.status_code)
+    if cohere:
+        return json_response({"id": str(uuid.uuid4()), "message": exc.message}, exc.status_code)
     if openai:
         body: dict[str, Any] = {
             "message": exc.message,
@@ -60,8 +64,10 @@ def error_response(exc: RequestError, *, openai: bool = False) -> Response:
     return json_response(body, exc.status_code)
 
 
-def internal_error_response(*, openai: bool = False) -> Response:
+def internal_error_response(*, openai: bool = False, cohere: bool = False) -> Response:
     """A bug: answered without a stack trace (it is logged)."""
+    if cohere:
+        return json_response({"id": str(uuid.uuid4()), "message": "internal error"}, 500)
     body: dict[str, Any] = (
         {"message": "internal error", "code": 500, "type": "Backend"}
         if openai

@@ -8,7 +8,6 @@ errors, headers and client-disconnect handling, and /vertex and POST / reuse the
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 import uuid
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tei_ort.errors import RequestError
+from tei_ort.http.cohere import Version, cohere_content, parse_cohere
 from tei_ort.http.framework import is_json_content_type, unsupported_media_type
 from tei_ort.http.openapi import openapi_document
 from tei_ort.http.openapi_schemas import Limits
@@ -44,6 +44,7 @@ from tei_ort.http.schemas import (
 )
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Token
+from tei_ort.serving.embedding_types import EmbeddingType, rows_base64, to_base64
 from tei_ort.serving.fanout import gather_in_window
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
@@ -101,7 +102,9 @@ class Routes:
         )
         self.openapi_bytes = orjson.dumps(openapi_document(self.limits))
 
-    async def _handle(self, request: Request, core: Core, *, openai: bool = False) -> Response:
+    async def _handle(
+        self, request: Request, core: Core, *, openai: bool = False, cohere: bool = False
+    ) -> Response:
         if not is_json_content_type(request.headers.get("content-type")):
             return unsupported_media_type()  # before the body, as axum's Json extractor
         try:
@@ -110,13 +113,13 @@ class Routes:
         except RequestError as exc:
             self.metrics.failure(failure_label(exc))
             logger.error("%s", exc.message)
-            return error_response(exc, openai=openai)
+            return error_response(exc, openai=openai, cohere=cohere)
         except ClientDisconnected:
             return Response(status_code=499)
         except Exception:
             logger.exception("unexpected error")
             self.metrics.failure("inference")
-            return internal_error_response(openai=openai)
+            return internal_error_response(openai=openai, cohere=cohere)
         headers = reply.headers(self.handlers.compute_type)
         return json_response(reply.content, headers=headers)
 
@@ -132,7 +135,23 @@ class Routes:
     # -- cores: parse, handle, shape ------------------------------------------------------------
 
     async def _embed(self, data: Any) -> Reply:
-        return await self.handlers.embed(parse_embed(data))  # (N, D) straight from numpy
+        return await self._pooled(parse_embed(data))
+
+    async def _pooled(self, req: EmbedRequest, place: Claim | None = None) -> Reply:
+        """/embed's answer: (N, D) straight from numpy, or tei-ort's typed / base64 rows."""
+        reply = await self.handlers.embed(req, place=place)
+        if req.embedding_types or req.encoding_format == "base64":
+            kind = req.embedding_types[0] if req.embedding_types else EmbeddingType.FLOAT
+            vectors = reply.content[kind] if req.embedding_types else reply.content
+            reply.content = rows_base64(vectors) if req.encoding_format == "base64" else vectors
+        return reply
+
+    async def _cohere(self, data: Any, version: Version) -> Reply:
+        req = parse_cohere(data, version)
+        embed = req.embed_request(self.handlers.prompt_for(req.input_type))
+        reply = await self.handlers.embed(embed)
+        reply.content = cohere_content(req, reply.content, reply.tokens)
+        return reply
 
     async def _embed_all(self, data: Any) -> Reply:
         return await self.handlers.embed(parse_embed(data, pooled=False), Mode.TOKENS)
@@ -190,13 +209,21 @@ class Routes:
 
     async def _openai(self, data: Any) -> Reply:
         req = parse_openai(data)
-        embed = EmbedRequest(req.inputs, req.single, normalize=True, dimensions=req.dimensions)
+        kind = req.embedding_type
+        embed = EmbedRequest(
+            req.inputs,
+            req.single,
+            normalize=True,
+            dimensions=req.dimensions,
+            embedding_types=() if kind is EmbeddingType.FLOAT else (kind,),
+        )
         reply = await self.handlers.embed(embed)
+        vectors = reply.content if kind is EmbeddingType.FLOAT else reply.content[kind]
         data_out: list[dict[str, Any]] = []
-        for index, vector in enumerate(reply.content):
+        for index, vector in enumerate(vectors):
             embedding: Any = vector
             if req.encoding_format == "base64":
-                embedding = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+                embedding = to_base64(vector)  # the raw little-endian bytes of the type
             data_out.append({"object": "embedding", "embedding": embedding, "index": index})
         reply.content = {
             "object": "list",
@@ -273,7 +300,7 @@ class Routes:
             sparse = parse_embed(instance, pooled=False)
             return len(sparse.inputs), lambda place: self._sparse(sparse, place)
         embed = parse_embed(instance)
-        return len(embed.inputs), lambda place: self.handlers.embed(embed, place=place)
+        return len(embed.inputs), lambda place: self._pooled(embed, place)
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -301,6 +328,14 @@ class Routes:
 
     async def openai_embeddings(self, request: Request) -> Response:
         return await self._handle(request, self._openai, openai=True)
+
+    async def cohere_embed_v2(self, request: Request) -> Response:
+        """Cohere's /v2/embed (errors in Cohere's shape)."""
+        return await self._handle(request, lambda data: self._cohere(data, 2), cohere=True)
+
+    async def cohere_embed_v1(self, request: Request) -> Response:
+        """Cohere's /v1/embed (errors in Cohere's shape)."""
+        return await self._handle(request, lambda data: self._cohere(data, 1), cohere=True)
 
     async def tokenize(self, request: Request) -> Response:
         return await self._handle(request, self._tokenize)

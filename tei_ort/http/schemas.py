@@ -10,12 +10,13 @@ route takes ``model``: it names the model to run when a server serves several
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from tei_ort.errors import BodyError, JsonSyntaxError
 from tei_ort.model.tokenization import Direction
+from tei_ort.serving.embedding_types import EmbeddingType, parse_type
 from tei_ort.serving.encoding import Item
 from tei_ort.serving.requests import (
     DecodeRequest,
@@ -228,6 +229,8 @@ _EMBED_FIELDS = (
     "normalize",
     "dimensions",
     "model",
+    "embedding_type",  # tei-ort
+    "encoding_format",  # tei-ort
 )
 _EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name", "model")
 
@@ -237,6 +240,7 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
     fields = Fields(flatten_parameters(data), _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
     fields.opt_str("model")
     inputs, single = parse_inputs(fields.required("inputs"))
+    kind = _embedding_type(fields)
     return EmbedRequest(
         inputs=inputs,
         single=single,
@@ -245,7 +249,24 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
         prompt_name=fields.opt_str("prompt_name"),
         normalize=fields.boolean("normalize", True) if pooled else False,
         dimensions=fields.opt_uint("dimensions") if pooled else None,
+        embedding_types=() if kind is EmbeddingType.FLOAT else (kind,),
+        encoding_format=_encoding_format(fields),
     )
+
+
+def _embedding_type(fields: Fields) -> EmbeddingType:
+    """tei-ort's ``embedding_type`` (float when absent or null)."""
+    value = fields.data.get("embedding_type")
+    return EmbeddingType.FLOAT if value is None else parse_type(value)
+
+
+def _encoding_format(fields: Fields) -> Literal["float", "base64"]:
+    encoding = fields.data.get("encoding_format")
+    if encoding is None or encoding == "float":
+        return "float"
+    if encoding == "base64":
+        return "base64"
+    raise BodyError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
 
 
 def parse_predict(data: Any) -> PredictRequest:
@@ -397,20 +418,17 @@ def parse_decode(data: Any) -> DecodeRequest:
 
 
 def parse_openai(data: Any) -> OpenAIRequest:
-    fields = Fields(data, ("input", "model", "user", "encoding_format", "dimensions"))
+    allowed = ("input", "model", "user", "encoding_format", "dimensions", "embedding_type")
+    fields = Fields(data, allowed)
     inputs, single = parse_inputs(fields.required("input"), "input")
     fields.opt_str("user")
-    encoding = fields.data.get("encoding_format")
-    if encoding is None:
-        encoding = "float"
-    if encoding not in ("float", "base64"):
-        raise BodyError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
     return OpenAIRequest(
         inputs=inputs,
         single=single,
         model=fields.opt_str("model"),
-        encoding_format="base64" if encoding == "base64" else "float",
+        encoding_format=_encoding_format(fields),
         dimensions=fields.opt_uint("dimensions"),
+        embedding_type=_embedding_type(fields),  # tei-ort's extension
     )
 
 

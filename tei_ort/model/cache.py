@@ -7,6 +7,8 @@ Layout::
         key.json          the key's parts, readable
         model.onnx        the exported graph (and model.onnx.data for weights over 1 GiB)
         model.opt.onnx    the graph as ONNX Runtime optimized it for the target
+        calibration-*.npy the int8 / uint8 calibration vectors (model.calibration), when
+                          computed
         manifest.json     size and CRC-32 of every file above, written last
 
 ``tei-ort build`` leaves an entry complete: a later ``serve`` only reads it, so the cache
@@ -39,6 +41,7 @@ from tei_ort.model.cache_guard import (
     make_readable,
     tidy,
 )
+from tei_ort.model.calibration import CALIBRATION_PREFIX
 from tei_ort.model.manifest import EntryCheck, check_entry, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -99,6 +102,11 @@ def _only_optimized(check: EntryCheck) -> bool:
     return bool(check.problems) and all(n.startswith(OPTIMIZED_FILE) for n in check.problems)
 
 
+def _only_calibration(check: EntryCheck) -> bool:
+    """Whether the damage is confined to calibration vectors (dropped, computed again)."""
+    return bool(check.problems) and all(n.startswith(CALIBRATION_PREFIX) for n in check.problems)
+
+
 class EngineCache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -133,6 +141,12 @@ class EngineCache:
             if check.complete:
                 return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
             clean_debris(entry.parent, self.root)
+            if _only_calibration(check):
+                logger.warning("dropping damaged calibration from %s: %s", entry, check.describe())
+                for name in check.problems:
+                    (entry / name).unlink(missing_ok=True)
+                write_manifest(entry)
+                return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
             if entry.is_dir():
                 logger.warning("rebuilding the engine cache entry %s: %s", entry, check.describe())
             if optimize is not None and _only_optimized(check):
@@ -142,6 +156,15 @@ class EngineCache:
         return CacheEntry(entry, True, (entry / OPTIMIZED_FILE).is_file())
 
     def _read_only(self, entry: Path, check: EntryCheck) -> CacheEntry:
+        if _only_calibration(check):
+            # the graphs are intact; model.calibration refuses the damaged vectors itself
+            logger.warning(
+                "the calibration in %s is damaged (%s) and the cache is read-only: "
+                "calibrating in memory at each start",
+                entry,
+                check.describe(),
+            )
+            return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
         if _only_optimized(check):
             # model.onnx is intact: ONNX Runtime optimizes it again in memory
             logger.warning(

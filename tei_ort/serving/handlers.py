@@ -23,12 +23,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.errors import EmptyError
+from tei_ort.errors import EmptyError, UnhealthyError
 from tei_ort.model.info import ModelInfo, ModelKind
 from tei_ort.model.tokenization import Token
 from tei_ort.serving import validation
+from tei_ort.serving.calibration import calibratable
+from tei_ort.serving.embedding_types import EmbeddingType, Ranges, check_packable, encode
 from tei_ort.serving.encoding import Item
 from tei_ort.serving.infer import Infer, Outcome
+from tei_ort.serving.input_types import input_type_prompts
 from tei_ort.serving.permits import Claim
 from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.serving.reply import Reply, record_success
@@ -83,6 +86,10 @@ def _label2id(info: ModelInfo) -> dict[str, int]:
     return info.label2id
 
 
+#: an /embed answer with ``embedding_types``: each type's (N, D) or (N, D / 8) array
+TypedEmbeddings = dict[EmbeddingType, NDArray[Any]]
+
+
 class Handlers:
     """TEI's operations over one ``Infer`` (its model, queue and engine)."""
 
@@ -91,6 +98,12 @@ class Handlers:
         self.infer = infer
         self.metrics = infer.metrics
         self.info = infer.info
+        # Cohere's input_type -> prompt name (a bad --input-type-prompt stops the start)
+        self.input_types = input_type_prompts(self.info.prompts, settings.input_type_prompt)
+
+    def prompt_for(self, input_type: str | None) -> str | None:
+        """The prompt name a Cohere ``input_type`` is embedded with (None: as is)."""
+        return None if input_type is None else self.input_types.get(input_type)
 
     @property
     def compute_type(self) -> str:
@@ -132,6 +145,7 @@ class Handlers:
             spec = OutputSpec(mode, normalize=req.normalize, dimensions=req.dimensions)
         else:
             spec = OutputSpec(mode)
+        ranges = self.check_types(req) if req.embedding_types and mode is Mode.POOLED else None
         outcome = await self.infer.embed(
             req.inputs,
             spec,
@@ -142,8 +156,45 @@ class Handlers:
             place=place,
         )
         content: Any = np.stack(outcome.results) if mode is Mode.POOLED else outcome.results
+        if req.embedding_types and mode is Mode.POOLED:
+            content = self.typed(content, req.embedding_types, ranges)  # (N, D) float32 in
         reply = Reply(content, started, chars=chars(req.inputs))
         return self._done(req.single, reply, outcome)
+
+    def output_width(self, dimensions: int | None) -> int | None:
+        """The length of the pooled vectors a request gets (None: the model does not say)."""
+        size = self.infer.encoder.embedding_size
+        if size is None:
+            return None
+        return size if dimensions is None else min(dimensions, size)
+
+    def check_types(self, req: EmbedRequest) -> Ranges | None:
+        """Refuse, before any inference, a type the request's vectors cannot take; the
+        int8 / uint8 ranges for the request's dimensions and normalization."""
+        width = self.output_width(req.dimensions)
+        for kind in req.embedding_types:
+            if width is not None:
+                check_packable(width, kind)
+        if not any(kind.calibrated for kind in req.embedding_types):
+            return None
+        calibration = self.infer.calibrator.ready
+        if calibration is None:
+            if not calibratable(self.info):
+                return None  # the route refuses the model itself (check_embed_route)
+            raise UnhealthyError(
+                "int8 / uint8 embeddings need the model's calibrated ranges, which could "
+                "not be computed at start (see the server log)"
+            )
+        return calibration.ranges(req.dimensions, req.normalize)
+
+    @staticmethod
+    def typed(
+        vectors: F32, kinds: tuple[EmbeddingType, ...], ranges: Ranges | None
+    ) -> TypedEmbeddings:
+        """``vectors`` (N, D) in each of ``kinds``, in the order asked."""
+        for kind in kinds:
+            check_packable(vectors.shape[-1], kind)  # a model that did not declare D
+        return {kind: encode(vectors, kind, ranges) for kind in kinds}
 
     async def similarity(self, req: SimilarityRequest) -> Reply:
         """The cosine of each sentence with the source sentence: (N,) float32."""
@@ -279,4 +330,18 @@ class Handlers:
             "version": TEI_VERSION,
             "sha": settings.git_sha,
             "docker_label": settings.docker_label,
+            # tei-ort: typed embeddings (README "Typed embeddings and Cohere's embed API")
+            **self.embedding_types_document(),
+        }
+
+    def embedding_types_document(self) -> dict[str, Any]:
+        """/info's tei-ort keys: the types served, the int8 / uint8 calibration, the
+        Cohere input types that map to a prompt."""
+        if not calibratable(self.info):
+            return {}
+        calibration = self.infer.calibrator.ready
+        return {
+            "embedding_types": [kind.value for kind in EmbeddingType],
+            "quantization": calibration.document() if calibration is not None else None,
+            "input_types": dict(self.input_types),
         }

@@ -39,6 +39,7 @@ from tei_ort.errors import BackendError, OverloadedError, RequestError, Unhealth
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Direction, Encoded, Token, apply_prompt
 from tei_ort.serving import validation
+from tei_ort.serving.calibration import Calibrator, calibratable
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor, ServedModel
 from tei_ort.serving.metrics import Metrics
@@ -114,6 +115,10 @@ class Infer:
             max_batch_requests = engine_limit
         self.max_batch_requests = max_batch_requests
         self.executor = BatchExecutor(model, self.max_input_length)
+        # the int8 / uint8 ranges: read from the engine cache entry, or computed at start
+        self.calibrator = Calibrator(
+            model.info, self.executor, self.encoder, getattr(model, "entry_dir", None)
+        )
         self.permits = Permits(settings.max_concurrent_requests)
         self.queue = Queue(
             Budget(
@@ -149,6 +154,7 @@ class Infer:
         )
         await self._warm_tokenizers()
         self._probe_inputs = self._make_probe_inputs()
+        await self._calibrate()
         self.worker.start()
         if not await self.health():
             logger.warning("the engine failed its first run: /health answers 503")
@@ -161,6 +167,17 @@ class Infer:
         await self.worker.join()
         if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _calibrate(self) -> None:
+        """Load or compute the int8 / uint8 ranges before the engine thread takes requests
+        (the engine runs one batch at a time). A failure leaves the server up: the int8 /
+        uint8 types are then refused (503), every other answer is unaffected."""
+        if not calibratable(self.info):
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.calibrator.get)
+        except Exception:
+            logger.exception("calibrating the int8/uint8 ranges failed: int8/uint8 refused")
 
     async def _warm_tokenizers(self) -> None:
         """Give every tokenization thread, and the event loop's, its tokenizer copy now, not

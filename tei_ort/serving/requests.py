@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tei_ort.model.tokenization import Direction
+from tei_ort.serving.embedding_types import EmbeddingType
 from tei_ort.serving.encoding import Item
 
 EncodingFormat = Literal["float", "base64"]
@@ -25,6 +26,9 @@ class EmbedRequest:
     prompt_name: str | None = None
     normalize: bool = True
     dimensions: int | None = None
+    # tei-ort: the types to answer (``handlers.TypedEmbeddings``); empty: float32 (N, D)
+    embedding_types: tuple[EmbeddingType, ...] = ()
+    encoding_format: EncodingFormat = "float"  # tei-ort: base64 of each vector's bytes
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,4 @@ class OpenAIRequest:
     model: str | None = None
     encoding_format: EncodingFormat = "float"
     dimensions: int | None = None
+    embedding_type: EmbeddingType = EmbeddingType.FLOAT  # tei-ort's extension

@@ -224,3 +224,26 @@ def test_embedder_writes_splade_indices_and_values(tmp_path: Path) -> None:
     for row, sparse in zip(table.to_pylist(), expected, strict=True):
         assert row["indices"] == sparse.indices.tolist()
         np.testing.assert_allclose(row["values"], sparse.values, atol=1e-5)
+
+
+def test_embedder_writes_typed_embeddings(tmp_path: Path) -> None:
+    """--embedding-type: fixed-size lists of the type, what the API answers for it."""
+    model_dir = make_embedder(tmp_path / "model")
+    cache = str(tmp_path / "engines")
+    model = {"model_id": str(model_dir), "engine_cache": cache}
+    api = tei_ort.load(str(model_dir), engine_cache=cache)
+    for kind, arrow, width in (
+        ("int8", pa.int8(), 32),
+        ("uint8", pa.uint8(), 32),
+        ("binary", pa.int8(), 4),
+        ("ubinary", pa.uint8(), 4),
+    ):
+        out = tmp_path / kind
+        out.mkdir()
+        options = EmbedOptions(str(out), model, 16384, True, 1, claim(out), embedding_type=kind)
+        CorpusEmbedder(options)(_batch(TEXTS))
+        table = pq.read_table(out / "part-00000-000000000007.parquet")
+        assert table.schema.field("embedding").type == pa.list_(arrow, width), kind
+        expected = api.embed(TEXTS, embedding_type=kind)
+        assert table.column("embedding").to_pylist() == expected.tolist(), kind
+    api.close()

@@ -34,6 +34,7 @@ def test_the_wheel_installs_everything_under_tei_ort(tmp_path: Path) -> None:
         "tei_ort/engines/base.py",
         "tei_ort/exporters/export.py",
         "tei_ort/py.typed",
+        "tei_ort/model/data/calibration-v1.txt",  # the int8 / uint8 calibration set
     ):
         assert shipped in names
     assert not [name for name in names if "fake" in name]  # the tests' fake engine stays there

@@ -79,3 +79,18 @@ def test_the_plain_server_never_imports_ray() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_embed_corpus_takes_the_embedding_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tei_ort.corpus.run as corpus_run
+    from tei_ort.cli.commands import build_parser
+
+    jobs: list[object] = []
+    monkeypatch.setattr(corpus_run, "run_corpus", lambda job: jobs.append(job) or {})
+    parser, _ = build_parser()
+    argv = ["embed-corpus", "--input", "i", "--output", "o", "--embedding-type", "ubinary"]
+    args = parser.parse_args(argv)
+    assert args.handler(args) == 0
+    assert jobs[0].embedding_type == "ubinary"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv[:-1], "int4"])
