@@ -26,7 +26,7 @@ from tei_ort.proto import tei_pb2 as pb
 from tei_ort.proto import tei_pb2_grpc as rpc
 from tei_ort.serving.infer import Infer
 from tei_ort.serving.tracing import Tracer, TracingMiddleware
-from tests.support.app import FakeModel, grpc_on_free_port, serve, settings
+from tests.support.app import FakeModel, grpc_on_free_port, serve, settings, until
 from tests.support.process import ServerProcess
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -71,12 +71,12 @@ async def test_http_and_grpc_requests_get_span_trees_under_the_callers_trace(
     gate = threading.Event()
     async with traced(model, tracer) as (http, channel, _):
         model.engine.on_run = lambda inputs: gate.wait(5.0)
+        started = len(model.engine.calls)  # the start-up probe and calibration runs
         headers = {"traceparent": TRACEPARENT}
         # the first request runs alone (held); a two-input request queued behind it is
         # appended at once, so its inputs form one batch of two whatever the timing
         first = asyncio.ensure_future(http.post("/embed", json={"inputs": "one"}, headers=headers))
-        while not model.engine.calls[1:]:
-            await asyncio.sleep(0.005)
+        await until(lambda: len(model.engine.calls) > started, "the engine holds 'one'")
         others = [
             asyncio.ensure_future(
                 http.post("/embed", json={"inputs": ["two", "three"]}, headers=headers)
@@ -98,7 +98,7 @@ async def test_http_and_grpc_requests_get_span_trees_under_the_callers_trace(
         assert failed.status_code == 400
         untraced = await http.post("/embed", json={"inputs": "root"})
         assert untraced.status_code == 200
-    batch_sizes = [size for size, _ in model.engine.calls[1:]]
+    batch_sizes = [size for size, _ in model.engine.calls[started:]]
     spans = _by_trace(exporter.get_finished_spans(), int(TRACE_ID, 16))
     requests = [s for s in spans if s.parent is not None and s.parent.span_id == int(PARENT_ID, 16)]
     names = sorted(s.name for s in requests)

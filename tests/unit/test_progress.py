@@ -151,7 +151,6 @@ def test_tensorrt_phases_become_meters() -> None:
     assert recorder.meters == [("TensorRT: Building engine", 3, "step")]
     assert recorder.amounts == {"TensorRT: Building engine": 3}
     assert recorder.closed == ["TensorRT: Building engine"]
-    assert progress_monitor(SimpleNamespace(), recorder) is None  # TensorRT < 10
 
 
 def test_downloads_are_lines_without_a_terminal() -> None:
