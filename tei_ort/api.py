@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,9 +31,10 @@ from tei_ort.serving import validation
 from tei_ort.serving.batching import plan_batch
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor
-from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
+from tei_ort.serving.postprocess import Hybrid, Mode, OutputSpec, rank_order
 
 F32 = NDArray[np.float32]
+InputType = Literal["query", "document"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ class Model:
         self.max_batch_tokens = max_batch_tokens
         # as the server with --auto-truncate: inputs never exceed one batch
         max_input_length = min(loaded.info.max_input_length, max_batch_tokens)
-        self.encoder = InputEncoder(loaded.info, loaded.tokenizer, max_input_length)
+        self.encoder = InputEncoder(
+            loaded.info, loaded.tokenizer, max_input_length, late=loaded.late
+        )
         self.executor = BatchExecutor(loaded, max_input_length)
 
     @property
@@ -108,10 +112,25 @@ class Model:
         truncate: bool = True,
         truncation_direction: Direction = "right",
         prompt_name: str | None = None,
+        input_type: InputType = "document",
     ) -> list[F32]:
-        """Every token's embedding, one (T_i, H) array per input."""
-        spec = OutputSpec(Mode.TOKENS)
+        """Every token's embedding, one (T_i, H) array per input; for a ColBERT or BGE-M3
+        model its late-interaction vectors (n_i, D), encoded as ``input_type`` says."""
+        spec = OutputSpec(Mode.TOKENS, query=input_type == "query")
         return self._embed(inputs, spec, truncate, truncation_direction, prompt_name)
+
+    def embed_hybrid(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        normalize: bool = True,
+        truncate: bool = True,
+        truncation_direction: Direction = "right",
+        input_type: InputType = "document",
+    ) -> list[Hybrid]:
+        """BGE-M3: dense, sparse (V,) and ColBERT vectors of each input, one engine pass."""
+        spec = OutputSpec(Mode.HYBRID, normalize=normalize, query=input_type == "query")
+        return self._embed(inputs, spec, truncate, truncation_direction, None)
 
     def embed_sparse(
         self,
@@ -176,7 +195,7 @@ class Model:
         truncate: bool,
         direction: Direction,
         prompt_name: str | None,
-    ) -> list[F32]:
+    ) -> list[Any]:
         self.encoder.check_embed(spec)
         items: list[Item] = [inputs] if isinstance(inputs, str) else list(inputs)
         prompt = self.encoder.prompt(prompt_name)
@@ -193,7 +212,9 @@ class Model:
     ) -> list[F32]:
         if not items:
             raise EmptyError("Input validation error: `inputs` cannot be empty")
-        encoded = self.encoder.encode(items, truncate, direction, prompt, instruction)
+        encoded = self.encoder.encode(
+            items, truncate, direction, prompt, instruction, query=spec.query
+        )
         return self.answer_encoded(encoded, spec)
 
     def answer_encoded(self, encoded: Sequence[Encoded], spec: OutputSpec) -> list[F32]:

@@ -98,6 +98,7 @@ class Infer:
             self.max_input_length,
             default_prompt=self.default_prompt,
             on_length=metrics.input_length.observe,
+            late=model.late,
         )
         max_batch_requests = settings.max_batch_requests
         engine_limit = self.engine.max_batch_size
@@ -329,7 +330,9 @@ class Infer:
         position = 0  # inputs queued so far
         try:
             encoded = await self._tokenize(
-                lambda: self.encoder.encode(items, truncate, direction, prompt, instruction),
+                lambda: self.encoder.encode(
+                    items, truncate, direction, prompt, instruction, query=spec.query
+                ),
                 inline=tokenize_inline(items),
             )
             tokenized = time.perf_counter()

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
 from tei_ort.model.info import Head, ModelInfo, ModelKind
+from tei_ort.model.late_config import LateFormat
 from tei_ort.serving.postprocess import Mode, OutputSpec
 
 #: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
@@ -70,7 +71,18 @@ def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | N
     """Refuse what this model cannot answer for an embedding route, in TEI's order: the
     SPLADE checks of each route, ``dimensions == 0``, the model kind, then the size."""
     splade = is_splade(info)
-    if spec.mode is Mode.SPARSE and not splade:
+    late = info.late_interaction
+    bge_m3 = late is not None and late.format is LateFormat.BGE_M3
+    if spec.mode is Mode.HYBRID and not bge_m3:
+        raise ModelTypeError(
+            "Backend error: dense + sparse + multi-vector outputs need a BGE-M3 model"
+        )
+    if spec.query and late is None:
+        raise ValidationError(
+            "Input validation error: `input_type` is only for late-interaction "
+            "(ColBERT, BGE-M3) models"
+        )
+    if spec.mode is Mode.SPARSE and not (splade or bge_m3):
         raise ModelTypeError("Backend error: Model is not an embedding model with SPLADE pooling")
     if spec.mode is Mode.TOKENS and splade:
         raise ModelTypeError("Backend error: `embed_all` is not available for SPLADE models")
