@@ -23,14 +23,16 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.errors import EmptyError
+from tei_ort.errors import EmptyError, ValidationError
 from tei_ort.model.info import ModelInfo
+from tei_ort.model.late_config import LateFormat
 from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.tokenization import Direction, Encoded, TextInput
 from tei_ort.serving import validation
 from tei_ort.serving.batching import plan_batch
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor
+from tei_ort.serving.late_scoring import hybrid_scores, maxsim
 from tei_ort.serving.postprocess import Hybrid, Mode, OutputSpec, rank_order
 
 F32 = NDArray[np.float32]
@@ -171,15 +173,21 @@ class Model:
         truncate: bool = True,
         truncation_direction: Direction = "right",
         instruction: str | None = None,
+        hybrid_weights: tuple[float, float, float] | None = None,
     ) -> list[tuple[int, float]]:
         """(index, score) for each text, best first, ties ordered as TEI orders them.
 
         ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker);
-        None keeps the model's default.
+        None keeps the model's default. A ColBERT or BGE-M3 model scores by MaxSim, or
+        (BGE-M3) by ``hybrid_weights`` (dense, sparse, colbert) as the server does.
         """
-        validation.check_rerank_route(self.info)
+        late = self.info.late_interaction
+        if late is None:
+            validation.check_rerank_route(self.info)
         if not texts:
             raise EmptyError("`texts` cannot be empty")
+        if late is not None:
+            return self._late_rerank(query, texts, truncate, truncation_direction, hybrid_weights)
         pairs: list[Item] = [(query, text) for text in texts]
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
         answers = self._answer(pairs, spec, truncate, truncation_direction, None, instruction)
@@ -187,6 +195,31 @@ class Model:
         return [(i, float(scores[i])) for i in rank_order(scores)]
 
     # -- internals ---------------------------------------------------------------------
+
+    def _late_rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        truncate: bool,
+        direction: Direction,
+        weights: tuple[float, float, float] | None,
+    ) -> list[tuple[int, float]]:
+        late = self.info.late_interaction
+        assert late is not None
+        if weights is not None and late.format is not LateFormat.BGE_M3:
+            raise ValidationError("Input validation error: `hybrid_weights` needs a BGE-M3 model")
+        mode = Mode.TOKENS if weights is None else Mode.HYBRID
+        (queried,) = self._embed(
+            [query], OutputSpec(mode, normalize=True, query=True), truncate, direction, None
+        )
+        documents = self._embed(
+            list(texts), OutputSpec(mode, normalize=True), truncate, direction, None
+        )
+        if weights is None:
+            scores = maxsim(queried, documents, mean=late.scores_by_query_length)
+        else:
+            scores = hybrid_scores(queried, documents, weights)
+        return [(i, float(scores[i])) for i in rank_order(scores)]
 
     def _embed(
         self,
@@ -199,6 +232,7 @@ class Model:
         self.encoder.check_embed(spec)
         items: list[Item] = [inputs] if isinstance(inputs, str) else list(inputs)
         prompt = self.encoder.prompt(prompt_name)
+        self.encoder.check_late(spec)
         return self._answer(items, spec, truncate, direction, prompt)
 
     def _answer(

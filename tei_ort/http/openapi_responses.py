@@ -41,8 +41,34 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         {"message": {"type": "string"}, "code": {"type": "integer"}, "type": ref("ErrorType")},
         ("message", "code", "type"),
     ),
-    "EmbedResponse": {"type": "array", "items": _VECTOR},
-    "EmbedAllResponse": {"type": "array", "items": {"type": "array", "items": _VECTOR}},
+    "EmbedResponse": {
+        "type": "array",
+        "items": {"oneOf": [_VECTOR, ref("HybridEmbedding")]},
+    },
+    # tei-ort: /embed `outputs` (BGE-M3), any of the three
+    "HybridEmbedding": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "dense": _VECTOR,
+            "sparse": {"type": "array", "items": ref("SparseValue")},
+            "multi_vector": {"type": "array", "items": _VECTOR},
+        },
+    },
+    "EmbedAllResponse": {
+        "type": "array",
+        "items": {"oneOf": [{"type": "array", "items": _VECTOR}, ref("PackedVectors")]},
+    },
+    # tei-ort: /embed_all `"encoding_format": "base64"`
+    "PackedVectors": _closed(
+        {
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "dtype": {"type": "string", "enum": ["float32", "float16"]},
+            "base64": {"type": "string"},
+        },
+        ("shape", "dtype", "base64"),
+    ),
     "SparseValue": _closed(
         {"index": {"type": "integer", "minimum": 0}, "value": {"type": "number"}},
         ("index", "value"),

@@ -28,6 +28,10 @@ class Limits:
     default_mode: str = "embed"
     #: the served names when the server serves several models (empty: one model)
     served_models: tuple[str, ...] = ()
+    #: the served model's late-interaction format ("bge-m3", "colbert", "pylate"), None for
+    #: other models; it decides which of tei-ort's late-interaction fields the routes take
+    #: (the default, a BGE-M3, documents them all)
+    late_interaction: str | None = "bge-m3"
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -46,6 +50,25 @@ _DIRECTION = {
     "default": "right",
 }
 _TEXT = {"type": "string", "minLength": 1}
+_INPUT_TYPE = {
+    "type": "string",
+    "enum": ["query", "document", None],
+    "nullable": True,
+    "default": "document",
+    "description": "tei-ort, late-interaction models (ColBERT, BGE-M3): encode the inputs "
+    "as queries or as documents; refused for other models.",
+}
+_HYBRID_WEIGHTS = _nullable(
+    {
+        "type": "array",
+        "minItems": 3,
+        "maxItems": 3,
+        "items": {"type": "number", "minimum": 0},
+        "description": "tei-ort, BGE-M3: score by (w_dense * dense + w_sparse * sparse + "
+        "w_colbert * colbert) / (w_dense + w_sparse + w_colbert), as FlagEmbedding's "
+        "compute_score; absent, late-interaction models score by MaxSim.",
+    }
+)
 
 
 def _object(
@@ -123,16 +146,59 @@ class _Requests:
             "prompt_name": self.prompt_name,
         }
 
-    def embed_all(self) -> dict[str, Any]:
+    def embed_sparse(self) -> dict[str, Any]:
         return _with_parameters(_object(self._embed_fields(), ("inputs",)))
+
+    def embed_all(self) -> dict[str, Any]:
+        fields = {
+            **self._embed_fields(),
+            **self._input_type(),
+            "encoding_format": {
+                "type": "string",
+                "enum": ["float", "base64", None],
+                "nullable": True,
+                "default": "float",
+                "description": "tei-ort: `base64` answers each input as "
+                '{"shape": [n, D], "dtype": ..., "base64": row-major little-endian bytes}.',
+            },
+            "embedding_dtype": {
+                "type": "string",
+                "enum": ["float32", "float16", None],
+                "nullable": True,
+                "default": "float32",
+                "description": "tei-ort: the precision of the answer's numbers.",
+            },
+        }
+        return _with_parameters(_object(fields, ("inputs",)))
 
     def embed(self) -> dict[str, Any]:
         fields = {
             **self._embed_fields(),
             "normalize": {"type": "boolean", "default": True},
             "dimensions": self.dimensions(),
+            **self._input_type(),
         }
+        if self.limits.late_interaction == "bge-m3":
+            fields["outputs"] = {
+                "nullable": True,
+                "default": None,
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 3,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": ["dense", "sparse", "multi_vector"]},
+                "description": "tei-ort, BGE-M3: answer these outputs of each input from one "
+                'engine pass, as {"dense": [...], "sparse": [{"index", "value"}], '
+                '"multi_vector": [[...]]}; absent, /embed answers as TEI does.',
+            }
         return _with_parameters(_object(fields, ("inputs",)))
+
+    def _input_type(self) -> dict[str, Any]:
+        return {} if self.limits.late_interaction is None else {"input_type": _INPUT_TYPE}
+
+    def _hybrid(self) -> dict[str, Any]:
+        bge_m3 = self.limits.late_interaction == "bge-m3"
+        return {"hybrid_weights": _HYBRID_WEIGHTS} if bge_m3 else {}
 
     def predict(self) -> dict[str, Any]:
         pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
@@ -169,6 +235,7 @@ class _Requests:
                         "re-rankers (Qwen3-Reranker); null keeps the model's default.",
                     }
                 ),
+                **self._hybrid(),
             },
             ("query", "texts"),
             description="A (query, text) pair needs one non-empty text.",
@@ -200,6 +267,7 @@ class _Requests:
                 "rank_fields": {"description": "accepted and ignored"},
                 "user": {"description": "accepted and ignored"},
                 "instruction": _nullable({"type": "string"}),
+                **self._hybrid(),
             },
             ("query", "documents"),
             description='The Dify / FastGPT / Cohere / Jina form, answered as {"results": [...]}.',
@@ -280,7 +348,7 @@ class _Requests:
         instances: dict[str, dict[str, Any]] = {
             "predict": ref("PredictRequest"),
             "rerank": {"oneOf": [ref("RerankRequest"), ref("PredictRequest")]},
-            "embed_sparse": ref("EmbedAllRequest"),
+            "embed_sparse": ref("EmbedSparseRequest"),
         }
         instance = instances.get(self.limits.default_mode, ref("EmbedRequest"))
         return _object(
@@ -295,6 +363,7 @@ def request_schemas(limits: Limits) -> dict[str, Any]:
     schemas = {
         "EmbedRequest": requests.embed(),
         "EmbedAllRequest": requests.embed_all(),
+        "EmbedSparseRequest": requests.embed_sparse(),
         "PredictRequest": requests.predict(),
         "RerankRequest": requests.rerank(),
         "DocumentsRerankRequest": requests.documents_rerank(),

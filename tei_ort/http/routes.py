@@ -49,10 +49,11 @@ from tei_ort.serving.fanout import gather_or_cancel
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tei_ort.serving.postprocess import Mode, sparsify
+from tei_ort.serving.postprocess import Hybrid, Mode, sparsify
 from tei_ort.serving.reply import Reply
 from tei_ort.serving.requests import EmbedRequest, PredictRequest, RerankRequest
 from tei_ort.serving.validation import is_splade
+from tei_ort.serving.vector_codec import encode_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,18 @@ def _tokens_json(rows: list[list[Token]]) -> orjson.Fragment:
     )
 
 
+def _hybrid_json(answer: Hybrid, outputs: tuple[str, ...]) -> dict[str, Any]:
+    """One input's /embed `outputs` answer."""
+    parts: dict[str, Any] = {}
+    if "dense" in outputs:
+        parts["dense"] = answer.dense
+    if "sparse" in outputs:
+        parts["sparse"] = sparsify(answer.sparse)
+    if "multi_vector" in outputs:
+        parts["multi_vector"] = answer.multi
+    return parts
+
+
 class Routes:
     """The Starlette endpoints over the shared handlers."""
 
@@ -98,6 +111,9 @@ class Routes:
             embedding_size=handlers.infer.encoder.embedding_size,
             prompt_names=tuple(self.info.prompts),
             default_mode=handlers.default_mode(),
+            late_interaction=None
+            if self.info.late_interaction is None
+            else self.info.late_interaction.format.value,
         )
         self.openapi_bytes = orjson.dumps(openapi_document(self.limits))
 
@@ -132,10 +148,22 @@ class Routes:
     # -- cores: parse, handle, shape ------------------------------------------------------------
 
     async def _embed(self, data: Any) -> Reply:
-        return await self.handlers.embed(parse_embed(data))  # (N, D) straight from numpy
+        return await self._embed_request(parse_embed(data))
+
+    async def _embed_request(self, req: EmbedRequest) -> Reply:
+        reply = await self.handlers.embed(req)  # (N, D) straight from numpy
+        if req.outputs is not None:  # BGE-M3's heads, one engine pass
+            reply.content = [_hybrid_json(answer, req.outputs) for answer in reply.content]
+        return reply
 
     async def _embed_all(self, data: Any) -> Reply:
-        return await self.handlers.embed(parse_embed(data, pooled=False), Mode.TOKENS)
+        req = parse_embed(data, pooled=False, tokens=True)
+        reply = await self.handlers.embed(req, Mode.TOKENS)
+        if req.encoding_format != "float" or req.embedding_dtype != "float32":
+            reply.content = [
+                encode_matrix(m, req.encoding_format, req.embedding_dtype) for m in reply.content
+            ]
+        return reply
 
     async def _embed_sparse(self, data: Any) -> Reply:
         return await self._sparse(parse_embed(data, pooled=False))
@@ -252,7 +280,7 @@ class Routes:
             sparse = parse_embed(instance, pooled=False)
             return lambda: self._sparse(sparse)
         embed = parse_embed(instance)
-        return lambda: self.handlers.embed(embed)
+        return lambda: self._embed_request(embed)
 
     # -- endpoints ------------------------------------------------------------------------------
 

@@ -230,13 +230,22 @@ _EMBED_FIELDS = (
     "model",
 )
 _EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name", "model")
+# tei-ort's late-interaction fields (ColBERT, BGE-M3); absent, the routes are TEI's
+_EMBED_LATE_FIELDS = ("input_type", "outputs")
+_EMBED_ALL_LATE_FIELDS = ("input_type", "encoding_format", "embedding_dtype")
+HYBRID_OUTPUTS = ("dense", "sparse", "multi_vector")
 
 
-def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
-    """/embed (``pooled``) and /embed_all, /embed_sparse (no normalize, no dimensions)."""
-    fields = Fields(flatten_parameters(data), _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
+def parse_embed(data: Any, *, pooled: bool = True, tokens: bool = False) -> EmbedRequest:
+    """/embed (``pooled``) and /embed_all (``tokens``), /embed_sparse (no normalize, no
+    dimensions)."""
+    allowed: tuple[str, ...] = _EMBED_FIELDS + _EMBED_LATE_FIELDS if pooled else _EMBED_ALL_FIELDS
+    if tokens:
+        allowed = allowed + _EMBED_ALL_LATE_FIELDS
+    fields = Fields(flatten_parameters(data), allowed)
     fields.opt_str("model")
     inputs, single = parse_inputs(fields.required("inputs"))
+    late = _late_embed_fields(fields)
     return EmbedRequest(
         inputs=inputs,
         single=single,
@@ -245,7 +254,58 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
         prompt_name=fields.opt_str("prompt_name"),
         normalize=fields.boolean("normalize", True) if pooled else False,
         dimensions=fields.opt_uint("dimensions") if pooled else None,
+        **late,
     )
+
+
+def _choice(fields: Fields, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = fields.data.get(name)
+    if value is None:
+        return default
+    if value not in choices:
+        expected = " or ".join(f'"{c}"' for c in choices)
+        raise BodyError(f"`{name}` must be {expected}, got {value!r}")
+    return str(value)
+
+
+def _late_embed_fields(fields: Fields) -> dict[str, Any]:
+    """input_type, encoding_format, embedding_dtype and outputs, as EmbedRequest fields."""
+    late: dict[str, Any] = {
+        "query": _choice(fields, "input_type", ("query", "document"), "document") == "query",
+        "encoding_format": _choice(fields, "encoding_format", ("float", "base64"), "float"),
+        "embedding_dtype": _choice(fields, "embedding_dtype", ("float32", "float16"), "float32"),
+    }
+    outputs = fields.data.get("outputs")
+    if outputs is not None:
+        if (
+            not isinstance(outputs, list)
+            or not outputs
+            or not all(o in HYBRID_OUTPUTS for o in outputs)
+            or len(set(outputs)) != len(outputs)
+        ):
+            raise BodyError(
+                '`outputs` must be a non-empty list of distinct "dense", "sparse", "multi_vector"'
+            )
+        late["outputs"] = tuple(outputs)
+    return late
+
+
+def _hybrid_weights(fields: Fields) -> tuple[float, float, float] | None:
+    value = fields.data.get("hybrid_weights")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in value)
+        or any(w < 0 for w in value)
+        or sum(value) <= 0
+    ):
+        raise BodyError(
+            "`hybrid_weights` must be three non-negative numbers [dense, sparse, colbert] "
+            "with a positive sum"
+        )
+    return float(value[0]), float(value[1]), float(value[2])
 
 
 def parse_predict(data: Any) -> PredictRequest:
@@ -273,6 +333,7 @@ _RERANK_FIELDS = (
     "return_text",
     "instruction",
     "model",
+    "hybrid_weights",
 )
 # Cohere v1/v2 and Jina fields; the ones that change nothing here are accepted and ignored
 _DOCUMENTS_FIELDS = (
@@ -290,6 +351,7 @@ _DOCUMENTS_FIELDS = (
     "rank_fields",
     "user",
     "instruction",
+    "hybrid_weights",
 )
 
 
@@ -322,6 +384,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
             raw_scores=fields.boolean("raw_scores", False),
             return_text=fields.boolean("return_text", False),
             instruction=fields.opt_str("instruction"),
+            hybrid_weights=_hybrid_weights(fields),
         )
     fields = Fields(data, _DOCUMENTS_FIELDS)
     top_n = fields.opt_uint("top_n")
@@ -337,6 +400,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
         top_n=top_n,
         model=fields.opt_str("model"),
         instruction=fields.opt_str("instruction"),
+        hybrid_weights=_hybrid_weights(fields),
     )
 
 

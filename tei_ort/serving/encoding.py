@@ -67,6 +67,9 @@ class InputEncoder:
     def check_embed(self, spec: OutputSpec) -> None:
         validation.check_embed_route(self.info, spec, self.embedding_size)
 
+    def check_late(self, spec: OutputSpec) -> None:
+        validation.check_late_request(self.info, spec)
+
     def check_predict(self) -> None:
         validation.check_predict_route(self.info)
 

@@ -200,6 +200,7 @@ class Infer:
         """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input."""
         self.encoder.check_embed(spec)
         prompt = self.encoder.prompt(prompt_name)
+        self.encoder.check_late(spec)
         held = self._take_single_permit(single)
         self.metrics.embed_count.inc(len(items))
         outcome = await self._submit(items, spec, truncate, direction, prompt, held)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from tei_ort.model.tokenization import Direction
 from tei_ort.serving.encoding import Item
+from tei_ort.serving.vector_codec import VectorDtype, VectorEncoding
 
 EncodingFormat = Literal["float", "base64"]
 
@@ -25,6 +26,12 @@ class EmbedRequest:
     prompt_name: str | None = None
     normalize: bool = True
     dimensions: int | None = None
+    # tei-ort, late-interaction models (ColBERT, BGE-M3)
+    query: bool = False  # `"input_type": "query"`: encode as queries, not documents
+    encoding_format: VectorEncoding = "float"  # multi-vector answers (/embed_all)
+    embedding_dtype: VectorDtype = "float32"
+    # /embed `outputs` (BGE-M3): any of "dense", "sparse", "multi_vector", one engine pass
+    outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class RerankRequest:
     top_n: int | None = None
     model: str | None = None
     instruction: str | None = None  # tei-ort: the task line of prompt-template re-rankers
+    # tei-ort, BGE-M3: score by (w_dense, w_sparse, w_colbert) instead of MaxSim alone
+    hybrid_weights: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,6 @@ def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | N
     splade = is_splade(info)
     late = info.late_interaction
     bge_m3 = late is not None and late.format is LateFormat.BGE_M3
-    if spec.mode is Mode.HYBRID and not bge_m3:
-        raise ModelTypeError(
-            "Backend error: dense + sparse + multi-vector outputs need a BGE-M3 model"
-        )
-    if spec.query and late is None:
-        raise ValidationError(
-            "Input validation error: `input_type` is only for late-interaction "
-            "(ColBERT, BGE-M3) models"
-        )
     if spec.mode is Mode.SPARSE and not (splade or bge_m3):
         raise ModelTypeError("Backend error: Model is not an embedding model with SPLADE pooling")
     if spec.mode is Mode.TOKENS and splade:
@@ -94,6 +85,19 @@ def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | N
         raise ModelTypeError("Backend error: Model is not an embedding model")
     if spec.dimensions is not None and embedding_size is not None:
         check_dimensions_fit(spec.dimensions, embedding_size)
+
+
+def check_late_request(info: ModelInfo, spec: OutputSpec) -> None:
+    """tei-ort's late-interaction requests, after every check of TEI's (prompt included)."""
+    late = info.late_interaction
+    bge_m3 = late is not None and late.format is LateFormat.BGE_M3
+    if spec.mode is Mode.HYBRID and not bge_m3:  # a field of the request: 422
+        raise ValidationError("Input validation error: `outputs` needs a BGE-M3 model")
+    if spec.query and late is None:
+        raise ValidationError(
+            "Input validation error: `input_type` is only for late-interaction "
+            "(ColBERT, BGE-M3) models"
+        )
 
 
 def check_dimensions_fit(dimensions: int, embedding_size: int) -> None:

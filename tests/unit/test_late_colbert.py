@@ -80,3 +80,17 @@ def test_input_type_needs_a_late_interaction_model(tmp_path: Path) -> None:
     model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling="mean")
     with pytest.raises(ValidationError):
         model.embed_all(["x"], input_type="query")
+
+
+def test_in_process_rerank_is_maxsim(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    encoder = make_hf_colbert(tmp_path)
+    model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"))
+    (query,) = stanford_colbert(tmp_path, encoder, [QUERIES[0]], query=True)
+    docs = stanford_colbert(tmp_path, encoder, DOCS, query=False)
+    expected = [float((query.astype(np.float64) @ d.T).max(axis=1).sum()) for d in docs]
+    ranked = model.rerank(QUERIES[0], DOCS)
+    assert [i for i, _ in ranked] == list(np.argsort(expected)[::-1])
+    np.testing.assert_allclose([s for _, s in sorted(ranked)], expected, atol=1e-4)
+    with pytest.raises(ValidationError):
+        model.rerank(QUERIES[0], DOCS, hybrid_weights=(1.0, 1.0, 1.0))
