@@ -49,9 +49,22 @@ def make_hf_colbert(path: Path, *, attend_to_mask_tokens: bool = False) -> Any:
     return encoder
 
 
-def make_pylate(path: Path, *, attend: bool = False, expansion: bool = True) -> Any:
-    """PyLate's format: a Transformer and a pylate.models.Dense module."""
-    encoder = make_served_model("bert", "base", path)
+def make_pylate(
+    path: Path, *, attend: bool = False, expansion: bool = True, backbone: str = "bert"
+) -> Any:
+    """PyLate's format: a Transformer (BERT or ModernBERT) and a pylate.models.Dense module."""
+    if backbone == "modernbert":  # GTE-ModernColBERT's family, with MiniLM's tokenizer
+        import shutil
+
+        from tei_ort.model.hub import default_model_path
+        from tests.support.tiny_decoders import make_modernbert
+        from tests.support.tiny_models import MINILM_VOCAB, TOKENIZER_FILES
+
+        encoder = make_modernbert("base", path, vocab=MINILM_VOCAB)
+        for name in TOKENIZER_FILES:
+            shutil.copy(default_model_path() / name, path / name)
+    else:
+        encoder = make_served_model(backbone, "base", path)
     (path / "modules.json").write_text(
         json.dumps(
             [

@@ -65,6 +65,18 @@ def test_pylate_matches_pylate_encoding(tmp_path: Path, attend: bool, expansion:
     _check(docs, pylate(tmp_path, encoder, DOCS, query=False))
 
 
+def test_pylate_on_modernbert(tmp_path: Path) -> None:
+    """GTE-ModernColBERT's backbone: local attention windows and the expansion mask together."""
+    torch.set_num_threads(1)
+    encoder = make_pylate(tmp_path, backbone="modernbert")
+    model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"))
+    assert model.info.head is Head.LATE
+    _check(
+        model.embed_all(QUERIES, input_type="query"), pylate(tmp_path, encoder, QUERIES, query=True)
+    )
+    _check(model.embed_all(DOCS), pylate(tmp_path, encoder, DOCS, query=False))
+
+
 def test_too_long_without_truncation_is_refused(tmp_path: Path) -> None:
     make_pylate(tmp_path)
     model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"))
