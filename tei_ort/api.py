@@ -32,6 +32,7 @@ from tei_ort.serving import validation
 from tei_ort.serving.batching import plan_batch
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor
+from tei_ort.serving.late_chunking import Chunked, Chunking, late_chunk_vectors, plan_document
 from tei_ort.serving.late_scoring import hybrid_scores, maxsim
 from tei_ort.serving.postprocess import Hybrid, Mode, OutputSpec, rank_order
 
@@ -133,6 +134,72 @@ class Model:
         """BGE-M3: dense, sparse (V,) and ColBERT vectors of each input, one engine pass."""
         spec = OutputSpec(Mode.HYBRID, normalize=normalize, query=input_type == "query")
         return self._embed(inputs, spec, truncate, truncation_direction, None)
+
+    def embed_chunks(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        size: int | None = None,
+        overlap: int = 0,
+        late: bool = True,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        prompt_name: str | None = None,
+    ) -> list[Chunked]:
+        """Late chunking: one vector per chunk of each input, pooled (by the model's rule)
+        from the token states of the whole input, run as overlapping windows past the
+        model's length. Chunks are ``spans`` (per input, [start, end) characters) or
+        ``size`` tokens every ``size - overlap``; ``late=False`` embeds each chunk alone."""
+        if (spans is None) == (size is None):
+            raise ValidationError("Input validation error: give either `spans` or `size`")
+        chunking = Chunking(
+            spans=None if spans is None else [list(s) for s in spans],
+            size=size,
+            overlap=overlap,
+            late=late,
+        )
+        items: list[Item] = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not items:
+            raise EmptyError("Input validation error: `inputs` cannot be empty")
+        spec = OutputSpec(Mode.POOLED, normalize=normalize, dimensions=dimensions)
+        self.encoder.check_embed(spec)
+        texts = validation.check_chunked_inputs(self.info, items, chunking)
+        prompt = self.encoder.prompt(prompt_name)
+        window = self.executor.max_input_length
+        documents = [
+            plan_document(self.loaded.tokenizer, text, i, chunking, prompt, window)
+            for i, text in enumerate(texts)
+        ]
+        if not late:
+            pieces = [
+                text[a:b] for text, d in zip(texts, documents, strict=True) for a, b in d.plan.spans
+            ]
+            flat = self.embed(
+                pieces, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+            )
+            out, at = [], 0
+            for document in documents:
+                count = len(document.plan.spans)
+                out.append(Chunked(document.plan.spans, flat[at : at + count]))
+                at += count
+            return out
+        rows = [
+            Encoded(np.asarray(ids, np.int64), np.zeros(len(ids), np.int64))
+            for d in documents
+            for ids in d.window_ids
+        ]
+        states = self.answer_encoded(rows, OutputSpec(Mode.TOKENS))
+        assert self.info.pooling is not None
+        return late_chunk_vectors(
+            documents,
+            states,
+            self.info.pooling,
+            window,
+            dense=self.loaded.dense,
+            normalize=normalize,
+            dimensions=dimensions,
+        )
 
     def embed_sparse(
         self,

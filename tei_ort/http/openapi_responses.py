@@ -43,8 +43,19 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
     ),
     "EmbedResponse": {
         "type": "array",
-        "items": {"oneOf": [_VECTOR, ref("HybridEmbedding")]},
+        "items": {"oneOf": [_VECTOR, ref("HybridEmbedding"), ref("ChunkedEmbedding")]},
     },
+    # tei-ort: /embed `chunks` (late chunking)
+    "ChunkedEmbedding": _closed(
+        {
+            "spans": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            "embeddings": {"type": "array", "items": _VECTOR},
+        },
+        ("spans", "embeddings"),
+    ),
     # tei-ort: /embed `outputs` (BGE-M3), any of the three
     "HybridEmbedding": {
         "type": "object",

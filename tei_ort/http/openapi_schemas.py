@@ -29,9 +29,9 @@ class Limits:
     #: the served names when the server serves several models (empty: one model)
     served_models: tuple[str, ...] = ()
     #: the served model's late-interaction format ("bge-m3", "colbert", "pylate"), None for
-    #: other models; it decides which of tei-ort's late-interaction fields the routes take
-    #: (the default, a BGE-M3, documents them all)
-    late_interaction: str | None = "bge-m3"
+    #: other models; it decides which of tei-ort's late-interaction and late-chunking
+    #: fields the routes take ("any", the default, documents them all)
+    late_interaction: str | None = "any"
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -58,6 +58,38 @@ _INPUT_TYPE = {
     "description": "tei-ort, late-interaction models (ColBERT, BGE-M3): encode the inputs "
     "as queries or as documents; refused for other models.",
 }
+_SPAN = {
+    "type": "array",
+    "minItems": 2,
+    "maxItems": 2,
+    "items": {"type": "integer", "minimum": 0},
+}
+_CHUNKS = _nullable(
+    {
+        "description": "tei-ort, late chunking: one vector per chunk of each input, pooled "
+        "(by the model's rule) from the token states of the whole input, in overlapping "
+        "windows past the model's length. Either {size, overlap} in tokens, or for each "
+        "input a list of [start, end) character offsets. The answer is, per input, "
+        '{"spans": [[start, end], ...], "embeddings": [[...], ...]}.',
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1},
+                    "overlap": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "nullable": True,
+                        "default": 0,
+                    },
+                },
+            },
+            {"type": "array", "items": {"type": "array", "minItems": 1, "items": _SPAN}},
+        ],
+    }
+)
 _HYBRID_WEIGHTS = _nullable(
     {
         "type": "array",
@@ -178,7 +210,15 @@ class _Requests:
             "dimensions": self.dimensions(),
             **self._input_type(),
         }
-        if self.limits.late_interaction == "bge-m3":
+        if self.limits.late_interaction in (None, "any"):
+            fields["chunks"] = _CHUNKS
+            fields["late"] = {
+                "type": "boolean",
+                "nullable": True,
+                "default": True,
+                "description": "tei-ort, with `chunks`: false embeds each chunk on its own.",
+            }
+        if self.limits.late_interaction in ("bge-m3", "any"):
             fields["outputs"] = {
                 "nullable": True,
                 "default": None,
@@ -197,7 +237,7 @@ class _Requests:
         return {} if self.limits.late_interaction is None else {"input_type": _INPUT_TYPE}
 
     def _hybrid(self) -> dict[str, Any]:
-        bge_m3 = self.limits.late_interaction == "bge-m3"
+        bge_m3 = self.limits.late_interaction in ("bge-m3", "any")
         return {"hybrid_weights": _HYBRID_WEIGHTS} if bge_m3 else {}
 
     def predict(self) -> dict[str, Any]:

@@ -151,6 +151,10 @@ class Routes:
         return await self._embed_request(parse_embed(data))
 
     async def _embed_request(self, req: EmbedRequest) -> Reply:
+        if req.chunking is not None:  # late chunking: one vector per chunk
+            reply = await self.handlers.embed_chunks(req)
+            reply.content = [{"spans": c.spans, "embeddings": c.vectors} for c in reply.content]
+            return reply
         reply = await self.handlers.embed(req)  # (N, D) straight from numpy
         if req.outputs is not None:  # BGE-M3's heads, one engine pass
             reply.content = [_hybrid_json(answer, req.outputs) for answer in reply.content]

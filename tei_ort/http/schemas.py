@@ -17,6 +17,7 @@ import orjson
 from tei_ort.errors import BodyError, JsonSyntaxError
 from tei_ort.model.tokenization import Direction
 from tei_ort.serving.encoding import Item
+from tei_ort.serving.late_chunking import Chunking
 from tei_ort.serving.requests import (
     DecodeRequest,
     EmbedRequest,
@@ -231,7 +232,7 @@ _EMBED_FIELDS = (
 )
 _EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name", "model")
 # tei-ort's late-interaction fields (ColBERT, BGE-M3); absent, the routes are TEI's
-_EMBED_LATE_FIELDS = ("input_type", "outputs")
+_EMBED_LATE_FIELDS = ("input_type", "outputs", "chunks", "late")
 _EMBED_ALL_LATE_FIELDS = ("input_type", "encoding_format", "embedding_dtype")
 HYBRID_OUTPUTS = ("dense", "sparse", "multi_vector")
 
@@ -275,6 +276,9 @@ def _late_embed_fields(fields: Fields) -> dict[str, Any]:
         "encoding_format": _choice(fields, "encoding_format", ("float", "base64"), "float"),
         "embedding_dtype": _choice(fields, "embedding_dtype", ("float32", "float16"), "float32"),
     }
+    chunking = _chunking(fields)
+    if chunking is not None:
+        late["chunking"] = chunking
     outputs = fields.data.get("outputs")
     if outputs is not None:
         if (
@@ -288,6 +292,49 @@ def _late_embed_fields(fields: Fields) -> dict[str, Any]:
             )
         late["outputs"] = tuple(outputs)
     return late
+
+
+def _chunking(fields: Fields) -> Chunking | None:
+    """/embed `chunks`: {"size": tokens, "overlap": tokens}, or per input a list of
+    [start, end) character spans; `late` (default true) only beside it."""
+    value = fields.data.get("chunks")
+    late = fields.opt_bool("late")
+    if value is None:
+        if late is not None:
+            raise BodyError("`late` needs `chunks`")
+        return None
+    if isinstance(value, dict):
+        sub = Fields(value, ("size", "overlap"), "`chunks` object")
+        size = sub.opt_uint("size")
+        overlap = sub.opt_uint("overlap") or 0
+        if size is None or size < 1 or overlap >= size:
+            raise BodyError("`chunks` needs `size` >= 1 and 0 <= `overlap` < `size`")
+        return Chunking(size=size, overlap=overlap, late=late is not False)
+    spans: list[list[tuple[int, int]]] = []
+    if isinstance(value, list):
+        for per_input in value:
+            if not isinstance(per_input, list) or not per_input:
+                break
+            pairs = [_span(pair) for pair in per_input]
+            if None in pairs:
+                break
+            spans.append([p for p in pairs if p is not None])
+        else:
+            return Chunking(spans=spans, late=late is not False)
+    raise BodyError(
+        '`chunks` must be {"size": n, "overlap": m} or, for each input, a non-empty list '
+        "of [start, end] character offsets"
+    )
+
+
+def _span(pair: Any) -> tuple[int, int] | None:
+    if (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+    ):
+        return int(pair[0]), int(pair[1])
+    return None
 
 
 def _hybrid_weights(fields: Fields) -> tuple[float, float, float] | None:

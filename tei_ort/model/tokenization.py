@@ -43,6 +43,15 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class OffsetEncoding:
+    """A text's encoding with each token's [start, end) characters and special flag."""
+
+    encoded: Encoded
+    offsets: list[tuple[int, int]]
+    special: list[int]
+
+
+@dataclass(frozen=True)
 class Token:
     """One token as /tokenize answers it; ``start``/``stop`` are UTF-8 byte offsets."""
 
@@ -146,6 +155,22 @@ class Tokenizer:
             )
             for e in encodings
         ]
+
+    def encode_offsets(self, text: str) -> OffsetEncoding:
+        """One text, special tokens added, no truncation, with each token's character
+        offsets (for late chunking)."""
+        try:
+            encoding = self._for_thread(None).encode(text)
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error {exc}") from exc
+        return OffsetEncoding(
+            Encoded(
+                np.asarray(encoding.ids, dtype=np.int64),
+                np.asarray(encoding.type_ids, dtype=np.int64),
+            ),
+            [(int(a), int(b)) for a, b in encoding.offsets],
+            list(encoding.special_tokens_mask),
+        )
 
     def tokens(
         self,

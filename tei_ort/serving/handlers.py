@@ -29,6 +29,7 @@ from tei_ort.serving import validation
 from tei_ort.serving.encoding import Item
 from tei_ort.serving.fanout import gather_or_cancel
 from tei_ort.serving.infer import Infer, Outcome
+from tei_ort.serving.late_chunking import Chunked, late_chunk_vectors, plan_document
 from tei_ort.serving.late_scoring import hybrid_scores, maxsim
 from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.serving.reply import Reply, record_success
@@ -141,6 +142,60 @@ class Handlers:
             single=req.single if immediate is None else immediate,
         )
         content: Any = np.stack(outcome.results) if mode is Mode.POOLED else outcome.results
+        reply = Reply(content, started, chars=chars(req.inputs))
+        return self._done(req.single, reply, outcome)
+
+    async def embed_chunks(self, req: EmbedRequest) -> Reply:
+        """One vector per chunk of each input: ``Chunked`` answers, in input order."""
+        chunking = req.chunking
+        assert chunking is not None
+        started = self.count(req.single)
+        self._check_batch(req.single, len(req.inputs))
+        spec = OutputSpec(Mode.POOLED, normalize=req.normalize, dimensions=req.dimensions)
+        self.infer.encoder.check_embed(spec)
+        texts = validation.check_chunked_inputs(self.info, req.inputs, chunking)
+        window = self.infer.max_input_length
+        prompt = self.infer.encoder.prompt(req.prompt_name)
+        tokenizer = self.infer.tokenizer
+        documents = await self.infer.offload(
+            lambda: [
+                plan_document(tokenizer, text, i, chunking, prompt, window)
+                for i, text in enumerate(texts)
+            ]
+        )
+        truncate = self.truncate(req.truncate)
+        if not chunking.late:  # the baseline: each chunk's text embedded on its own
+            pieces: list[Item] = [
+                text[s:e] for text, d in zip(texts, documents, strict=True) for s, e in d.plan.spans
+            ]
+            outcome = await self.infer.embed(
+                pieces,
+                spec,
+                truncate=truncate,
+                direction=req.truncation_direction,
+                prompt_name=req.prompt_name,
+            )
+            content, at = [], 0
+            for document in documents:
+                count = len(document.plan.spans)
+                vectors = np.stack(outcome.results[at : at + count])  # (C, D)
+                content.append(Chunked(document.plan.spans, vectors))
+                at += count
+        else:
+            windows: list[Item] = [ids for d in documents for ids in d.window_ids]
+            outcome = await self.infer.embed(
+                windows, OutputSpec(Mode.TOKENS), truncate=False, no_prompt=True
+            )
+            assert self.info.pooling is not None
+            content = late_chunk_vectors(
+                documents,
+                outcome.results,
+                self.info.pooling,
+                window,
+                dense=self.infer.executor.dense,
+                normalize=spec.normalize,
+                dimensions=spec.dimensions,
+            )
         reply = Reply(content, started, chars=chars(req.inputs))
         return self._done(req.single, reply, outcome)
 

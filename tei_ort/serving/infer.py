@@ -196,10 +196,14 @@ class Infer:
         direction: Direction = "right",
         prompt_name: str | None = None,
         single: bool = False,
+        no_prompt: bool = False,
     ) -> Outcome:
-        """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input."""
+        """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input.
+
+        ``no_prompt``: token-id inputs that already hold their prompt (late chunking's
+        windows), which the default prompt must not be put in front of again."""
         self.encoder.check_embed(spec)
-        prompt = self.encoder.prompt(prompt_name)
+        prompt = None if no_prompt else self.encoder.prompt(prompt_name)
         self.encoder.check_late(spec)
         held = self._take_single_permit(single)
         self.metrics.embed_count.inc(len(items))

@@ -12,6 +12,7 @@ from typing import Literal
 
 from tei_ort.model.tokenization import Direction
 from tei_ort.serving.encoding import Item
+from tei_ort.serving.late_chunking import Chunking
 from tei_ort.serving.vector_codec import VectorDtype, VectorEncoding
 
 EncodingFormat = Literal["float", "base64"]
@@ -32,6 +33,8 @@ class EmbedRequest:
     embedding_dtype: VectorDtype = "float32"
     # /embed `outputs` (BGE-M3): any of "dense", "sparse", "multi_vector", one engine pass
     outputs: tuple[str, ...] | None = None
+    # /embed `chunks` (and `late`): one vector per chunk of each input (late chunking)
+    chunking: Chunking | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
 from tei_ort.model.info import Head, ModelInfo, ModelKind
 from tei_ort.model.late_config import LateFormat
+from tei_ort.serving.late_chunking import Chunking
 from tei_ort.serving.postprocess import Mode, OutputSpec
 
 #: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
@@ -222,3 +223,27 @@ def check_scores(scores: NDArray[np.float32]) -> None:
     """A NaN score cannot be ranked or labelled: the request fails, as in TEI."""
     if np.isnan(scores).any():
         raise BackendError("score is NaN")
+
+
+def check_chunked_inputs(
+    info: ModelInfo, inputs: Sequence[object], chunking: Chunking
+) -> list[str]:
+    """Late chunking's inputs: texts, on a single-vector embedding model; one span list per
+    input when spans are given."""
+    if info.late_interaction is not None or info.head is not Head.BASE:
+        raise ModelTypeError(
+            "Backend error: `chunks` needs a single-vector embedding model (not SPLADE, "
+            "ColBERT or BGE-M3's multi-vector heads)"
+        )
+    texts = []
+    for item in inputs:
+        if not isinstance(item, str):
+            raise ValidationError("Input validation error: `chunks` needs text inputs")
+        check_not_empty(item)
+        texts.append(item)
+    if chunking.spans is not None and len(chunking.spans) != len(texts):
+        raise ValidationError(
+            f"Input validation error: `chunks` has {len(chunking.spans)} span lists for "
+            f"{len(texts)} inputs"
+        )
+    return texts

@@ -220,3 +220,45 @@ def test_base64_sizes_for_the_readme() -> None:
     assert abs(sizes[(128, "base64", "float16")] - 512 * 128 * 2 * 4 / 3) < 200
     assert sizes[(128, "float", "float32")] > 2 * sizes[(128, "base64", "float32")]
     print(sizes)
+
+
+async def test_late_chunking_on_embed(tmp_path: Path) -> None:
+    from tei_ort.model.info import Pooling
+    from tests.support.tiny_models import make_served_model
+
+    make_served_model("bert", "base", tmp_path)
+    model = tei_ort.load(
+        str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling=Pooling.MEAN, threads=1
+    )
+    doc = " ".join(DOCS * 4)  # ~100 tokens: two windows of the model's 64
+    spans = [(0, 40), (72, 200), (len(doc) - 30, len(doc))]
+    expected = model.embed_chunks([doc, DOCS[1]], spans=[spans, [(0, 5)]])
+    async with client(model) as http:
+        body = {"inputs": [doc, DOCS[1]], "chunks": [spans, [[0, 5]]]}
+        answer = await http.post("/embed", json=body)
+        assert answer.status_code == 200, answer.text
+        for got, want in zip(answer.json(), expected, strict=True):
+            assert [tuple(s) for s in got["spans"]] == want.spans
+            np.testing.assert_allclose(got["embeddings"], want.vectors, atol=1e-6)
+        sized = await http.post(
+            "/embed", json={"inputs": doc, "chunks": {"size": 16, "overlap": 4}}
+        )
+        want_sized = model.embed_chunks(doc, size=16, overlap=4)[0]
+        np.testing.assert_allclose(sized.json()[0]["embeddings"], want_sized.vectors, atol=1e-6)
+        alone = await http.post("/embed", json={**body, "late": False})
+        np.testing.assert_allclose(
+            alone.json()[0]["embeddings"], model.embed([doc[s:e] for s, e in spans]), atol=1e-6
+        )
+        for bad in (
+            {"inputs": doc, "late": False},  # late without chunks
+            {"inputs": doc, "chunks": [[[5, 2]]]},  # an empty span
+            {"inputs": doc, "chunks": {"size": 4, "overlap": 4}},
+            {"inputs": doc, "chunks": [[[0, 5]], [[0, 5]]]},  # two span lists, one input
+            {"inputs": doc, "chunks": "all"},
+        ):
+            refused = await http.post("/embed", json=bad)
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.json()["error_type"] == "Validation"
+        # TEI's /embed answer when `chunks` is absent
+        assert np.asarray((await http.post("/embed", json={"inputs": doc})).json()).shape == (1, 32)
+    model.close()

@@ -16,6 +16,7 @@ import torch
 import tei_ort
 from tei_ort.errors import ModelError, ModelTypeError, ValidationError
 from tei_ort.exporters.torch_pickle import UnsafePickleError, load_state_dict
+from tei_ort.model.info import Pooling
 from tei_ort.model.late_config import LateFormat
 from tests.support.tiny_bge_m3 import TEXTS, flag_reference, make_bge_m3
 from tests.support.tiny_models import make_served_model
@@ -58,7 +59,9 @@ def test_three_heads_match_flag_embedding(tmp_path: Path) -> None:
 
 def test_hybrid_needs_bge_m3(tmp_path: Path) -> None:
     make_served_model("bert", "base", tmp_path)
-    model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling="mean")
+    model = tei_ort.load(
+        str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling=Pooling.MEAN
+    )
     with pytest.raises(ValidationError):
         model.embed_hybrid(["x"])
     with pytest.raises(ModelTypeError):

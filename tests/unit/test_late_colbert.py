@@ -12,7 +12,7 @@ import torch
 
 import tei_ort
 from tei_ort.errors import ValidationError
-from tei_ort.model.info import Head
+from tei_ort.model.info import Head, Pooling
 from tei_ort.model.late_config import LateFormat
 from tests.support.tiny_colbert import make_hf_colbert, make_pylate, pylate, stanford_colbert
 
@@ -89,7 +89,9 @@ def test_input_type_needs_a_late_interaction_model(tmp_path: Path) -> None:
     from tests.support.tiny_models import make_served_model
 
     make_served_model("bert", "base", tmp_path)
-    model = tei_ort.load(str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling="mean")
+    model = tei_ort.load(
+        str(tmp_path), engine_cache=str(tmp_path / "engines"), pooling=Pooling.MEAN
+    )
     with pytest.raises(ValidationError):
         model.embed_all(["x"], input_type="query")
 
