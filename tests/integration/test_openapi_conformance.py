@@ -73,6 +73,7 @@ EMBEDDING_APP = create_app(
 RERANKER_APP = create_app(settings(), fake_model(_TOKENIZER, "reranker"))
 SPLADE_APP = create_app(settings(), fake_model(_TOKENIZER, "splade"))
 
+
 def _without_chunks(document: dict[str, Any]) -> dict[str, Any]:
     """/embed's late-chunking fields left out: whether a span fits its input is a rule on
     the text that no schema can state (test_http_late.py covers them)."""
