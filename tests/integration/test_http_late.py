@@ -260,6 +260,12 @@ async def test_late_chunking_on_embed(tmp_path: Path) -> None:
             refused = await http.post("/embed", json=bad)
             assert refused.status_code == 422, (bad, refused.text)
             assert refused.json()["error_type"] == "Validation"
+        # compact encodings work on any model's /embed_all (here raw token states)
+        plain = (await http.post("/embed_all", json={"inputs": DOCS[0]})).json()[0]
+        body64 = {"inputs": DOCS[0], "encoding_format": "base64"}
+        packed = (await http.post("/embed_all", json=body64)).json()[0]
+        raw = np.frombuffer(base64.b64decode(packed["base64"]), "<f4").reshape(packed["shape"])
+        np.testing.assert_array_equal(raw, np.asarray(plain, dtype=np.float32))
         # TEI's /embed answer when `chunks` is absent
         assert np.asarray((await http.post("/embed", json={"inputs": doc})).json()).shape == (1, 32)
     model.close()
