@@ -211,7 +211,11 @@ def build(ctx: ExportContext) -> GraphOutput:
     )
     # a pooler or an MLM head in the checkpoint is not part of an embedding model
     return heads.encoder_output(
-        ctx, store, enc, layout=ctx.model_type, unused_by_embeddings=("pooler.", *MLM_PREFIXES)
+        ctx,
+        store,
+        enc,
+        layout=ctx.model_type,
+        unused_by_embeddings=("pooler.", *MLM_PREFIXES, *ctx.unused_prefixes),
     )
 
 

@@ -7,6 +7,7 @@ registered in ``FAMILIES`` (with the heads it builds) under the key that
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ class ExportContext:
     input_ids: str  # (B, T) int64
     attention_mask: str  # (B, T) int64
     yes_no_token_ids: tuple[int, int] | None = None  # Head.YES_NO_LOGIT: ids of "yes", "no"
+    # checkpoint tensor prefixes the encoder does not run (HF_ColBERT's `linear`, applied
+    # after the engine)
+    unused_prefixes: tuple[str, ...] = ()
 
     @property
     def fused(self) -> bool:
@@ -115,6 +119,8 @@ def family_of(config: dict[str, Any], head: Head) -> Family:
         raise UnsupportedModelError(
             f"model_type {key!r} is not supported; supported: {', '.join(sorted(FAMILIES))}"
         )
+    if head is Head.LATE:  # the base graph with its inputs rewritten (see _build)
+        head = Head.BASE
     if head not in family.heads:
         heads = ", ".join(sorted(h.value for h in family.heads))
         raise UnsupportedModelError(
@@ -232,7 +238,22 @@ def _build(
         attention_mask=g.input("attention_mask", INT64, ["batch", "sequence"]),
         yes_no_token_ids=yes_no_token_ids,
     )
+    if head is Head.LATE:
+        ids, mask = _expansion_inputs(g, ctx.input_ids, ctx.attention_mask)
+        ctx = dataclasses.replace(
+            ctx, head=Head.BASE, input_ids=ids, attention_mask=mask, unused_prefixes=("linear.",)
+        )
     out = family.build(ctx)
     g.op("Identity", out.value, name=out.name.value)
     g.output(out.name.value, FLOAT, out.shape)
     return g.build(producer=f"tei-ort-exporter-{EXPORTER_VERSION}")
+
+
+def _expansion_inputs(g: GraphBuilder, input_ids: str, attention_mask: str) -> tuple[str, str]:
+    """Head.LATE's inputs: an id fed as -(id + 1) is a query-expansion token: its real id is
+    restored and it leaves the attention mask, so no token attends to it while it still gets
+    its own state (the graph output keeps every position the caller's mask marks)."""
+    expansion = g.op("Less", input_ids, g.const(0))  # (B, T) bool
+    ids = g.op("Where", expansion, g.op("Sub", g.const(-1), input_ids), input_ids)  # (B, T)
+    keep = g.op("Cast", g.op("Not", expansion), to=7)  # (B, T) int64
+    return ids, g.op("Mul", attention_mask, keep)

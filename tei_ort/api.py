@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.errors import EmptyError
+from tei_ort.errors import EmptyError, ValidationError
 from tei_ort.model.info import ModelInfo
+from tei_ort.model.late_config import LateFormat
 from tei_ort.model.loading import LoadedModel, ModelOptions, load_model
 from tei_ort.model.tokenization import Direction, Encoded, TextInput
 from tei_ort.serving import validation
@@ -34,9 +35,12 @@ from tei_ort.serving.calibration import Calibrator
 from tei_ort.serving.embedding_types import EmbeddingType, check_packable, encode, parse_type
 from tei_ort.serving.encoding import InputEncoder, Item
 from tei_ort.serving.executor import BatchExecutor
-from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
+from tei_ort.serving.late_chunking import Chunked, Chunking, late_chunk_vectors, plan_document
+from tei_ort.serving.late_scoring import hybrid_scores, maxsim
+from tei_ort.serving.postprocess import Hybrid, Mode, OutputSpec, rank_order
 
 F32 = NDArray[np.float32]
+InputType = Literal["query", "document"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,9 @@ class Model:
         self.max_batch_tokens = max_batch_tokens
         # as the server with --auto-truncate: inputs never exceed one batch
         max_input_length = min(loaded.info.max_input_length, max_batch_tokens)
-        self.encoder = InputEncoder(loaded.info, loaded.tokenizer, max_input_length)
+        self.encoder = InputEncoder(
+            loaded.info, loaded.tokenizer, max_input_length, late=loaded.late
+        )
         self.executor = BatchExecutor(loaded, max_input_length)
         # int8 / uint8 ranges: from the engine cache entry, or computed on first use
         self.calibrator = Calibrator(loaded.info, self.executor, self.encoder, loaded.entry_dir)
@@ -128,10 +134,91 @@ class Model:
         truncate: bool = True,
         truncation_direction: Direction = "right",
         prompt_name: str | None = None,
+        input_type: InputType = "document",
     ) -> list[F32]:
-        """Every token's embedding, one (T_i, H) array per input."""
-        spec = OutputSpec(Mode.TOKENS)
+        """Every token's embedding, one (T_i, H) array per input; for a ColBERT or BGE-M3
+        model its late-interaction vectors (n_i, D), encoded as ``input_type`` says."""
+        spec = OutputSpec(Mode.TOKENS, query=input_type == "query")
         return self._embed(inputs, spec, truncate, truncation_direction, prompt_name)
+
+    def embed_hybrid(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        normalize: bool = True,
+        truncate: bool = True,
+        truncation_direction: Direction = "right",
+        input_type: InputType = "document",
+    ) -> list[Hybrid]:
+        """BGE-M3: dense, sparse (V,) and ColBERT vectors of each input, one engine pass."""
+        spec = OutputSpec(Mode.HYBRID, normalize=normalize, query=input_type == "query")
+        return self._embed(inputs, spec, truncate, truncation_direction, None)
+
+    def embed_chunks(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        size: int | None = None,
+        overlap: int = 0,
+        late: bool = True,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        prompt_name: str | None = None,
+    ) -> list[Chunked]:
+        """Late chunking: one vector per chunk of each input, pooled (by the model's rule)
+        from the token states of the whole input, run as overlapping windows past the
+        model's length. Chunks are ``spans`` (per input, [start, end) characters) or
+        ``size`` tokens every ``size - overlap``; ``late=False`` embeds each chunk alone."""
+        if (spans is None) == (size is None):
+            raise ValidationError("Input validation error: give either `spans` or `size`")
+        chunking = Chunking(
+            spans=None if spans is None else [list(s) for s in spans],
+            size=size,
+            overlap=overlap,
+            late=late,
+        )
+        items: list[Item] = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not items:
+            raise EmptyError("Input validation error: `inputs` cannot be empty")
+        spec = OutputSpec(Mode.POOLED, normalize=normalize, dimensions=dimensions)
+        self.encoder.check_embed(spec)
+        texts = validation.check_chunked_inputs(self.info, items, chunking)
+        prompt = self.encoder.prompt(prompt_name)
+        window = self.executor.max_input_length
+        documents = [
+            plan_document(self.loaded.tokenizer, text, i, chunking, prompt, window)
+            for i, text in enumerate(texts)
+        ]
+        if not late:
+            pieces = [
+                text[a:b] for text, d in zip(texts, documents, strict=True) for a, b in d.plan.spans
+            ]
+            flat = self.embed(
+                pieces, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+            )
+            out, at = [], 0
+            for document in documents:
+                count = len(document.plan.spans)
+                out.append(Chunked(document.plan.spans, flat[at : at + count]))
+                at += count
+            return out
+        rows = [
+            Encoded(np.asarray(ids, np.int64), np.zeros(len(ids), np.int64))
+            for d in documents
+            for ids in d.window_ids
+        ]
+        states = self.answer_encoded(rows, OutputSpec(Mode.TOKENS))
+        assert self.info.pooling is not None
+        return late_chunk_vectors(
+            documents,
+            states,
+            self.info.pooling,
+            window,
+            dense=self.loaded.dense,
+            normalize=normalize,
+            dimensions=dimensions,
+        )
 
     def embed_sparse(
         self,
@@ -172,15 +259,21 @@ class Model:
         truncate: bool = True,
         truncation_direction: Direction = "right",
         instruction: str | None = None,
+        hybrid_weights: tuple[float, float, float] | None = None,
     ) -> list[tuple[int, float]]:
         """(index, score) for each text, best first, ties ordered as TEI orders them.
 
         ``instruction`` is the task line of prompt-template re-rankers (Qwen3-Reranker);
-        None keeps the model's default.
+        None keeps the model's default. A ColBERT or BGE-M3 model scores by MaxSim, or
+        (BGE-M3) by ``hybrid_weights`` (dense, sparse, colbert) as the server does.
         """
-        validation.check_rerank_route(self.info)
+        late = self.info.late_interaction
+        if late is None:
+            validation.check_rerank_route(self.info)
         if not texts:
             raise EmptyError("`texts` cannot be empty")
+        if late is not None:
+            return self._late_rerank(query, texts, truncate, truncation_direction, hybrid_weights)
         pairs: list[Item] = [(query, text) for text in texts]
         spec = OutputSpec(Mode.SCORES, raw_scores=raw_scores)
         answers = self._answer(pairs, spec, truncate, truncation_direction, None, instruction)
@@ -189,6 +282,31 @@ class Model:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _late_rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        truncate: bool,
+        direction: Direction,
+        weights: tuple[float, float, float] | None,
+    ) -> list[tuple[int, float]]:
+        late = self.info.late_interaction
+        assert late is not None
+        if weights is not None and late.format is not LateFormat.BGE_M3:
+            raise ValidationError("Input validation error: `hybrid_weights` needs a BGE-M3 model")
+        mode = Mode.TOKENS if weights is None else Mode.HYBRID
+        (queried,) = self._embed(
+            [query], OutputSpec(mode, normalize=True, query=True), truncate, direction, None
+        )
+        documents = self._embed(
+            list(texts), OutputSpec(mode, normalize=True), truncate, direction, None
+        )
+        if weights is None:
+            scores = maxsim(queried, documents, mean=late.scores_by_query_length)
+        else:
+            scores = hybrid_scores(queried, documents, weights)
+        return [(i, float(scores[i])) for i in rank_order(scores)]
+
     def _embed(
         self,
         inputs: str | Sequence[str],
@@ -196,10 +314,11 @@ class Model:
         truncate: bool,
         direction: Direction,
         prompt_name: str | None,
-    ) -> list[F32]:
+    ) -> list[Any]:
         self.encoder.check_embed(spec)
         items: list[Item] = [inputs] if isinstance(inputs, str) else list(inputs)
         prompt = self.encoder.prompt(prompt_name)
+        self.encoder.check_late(spec)
         return self._answer(items, spec, truncate, direction, prompt)
 
     def _answer(
@@ -213,7 +332,9 @@ class Model:
     ) -> list[F32]:
         if not items:
             raise EmptyError("Input validation error: `inputs` cannot be empty")
-        encoded = self.encoder.encode(items, truncate, direction, prompt, instruction)
+        encoded = self.encoder.encode(
+            items, truncate, direction, prompt, instruction, query=spec.query
+        )
         return self.answer_encoded(encoded, spec)
 
     def answer_encoded(self, encoded: Sequence[Encoded], spec: OutputSpec) -> list[F32]:

@@ -146,6 +146,26 @@ def embed_corpus_parser(subparsers: Any) -> argparse.ArgumentParser:
         "ranges, or binary (int8) / ubinary (uint8) with 8 dimensions per byte, each a "
         'fixed-size list (README "Typed embeddings") [default: float]',
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=non_negative_int,
+        default=None,
+        help="late chunking: one vector per chunk of this many tokens, pooled from the "
+        "whole text's token states (columns chunk_spans, chunk_embeddings) [default: off]",
+    )
+    parser.add_argument(
+        "--chunk-overlap",
+        type=non_negative_int,
+        default=0,
+        help="tokens shared by consecutive chunks [default: 0]",
+    )
+    parser.add_argument(
+        "--late-chunking",
+        type=parse_bool,
+        default=True,
+        metavar="true|false",
+        help="false: embed each chunk on its own (the baseline) [default: true]",
+    )
     _add_ray_address(parser)
     parser.add_argument(
         "--num-workers", type=non_negative_int, default=1, help="engine actors [default: 1]"
@@ -183,6 +203,8 @@ def run_embed_corpus(args: argparse.Namespace) -> int:
     settings = settings_from_args(args.parser, args, flags)
     if args.num_workers < 1 or args.rows_per_file < 1:
         args.parser.error("--num-workers and --rows-per-file must be at least 1")
+    if args.chunk_size is not None and not 0 <= args.chunk_overlap < args.chunk_size:
+        args.parser.error("--chunk-size must be at least 1 and above --chunk-overlap")
     job = CorpusJob(
         input=args.input,
         output=args.output,
@@ -196,6 +218,9 @@ def run_embed_corpus(args: argparse.Namespace) -> int:
         rows_per_file=args.rows_per_file,
         ray_address=args.ray_address,
         progress=args.progress,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        late_chunking=args.late_chunking,
     )
     try:
         summary = run_corpus(job)

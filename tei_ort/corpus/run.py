@@ -43,6 +43,11 @@ class CorpusJob:
     rows_per_file: int = 4096
     ray_address: str | None = None
     progress: bool = True
+    # late chunking: one vector per chunk of chunk_size tokens (None: one per text); a
+    # text longer than the model's window is run in overlapping windows, never truncated
+    chunk_size: int | None = None
+    chunk_overlap: int = 0
+    late_chunking: bool = True
 
 
 def run_corpus(job: CorpusJob) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def _run(job: CorpusJob, out_dir: Path) -> dict[str, Any]:
 
     fields = job.fields
     limit = None
-    if not job.truncate:
+    if not job.truncate and job.chunk_size is None:
         max_length = min(prepared.info.max_input_length, job.max_batch_tokens)
         limit = LengthLimit(str(prepared.info.path), max_length, job.model)
     first = CorpusDatasource(files, fields, with_text=False, length_limit=limit)
@@ -127,6 +132,9 @@ def _embed(
         threads=max(1, int(job.cpus_per_worker)),
         embedding_type=job.embedding_type,
         run_token=run_token,
+        chunk_size=job.chunk_size,
+        chunk_overlap=job.chunk_overlap,
+        late_chunking=job.late_chunking,
     )
     source = CorpusDatasource(files, job.fields, with_text=True, todo=plan.todo)
     # the reads reserve no CPU: actors that take every CPU (one worker of --cpus-per-worker
@@ -173,6 +181,9 @@ def _run_record(job: CorpusJob, files: list[str], engine: str) -> dict[str, Any]
         "engine": engine,  # the engine cache key digest: model, weights, dtype, pooling...
         "pooling": None if job.model.pooling is None else job.model.pooling.value,
         "dense_path": job.model.dense_path,
+        "chunks": None
+        if job.chunk_size is None
+        else [job.chunk_size, job.chunk_overlap, job.late_chunking],
         # only when typed: a float run's record stays what earlier tei-ort versions wrote
         **({"embedding_type": job.embedding_type} if job.embedding_type != "float" else {}),
     }

@@ -14,13 +14,14 @@ defaults: ``truncate`` false when not sent, ``normalize`` true.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
 
-from tei_ort.errors import EmptyError
+from tei_ort.errors import EmptyError, ValidationError
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Direction
 from tei_ort.proto import tei_pb2 as pb
@@ -171,6 +172,14 @@ class GrpcService:
 
     async def embed_all(self, request: pb.EmbedAllRequest, unary: bool = True) -> Reply:
         req = self._embed_request(request, pooled=False)
+        input_type = _optional(request, "input_type")
+        if input_type not in (None, "query", "document"):
+            self.handlers.count(True)
+            raise ValidationError(
+                f'Input validation error: `input_type` must be "query" or "document", '
+                f"got {input_type!r}"
+            )
+        req = dataclasses.replace(req, query=input_type == "query")
         reply = await self.handlers.embed(req, Mode.TOKENS, immediate=unary)
         tokens = reply.content[0]  # (T, H)
         rows = [pb.TokenEmbedding(embeddings=row) for row in tokens.tolist()]

@@ -166,7 +166,7 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         "predict": ("PredictRequest", "PredictResponse"),
         "rerank": ("AnyRerankRequest", "AnyRerankResponse"),
         "similarity": ("SimilarityRequest", "SimilarityResponse"),
-        "embed_sparse": ("EmbedAllRequest", "EmbedSparseResponse"),
+        "embed_sparse": ("EmbedSparseRequest", "EmbedSparseResponse"),
     }.get(limits.default_mode, ("EmbedRequest", "EmbedResponse"))
     health = {
         "200": {"description": "Everything is working fine"},
@@ -194,7 +194,7 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         "/embed": _post("Get embeddings", "EmbedRequest", "EmbedResponse"),
         "/embed_all": _post("Get all token embeddings", "EmbedAllRequest", "EmbedAllResponse"),
         "/embed_sparse": _post(
-            "Get sparse embeddings (SPLADE models)", "EmbedAllRequest", "EmbedSparseResponse"
+            "Get sparse embeddings (SPLADE, BGE-M3)", "EmbedSparseRequest", "EmbedSparseResponse"
         ),
         "/predict": _post("Get predictions (classifiers)", "PredictRequest", "PredictResponse"),
         "/rerank": _post("Get ranks (re-rankers)", "AnyRerankRequest", "AnyRerankResponse"),

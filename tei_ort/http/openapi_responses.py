@@ -46,7 +46,14 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "description": "One vector per input: floats, or integers for tei-ort's int8 / uint8 "
         "/ binary / ubinary `embedding_type`, or base64 strings for `encoding_format: base64`",
         "type": "array",
-        "items": {"oneOf": [_VECTOR, {"type": "string", "format": "byte"}]},
+        "items": {
+            "oneOf": [
+                _VECTOR,
+                {"type": "string", "format": "byte"},
+                ref("HybridEmbedding"),
+                ref("ChunkedEmbedding"),
+            ]
+        },
     },
     "CohereErrorResponse": _closed(
         {"id": {"type": "string"}, "message": {"type": "string"}}, ("id", "message")
@@ -89,7 +96,41 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         },
         ("response_type", "id", "embeddings", "texts", "meta"),
     ),
-    "EmbedAllResponse": {"type": "array", "items": {"type": "array", "items": _VECTOR}},
+    # tei-ort: /embed `chunks` (late chunking)
+    "ChunkedEmbedding": _closed(
+        {
+            "spans": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            "embeddings": {"type": "array", "items": _VECTOR},
+        },
+        ("spans", "embeddings"),
+    ),
+    # tei-ort: /embed `outputs` (BGE-M3), any of the three
+    "HybridEmbedding": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "dense": _VECTOR,
+            "sparse": {"type": "array", "items": ref("SparseValue")},
+            "multi_vector": {"type": "array", "items": _VECTOR},
+        },
+    },
+    "EmbedAllResponse": {
+        "type": "array",
+        "items": {"oneOf": [{"type": "array", "items": _VECTOR}, ref("PackedVectors")]},
+    },
+    # tei-ort: /embed_all `"encoding_format": "base64"`
+    "PackedVectors": _closed(
+        {
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "dtype": {"type": "string", "enum": ["float32", "float16"]},
+            "base64": {"type": "string"},
+        },
+        ("shape", "dtype", "base64"),
+    ),
     "SparseValue": _closed(
         {"index": {"type": "integer", "minimum": 0}, "value": {"type": "number"}},
         ("index", "value"),

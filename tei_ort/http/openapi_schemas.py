@@ -28,6 +28,10 @@ class Limits:
     default_mode: str = "embed"
     #: the served names when the server serves several models (empty: one model)
     served_models: tuple[str, ...] = ()
+    #: the served model's late-interaction format ("bge-m3", "colbert", "pylate"), None for
+    #: other models; it decides which of tei-ort's late-interaction and late-chunking
+    #: fields the routes take ("any", the default, documents them all)
+    late_interaction: str | None = "any"
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -62,6 +66,57 @@ _ENCODING_FORMAT = {
     "nullable": True,
     "default": "float",
 }
+_INPUT_TYPE = {
+    "type": "string",
+    "enum": ["query", "document", None],
+    "nullable": True,
+    "default": "document",
+    "description": "tei-ort, late-interaction models (ColBERT, BGE-M3): encode the inputs "
+    "as queries or as documents; refused for other models.",
+}
+_SPAN = {
+    "type": "array",
+    "minItems": 2,
+    "maxItems": 2,
+    "items": {"type": "integer", "minimum": 0},
+}
+_CHUNKS = _nullable(
+    {
+        "description": "tei-ort, late chunking: one vector per chunk of each input, pooled "
+        "(by the model's rule) from the token states of the whole input, in overlapping "
+        "windows past the model's length. Either {size, overlap} in tokens, or for each "
+        "input a list of [start, end) character offsets. The answer is, per input, "
+        '{"spans": [[start, end], ...], "embeddings": [[...], ...]}.',
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1},
+                    "overlap": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "nullable": True,
+                        "default": 0,
+                    },
+                },
+            },
+            {"type": "array", "items": {"type": "array", "minItems": 1, "items": _SPAN}},
+        ],
+    }
+)
+_HYBRID_WEIGHTS = _nullable(
+    {
+        "type": "array",
+        "minItems": 3,
+        "maxItems": 3,
+        "items": {"type": "number", "minimum": 0},
+        "description": "tei-ort, BGE-M3: score by (w_dense * dense + w_sparse * sparse + "
+        "w_colbert * colbert) / (w_dense + w_sparse + w_colbert), as FlagEmbedding's "
+        "compute_score; absent, late-interaction models score by MaxSim.",
+    }
+)
 
 
 def _object(
@@ -139,8 +194,30 @@ class _Requests:
             "prompt_name": self.prompt_name,
         }
 
-    def embed_all(self) -> dict[str, Any]:
+    def embed_sparse(self) -> dict[str, Any]:
         return _with_parameters(_object(self._embed_fields(), ("inputs",)))
+
+    def embed_all(self) -> dict[str, Any]:
+        fields = {
+            **self._embed_fields(),
+            **self._input_type(),
+            "encoding_format": {
+                "type": "string",
+                "enum": ["float", "base64", None],
+                "nullable": True,
+                "default": "float",
+                "description": "tei-ort: `base64` answers each input as "
+                '{"shape": [n, D], "dtype": ..., "base64": row-major little-endian bytes}.',
+            },
+            "embedding_dtype": {
+                "type": "string",
+                "enum": ["float32", "float16", None],
+                "nullable": True,
+                "default": "float32",
+                "description": "tei-ort: the precision of the answer's numbers.",
+            },
+        }
+        return _with_parameters(_object(fields, ("inputs",)))
 
     def embed(self) -> dict[str, Any]:
         fields = {
@@ -153,7 +230,29 @@ class _Requests:
                 "description": "tei-ort: `base64` answers each vector as the base64 of its "
                 "raw little-endian bytes (of `embedding_type`'s type).",
             },
+            **self._input_type(),
         }
+        if self.limits.late_interaction in (None, "any"):
+            fields["chunks"] = _CHUNKS
+            fields["late"] = {
+                "type": "boolean",
+                "nullable": True,
+                "default": True,
+                "description": "tei-ort, with `chunks`: false embeds each chunk on its own.",
+            }
+        if self.limits.late_interaction in ("bge-m3", "any"):
+            fields["outputs"] = {
+                "nullable": True,
+                "default": None,
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 3,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": ["dense", "sparse", "multi_vector"]},
+                "description": "tei-ort, BGE-M3: answer these outputs of each input from one "
+                'engine pass, as {"dense": [...], "sparse": [{"index", "value"}], '
+                '"multi_vector": [[...]]}; absent, /embed answers as TEI does.',
+            }
         schema = _object(fields, ("inputs",))
         schema["anyOf"] = self._packable("embedding_type", "dimensions", ["float", "int8", "uint8"])
         return _with_parameters(schema)
@@ -178,6 +277,13 @@ class _Requests:
         if size is not None and size % 8 == 0:
             options.append({"properties": {dimensions: {"nullable": True, "enum": [None]}}})
         return options
+
+    def _input_type(self) -> dict[str, Any]:
+        return {} if self.limits.late_interaction is None else {"input_type": _INPUT_TYPE}
+
+    def _hybrid(self) -> dict[str, Any]:
+        bge_m3 = self.limits.late_interaction in ("bge-m3", "any")
+        return {"hybrid_weights": _HYBRID_WEIGHTS} if bge_m3 else {}
 
     def predict(self) -> dict[str, Any]:
         pair = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}}
@@ -214,6 +320,7 @@ class _Requests:
                         "re-rankers (Qwen3-Reranker); null keeps the model's default.",
                     }
                 ),
+                **self._hybrid(),
             },
             ("query", "texts"),
             description="A (query, text) pair needs one non-empty text.",
@@ -245,6 +352,7 @@ class _Requests:
                 "rank_fields": {"description": "accepted and ignored"},
                 "user": {"description": "accepted and ignored"},
                 "instruction": _nullable({"type": "string"}),
+                **self._hybrid(),
             },
             ("query", "documents"),
             description='The Dify / FastGPT / Cohere / Jina form, answered as {"results": [...]}.',
@@ -387,7 +495,7 @@ class _Requests:
         instances: dict[str, dict[str, Any]] = {
             "predict": ref("PredictRequest"),
             "rerank": {"oneOf": [ref("RerankRequest"), ref("PredictRequest")]},
-            "embed_sparse": ref("EmbedAllRequest"),
+            "embed_sparse": ref("EmbedSparseRequest"),
         }
         instance = instances.get(self.limits.default_mode, ref("EmbedRequest"))
         return _object(
@@ -405,6 +513,7 @@ def request_schemas(limits: Limits) -> dict[str, Any]:
     schemas = {
         "EmbedRequest": requests.embed(),
         "EmbedAllRequest": requests.embed_all(),
+        "EmbedSparseRequest": requests.embed_sparse(),
         "PredictRequest": requests.predict(),
         "RerankRequest": requests.rerank(),
         "DocumentsRerankRequest": requests.documents_rerank(),

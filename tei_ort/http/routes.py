@@ -44,13 +44,13 @@ from tei_ort.http.schemas import (
 )
 from tei_ort.model.info import ModelKind
 from tei_ort.model.tokenization import Token
-from tei_ort.serving.embedding_types import EmbeddingType, rows_base64, to_base64
+from tei_ort.serving.embedding_types import EmbeddingType, encode_matrix, rows_base64, to_base64
 from tei_ort.serving.fanout import gather_in_window
 from tei_ort.serving.handlers import Handlers, Label
 from tei_ort.serving.infer import failure_label
 from tei_ort.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tei_ort.serving.permits import Claim
-from tei_ort.serving.postprocess import Mode, sparsify
+from tei_ort.serving.postprocess import Hybrid, Mode, sparsify
 from tei_ort.serving.reply import Reply
 from tei_ort.serving.requests import EmbedRequest, PredictRequest, RerankRequest
 from tei_ort.serving.validation import is_splade
@@ -85,6 +85,18 @@ def _tokens_json(rows: list[list[Token]]) -> orjson.Fragment:
     )
 
 
+def _hybrid_json(answer: Hybrid, outputs: tuple[str, ...]) -> dict[str, Any]:
+    """One input's /embed `outputs` answer."""
+    parts: dict[str, Any] = {}
+    if "dense" in outputs:
+        parts["dense"] = answer.dense
+    if "sparse" in outputs:
+        parts["sparse"] = sparsify(answer.sparse)
+    if "multi_vector" in outputs:
+        parts["multi_vector"] = answer.multi
+    return parts
+
+
 class Routes:
     """The Starlette endpoints over the shared handlers."""
 
@@ -99,6 +111,9 @@ class Routes:
             embedding_size=handlers.infer.encoder.embedding_size,
             prompt_names=tuple(self.info.prompts),
             default_mode=handlers.default_mode(),
+            late_interaction=None
+            if self.info.late_interaction is None
+            else self.info.late_interaction.format.value,
         )
         self.openapi_bytes = orjson.dumps(openapi_document(self.limits))
 
@@ -138,9 +153,16 @@ class Routes:
         return await self._pooled(parse_embed(data))
 
     async def _pooled(self, req: EmbedRequest, place: Claim | None = None) -> Reply:
-        """/embed's answer: (N, D) straight from numpy, or tei-ort's typed / base64 rows."""
+        """/embed's answer: (N, D) straight from numpy, tei-ort's typed / base64 rows, one
+        vector per chunk (late chunking) or BGE-M3's outputs."""
+        if req.chunking is not None:  # late chunking: one vector per chunk
+            reply = await self.handlers.embed_chunks(req, place=place)
+            reply.content = [{"spans": c.spans, "embeddings": c.vectors} for c in reply.content]
+            return reply
         reply = await self.handlers.embed(req, place=place)
-        if req.embedding_types or req.encoding_format == "base64":
+        if req.outputs is not None:  # BGE-M3's heads, one engine pass
+            reply.content = [_hybrid_json(answer, req.outputs) for answer in reply.content]
+        elif req.embedding_types or req.encoding_format == "base64":
             kind = req.embedding_types[0] if req.embedding_types else EmbeddingType.FLOAT
             vectors = reply.content[kind] if req.embedding_types else reply.content
             reply.content = rows_base64(vectors) if req.encoding_format == "base64" else vectors
@@ -154,7 +176,13 @@ class Routes:
         return reply
 
     async def _embed_all(self, data: Any) -> Reply:
-        return await self.handlers.embed(parse_embed(data, pooled=False), Mode.TOKENS)
+        req = parse_embed(data, pooled=False, tokens=True)
+        reply = await self.handlers.embed(req, Mode.TOKENS)
+        if req.encoding_format != "float" or req.embedding_dtype != "float32":
+            reply.content = [
+                encode_matrix(m, req.encoding_format, req.embedding_dtype) for m in reply.content
+            ]
+        return reply
 
     async def _embed_sparse(self, data: Any) -> Reply:
         return await self._sparse(parse_embed(data, pooled=False))

@@ -10,14 +10,15 @@ route takes ``model``: it names the model to run when a server serves several
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from tei_ort.errors import BodyError, JsonSyntaxError
 from tei_ort.model.tokenization import Direction
-from tei_ort.serving.embedding_types import EmbeddingType, parse_type
+from tei_ort.serving.embedding_types import EmbeddingType, EncodingFormat, parse_type
 from tei_ort.serving.encoding import Item
+from tei_ort.serving.late_chunking import Chunking
 from tei_ort.serving.requests import (
     DecodeRequest,
     EmbedRequest,
@@ -233,14 +234,30 @@ _EMBED_FIELDS = (
     "encoding_format",  # tei-ort
 )
 _EMBED_ALL_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name", "model")
+# tei-ort's late-interaction fields (ColBERT, BGE-M3); absent, the routes are TEI's
+_EMBED_LATE_FIELDS = ("input_type", "outputs", "chunks", "late")
+_EMBED_ALL_LATE_FIELDS = ("input_type", "encoding_format", "embedding_dtype")
+HYBRID_OUTPUTS = ("dense", "sparse", "multi_vector")
 
 
-def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
-    """/embed (``pooled``) and /embed_all, /embed_sparse (no normalize, no dimensions)."""
-    fields = Fields(flatten_parameters(data), _EMBED_FIELDS if pooled else _EMBED_ALL_FIELDS)
+def parse_embed(data: Any, *, pooled: bool = True, tokens: bool = False) -> EmbedRequest:
+    """/embed (``pooled``) and /embed_all (``tokens``), /embed_sparse (no normalize, no
+    dimensions)."""
+    allowed: tuple[str, ...] = _EMBED_FIELDS + _EMBED_LATE_FIELDS if pooled else _EMBED_ALL_FIELDS
+    if tokens:
+        allowed = allowed + _EMBED_ALL_LATE_FIELDS
+    fields = Fields(flatten_parameters(data), allowed)
     fields.opt_str("model")
     inputs, single = parse_inputs(fields.required("inputs"))
     kind = _embedding_type(fields)
+    late = _late_embed_fields(fields)
+    if ("chunking" in late or "outputs" in late) and (
+        kind is not EmbeddingType.FLOAT or late["encoding_format"] != "float"
+    ):
+        raise BodyError(
+            "`embedding_type` and `encoding_format` apply to one vector per input, not to "
+            "`chunks` or `outputs`"
+        )
     return EmbedRequest(
         inputs=inputs,
         single=single,
@@ -250,7 +267,7 @@ def parse_embed(data: Any, *, pooled: bool = True) -> EmbedRequest:
         normalize=fields.boolean("normalize", True) if pooled else False,
         dimensions=fields.opt_uint("dimensions") if pooled else None,
         embedding_types=() if kind is EmbeddingType.FLOAT else (kind,),
-        encoding_format=_encoding_format(fields),
+        **late,
     )
 
 
@@ -260,13 +277,109 @@ def _embedding_type(fields: Fields) -> EmbeddingType:
     return EmbeddingType.FLOAT if value is None else parse_type(value)
 
 
-def _encoding_format(fields: Fields) -> Literal["float", "base64"]:
-    encoding = fields.data.get("encoding_format")
-    if encoding is None or encoding == "float":
-        return "float"
-    if encoding == "base64":
-        return "base64"
-    raise BodyError(f'`encoding_format` must be "float" or "base64", got {encoding!r}')
+def _encoding_format(fields: Fields) -> EncodingFormat:
+    """``encoding_format``: float (absent or null) or base64."""
+    return (
+        "base64"
+        if _choice(fields, "encoding_format", ("float", "base64"), "float") == "base64"
+        else "float"
+    )
+
+
+def _choice(fields: Fields, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = fields.data.get(name)
+    if value is None:
+        return default
+    if value not in choices:
+        expected = " or ".join(f'"{c}"' for c in choices)
+        raise BodyError(f"`{name}` must be {expected}, got {value!r}")
+    return str(value)
+
+
+def _late_embed_fields(fields: Fields) -> dict[str, Any]:
+    """input_type, encoding_format, embedding_dtype and outputs, as EmbedRequest fields."""
+    late: dict[str, Any] = {
+        "query": _choice(fields, "input_type", ("query", "document"), "document") == "query",
+        "encoding_format": _encoding_format(fields),
+        "embedding_dtype": _choice(fields, "embedding_dtype", ("float32", "float16"), "float32"),
+    }
+    chunking = _chunking(fields)
+    if chunking is not None:
+        late["chunking"] = chunking
+    outputs = fields.data.get("outputs")
+    if outputs is not None:
+        if (
+            not isinstance(outputs, list)
+            or not outputs
+            or not all(o in HYBRID_OUTPUTS for o in outputs)
+            or len(set(outputs)) != len(outputs)
+        ):
+            raise BodyError(
+                '`outputs` must be a non-empty list of distinct "dense", "sparse", "multi_vector"'
+            )
+        late["outputs"] = tuple(outputs)
+    return late
+
+
+def _chunking(fields: Fields) -> Chunking | None:
+    """/embed `chunks`: {"size": tokens, "overlap": tokens}, or per input a list of
+    [start, end) character spans; `late` (default true) only beside it."""
+    value = fields.data.get("chunks")
+    late = fields.opt_bool("late")
+    if value is None:
+        if late is not None:
+            raise BodyError("`late` needs `chunks`")
+        return None
+    if isinstance(value, dict):
+        sub = Fields(value, ("size", "overlap"), "`chunks` object")
+        size = sub.opt_uint("size")
+        overlap = sub.opt_uint("overlap") or 0
+        if size is None or size < 1 or overlap >= size:
+            raise BodyError("`chunks` needs `size` >= 1 and 0 <= `overlap` < `size`")
+        return Chunking(size=size, overlap=overlap, late=late is not False)
+    spans: list[list[tuple[int, int]]] = []
+    if isinstance(value, list):
+        for per_input in value:
+            if not isinstance(per_input, list) or not per_input:
+                break
+            pairs = [_span(pair) for pair in per_input]
+            if None in pairs:
+                break
+            spans.append([p for p in pairs if p is not None])
+        else:
+            return Chunking(spans=spans, late=late is not False)
+    raise BodyError(
+        '`chunks` must be {"size": n, "overlap": m} or, for each input, a non-empty list '
+        "of [start, end] character offsets"
+    )
+
+
+def _span(pair: Any) -> tuple[int, int] | None:
+    if (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+    ):
+        return int(pair[0]), int(pair[1])
+    return None
+
+
+def _hybrid_weights(fields: Fields) -> tuple[float, float, float] | None:
+    value = fields.data.get("hybrid_weights")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in value)
+        or any(w < 0 for w in value)
+        or sum(value) <= 0
+    ):
+        raise BodyError(
+            "`hybrid_weights` must be three non-negative numbers [dense, sparse, colbert] "
+            "with a positive sum"
+        )
+    return float(value[0]), float(value[1]), float(value[2])
 
 
 def parse_predict(data: Any) -> PredictRequest:
@@ -294,6 +407,7 @@ _RERANK_FIELDS = (
     "return_text",
     "instruction",
     "model",
+    "hybrid_weights",
 )
 # Cohere v1/v2 and Jina fields; the ones that change nothing here are accepted and ignored
 _DOCUMENTS_FIELDS = (
@@ -311,6 +425,7 @@ _DOCUMENTS_FIELDS = (
     "rank_fields",
     "user",
     "instruction",
+    "hybrid_weights",
 )
 
 
@@ -343,6 +458,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
             raw_scores=fields.boolean("raw_scores", False),
             return_text=fields.boolean("return_text", False),
             instruction=fields.opt_str("instruction"),
+            hybrid_weights=_hybrid_weights(fields),
         )
     fields = Fields(data, _DOCUMENTS_FIELDS)
     top_n = fields.opt_uint("top_n")
@@ -358,6 +474,7 @@ def parse_rerank(data: Any, *, documents_form: bool | None = None) -> RerankRequ
         top_n=top_n,
         model=fields.opt_str("model"),
         instruction=fields.opt_str("instruction"),
+        hybrid_weights=_hybrid_weights(fields),
     )
 
 

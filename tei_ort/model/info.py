@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tei_ort.exporters.head_kind import Head
+from tei_ort.model.late_config import LateInteraction
 
 __all__ = ["DenseLayer", "Head", "ModelInfo", "ModelKind", "Pooling"]
 
@@ -59,6 +60,8 @@ class ModelInfo:
     # template that turns a (query, document) pair into the model's prompt
     yes_no_token_ids: tuple[int, int] | None = None
     rerank_template: str | None = None
+    # ColBERT / BGE-M3: how queries and documents become token vectors (model.late_config)
+    late_interaction: LateInteraction | None = None
 
     @property
     def label2id(self) -> dict[str, int]:

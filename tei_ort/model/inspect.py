@@ -17,6 +17,7 @@ from tei_ort.errors import ModelError, UnsupportedModelError
 from tei_ort.exporters.export import family_of
 from tei_ort.model.hub import ResolvedModel
 from tei_ort.model.info import DenseLayer, Head, ModelInfo, ModelKind, Pooling
+from tei_ort.model.late_config import LateFormat, read_late_interaction
 from tei_ort.model.rerank_templates import QWEN3, is_qwen3_reranker, yes_no_token_ids
 
 __all__ = ["inspect_model"]
@@ -84,6 +85,11 @@ def inspect_model(
         kind, head, chosen_pooling = _kind_head_pooling(
             root, config, model_type, architectures, modules, pooling
         )
+    late = read_late_interaction(root, config, modules) if head is Head.BASE else None
+    if late is not None and late.format is not LateFormat.BGE_M3:
+        # ColBERT: the graph keeps query-expansion [MASK]s out of attention (and an
+        # HF_ColBERT checkpoint's `linear` projection out of the encoder)
+        head = Head.LATE
     # an architecture or head we cannot build is refused now, before any weight is hashed
     family_of(config, head)
     prompts, default_prompt_name = _read_prompts(root)
@@ -116,6 +122,7 @@ def inspect_model(
         weight_files=weight_files,
         yes_no_token_ids=yes_no,
         rerank_template=template,
+        late_interaction=late,
     )
 
 

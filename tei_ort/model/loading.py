@@ -24,6 +24,7 @@ from tei_ort.model.build import prepare_engine
 from tei_ort.model.cache import ENGINE_FILE, OPTIMIZED_FILE
 from tei_ort.model.dense import F32, DenseStack
 from tei_ort.model.info import ModelInfo
+from tei_ort.model.late_heads import LateHeads, load_late_heads
 from tei_ort.model.options import ModelOptions
 from tei_ort.model.pplx import pooled_transform
 from tei_ort.model.targets import EngineTarget
@@ -43,6 +44,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     engine: Engine
     dense: Callable[[F32], F32] | None = None  # Dense modules, pplx quantization
+    late: LateHeads | None = None  # ColBERT / BGE-M3 heads on the token states
     entry_dir: Path | None = None
     built: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
@@ -106,6 +108,7 @@ def load_model(
     tokenizer = Tokenizer.from_dir(info.path)
     stack = DenseStack.load(info.dense_layers) if info.dense_layers else None
     dense = pooled_transform(info, stack)  # pplx models quantize before any Dense
+    late = load_late_heads(info, tokenizer)
     progress("loading the engine")
     engine = open_engine(prepared.entry_dir, prepared.target, options, optimized=prepared.optimized)
     seconds["load"] = time.perf_counter() - t
@@ -118,6 +121,7 @@ def load_model(
         tokenizer=tokenizer,
         engine=engine,
         dense=dense,
+        late=late,
         entry_dir=prepared.entry_dir,
         built=prepared.built,
         seconds=seconds,

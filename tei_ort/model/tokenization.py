@@ -43,6 +43,15 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class OffsetEncoding:
+    """A text's encoding with each token's [start, end) characters and special flag."""
+
+    encoded: Encoded
+    offsets: list[tuple[int, int]]
+    special: list[int]
+
+
+@dataclass(frozen=True)
 class Token:
     """One token as /tokenize answers it; ``start``/``stop`` are UTF-8 byte offsets."""
 
@@ -63,6 +72,7 @@ class Tokenizer:
         self._json = tokenizer.to_str()
         self._local = threading.local()
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.special_tokens: dict[str, str] = {}  # special_tokens_map.json: name -> token
 
     @classmethod
     def from_dir(cls, path: Path) -> Tokenizer:
@@ -74,7 +84,20 @@ class Tokenizer:
             tokenizer = tokenizers.Tokenizer.from_file(str(file))
         except Exception as exc:  # the Rust side raises plain Exception
             raise ModelError(f"cannot read {file}: {exc}") from exc
-        return cls(tokenizer, pad_token=_pad_token_from_files(Path(path)))
+        made = cls(tokenizer, pad_token=_pad_token_from_files(Path(path)))
+        made.special_tokens = _special_tokens_from_files(Path(path))
+        return made
+
+    def token_id(self, token: str) -> int | None:
+        """The id of ``token`` in the vocabulary (added tokens included), None if absent."""
+        found = self._for_thread(None).token_to_id(token)
+        return None if found is None else int(found)
+
+    def special_id(self, name: str) -> int | None:
+        """The id of a named special token (``cls_token``, ``mask_token``...), as
+        special_tokens_map.json / tokenizer_config.json name it; None when it has none."""
+        token = self.special_tokens.get(name)
+        return None if token is None else self.token_id(token)
 
     @staticmethod
     def _find_pad_id(tokenizer: tokenizers.Tokenizer, pad_token: str | None) -> int:
@@ -132,6 +155,22 @@ class Tokenizer:
             )
             for e in encodings
         ]
+
+    def encode_offsets(self, text: str) -> OffsetEncoding:
+        """One text, special tokens added, no truncation, with each token's character
+        offsets (for late chunking)."""
+        try:
+            encoding = self._for_thread(None).encode(text)
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error {exc}") from exc
+        return OffsetEncoding(
+            Encoded(
+                np.asarray(encoding.ids, dtype=np.int64),
+                np.asarray(encoding.type_ids, dtype=np.int64),
+            ),
+            [(int(a), int(b)) for a, b in encoding.offsets],
+            list(encoding.special_tokens_mask),
+        )
 
     def tokens(
         self,
@@ -217,6 +256,24 @@ class _ByteOffsets:
 
     def __call__(self, char_offset: int) -> int:
         return char_offset if self._table is None else self._table[char_offset]
+
+
+def _special_tokens_from_files(path: Path) -> dict[str, str]:
+    """``*_token`` names -> token texts, special_tokens_map.json first."""
+    found: dict[str, str] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for key, value in data.items():
+            if isinstance(value, dict):
+                value = value.get("content")
+            if key.endswith("_token") and isinstance(value, str):
+                found[key] = value
+    return found
 
 
 def _pad_token_from_files(path: Path) -> str | None:

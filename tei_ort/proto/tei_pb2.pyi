@@ -126,16 +126,18 @@ class EmbedSparseResponse(_message.Message):
     def __init__(self, sparse_embeddings: _Optional[_Iterable[_Union[SparseValue, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class EmbedAllRequest(_message.Message):
-    __slots__ = ("inputs", "truncate", "truncation_direction", "prompt_name")
+    __slots__ = ("inputs", "truncate", "truncation_direction", "prompt_name", "input_type")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
     inputs: str
     truncate: bool
     truncation_direction: TruncationDirection
     prompt_name: str
-    def __init__(self, inputs: _Optional[str] = ..., truncate: _Optional[bool] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., prompt_name: _Optional[str] = ...) -> None: ...
+    input_type: str
+    def __init__(self, inputs: _Optional[str] = ..., truncate: _Optional[bool] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., prompt_name: _Optional[str] = ..., input_type: _Optional[str] = ...) -> None: ...
 
 class TokenEmbedding(_message.Message):
     __slots__ = ("embeddings",)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +33,10 @@ from numpy.typing import NDArray
 from tei_ort.errors import ValidationError
 
 F32 = NDArray[np.float32]
+#: how a vector (or a matrix of token vectors) goes on the wire: numbers, or base64 bytes
+EncodingFormat = Literal["float", "base64"]
+#: the precision of multi-vector answers (/embed_all)
+VectorDtype = Literal["float32", "float16"]
 
 
 class EmbeddingType(str, enum.Enum):
@@ -176,3 +180,15 @@ def from_base64(text: str, kind: EmbeddingType, shape: tuple[int, ...] = (-1,)) 
 def rows_base64(array: NDArray[Any]) -> list[str]:
     """One base64 string per leading row of ``array`` (N, ...)."""
     return [to_base64(row) for row in array]
+
+
+def encode_matrix(matrix: F32, encoding: EncodingFormat, dtype: VectorDtype) -> Any:
+    """One input's (n, D) token vectors (ColBERT / BGE-M3) as the request asked: nested
+    floats (rounded to float16 when asked), or ``{"shape": [n, D], "dtype": ...,
+    "base64": ...}`` (4 bytes a number in float32, 2 in float16, plus base64's 4/3,
+    against ~10 a number as JSON)."""
+    typed = matrix.astype("<f2" if dtype == "float16" else "<f4", copy=False)
+    if encoding == "float":
+        # orjson writes float32 arrays as they are; float16 values go out widened
+        return typed if dtype == "float32" else typed.astype(np.float32)
+    return {"shape": list(typed.shape), "dtype": dtype, "base64": to_base64(typed)}

@@ -12,6 +12,7 @@ import numpy as np
 
 from tei_ort.errors import ModelError, RequestError, TeiOrtError, ValidationError
 from tei_ort.model.info import ModelInfo
+from tei_ort.model.late_heads import LateHeads
 from tei_ort.model.rerank_templates import encode_rerank_pairs
 from tei_ort.model.tokenization import Direction, Encoded, Tokenizer, apply_prompt
 from tei_ort.serving import validation
@@ -37,8 +38,10 @@ class InputEncoder:
         *,
         default_prompt: str | None = None,
         on_length: Callable[[int], None] = _ignore,
+        late: LateHeads | None = None,
     ) -> None:
         self.info = info
+        self.late = late
         self.tokenizer = tokenizer
         self.max_input_length = max_input_length
         self.default_prompt = default_prompt
@@ -64,6 +67,9 @@ class InputEncoder:
     def check_embed(self, spec: OutputSpec) -> None:
         validation.check_embed_route(self.info, spec, self.embedding_size)
 
+    def check_late(self, spec: OutputSpec) -> None:
+        validation.check_late_request(self.info, spec)
+
     def check_predict(self) -> None:
         validation.check_predict_route(self.info)
 
@@ -78,11 +84,20 @@ class InputEncoder:
         direction: Direction,
         prompt: str | None,
         instruction: str | None = None,
+        *,
+        query: bool = False,
     ) -> list[Encoded]:
-        """Validate and tokenize one request's inputs, in order (one call per request)."""
+        """Validate and tokenize one request's inputs, in order (one call per request).
+
+        ``query``: a ColBERT model encodes the inputs as queries, else as documents."""
         if self.info.rerank_template is not None:
             return self._encode_template(items, truncate, direction, instruction)
-        max_length = self.max_input_length
+        colbert = self.late if self.late is not None and self.late.has_markers else None
+        limit_all = self.max_input_length
+        if colbert is not None:
+            limit_all = colbert.length_limit(query, self.max_input_length)
+        # a ColBERT marker takes one place after the first token
+        max_length = limit_all - 1 if colbert is not None else limit_all
         limit = max_length * MAX_CHAR_MULTIPLIER
         texts: list[str | tuple[str, str]] = []
         text_rows: list[int] = []
@@ -119,6 +134,10 @@ class InputEncoder:
                 out[row] = encoding
         result = [encoding for encoding in out if encoding is not None]
         assert len(result) == len(items)  # every row was encoded, ids or text
+        if colbert is not None:
+            result = [colbert.mark(encoding, query=query, length=limit_all) for encoding in result]
+            for encoding in result:
+                validation.check_token_count(len(encoding), limit_all)
         return self._checked(result)
 
     def _encode_template(

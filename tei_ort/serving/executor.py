@@ -15,9 +15,10 @@ from numpy.typing import NDArray
 
 from tei_ort.engines.base import Engine, EngineInputs
 from tei_ort.model.info import ModelInfo
+from tei_ort.model.late_heads import LateHeads
 from tei_ort.model.tokenization import Encoded, Tokenizer
 from tei_ort.serving.batching import bucket_length, pad_batch
-from tei_ort.serving.postprocess import OutputSpec, postprocess
+from tei_ort.serving.postprocess import Answer, OutputSpec, postprocess
 
 F32 = NDArray[np.float32]
 
@@ -38,12 +39,17 @@ class ServedModel(Protocol):
     def dense(self) -> Callable[[F32], F32] | None:
         """The sentence-transformers Dense layers applied after pooling, if any."""
 
+    @property
+    def late(self) -> LateHeads | None:
+        """ColBERT / BGE-M3 heads applied to the token states, if any."""
+
 
 class BatchExecutor:
     def __init__(self, model: ServedModel, max_input_length: int) -> None:
         self.engine = model.engine
         self.info = model.info
         self.dense = model.dense
+        self.late = model.late
         self.pad_id = model.tokenizer.pad_token_id
         self.max_input_length = max_input_length
         # engines whose shapes must repeat (TensorRT profiles, CUDA graphs) pad to buckets;
@@ -73,7 +79,7 @@ class BatchExecutor:
         inputs: EngineInputs,
         lengths: Sequence[int],
         specs: Sequence[OutputSpec],
-    ) -> list[F32]:
+    ) -> list[Answer]:
         """Each row's answer from the engine output (see ``postprocess``)."""
         return postprocess(
             output,
@@ -83,4 +89,6 @@ class BatchExecutor:
             output_name=self.engine.output_name,
             pooling=self.info.pooling,
             dense=self.dense,
+            late=self.late,
+            input_ids=inputs.input_ids,
         )

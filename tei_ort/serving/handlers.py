@@ -23,15 +23,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tei_ort.errors import EmptyError, UnhealthyError
+from tei_ort.errors import EmptyError, UnhealthyError, ValidationError
 from tei_ort.model.info import ModelInfo, ModelKind
-from tei_ort.model.tokenization import Token
+from tei_ort.model.late_config import LateFormat
+from tei_ort.model.tokenization import Direction, Token
 from tei_ort.serving import validation
 from tei_ort.serving.calibration import calibratable
 from tei_ort.serving.embedding_types import EmbeddingType, Ranges, check_packable, encode
 from tei_ort.serving.encoding import Item
+from tei_ort.serving.fanout import gather_or_cancel
 from tei_ort.serving.infer import Infer, Outcome
 from tei_ort.serving.input_types import input_type_prompts
+from tei_ort.serving.late_chunking import Chunked, late_chunk_vectors, plan_document
+from tei_ort.serving.late_scoring import hybrid_scores, maxsim
 from tei_ort.serving.permits import Claim
 from tei_ort.serving.postprocess import Mode, OutputSpec, rank_order
 from tei_ort.serving.reply import Reply, record_success
@@ -137,14 +141,19 @@ class Handlers:
         immediate: bool | None = None,
         place: Claim | None = None,
     ) -> Reply:
-        """Pooled vectors (N, D) for POOLED, a (T_i, H) per input for TOKENS, a (V,) for
-        SPARSE, in input order."""
+        """Pooled vectors (N, D) for POOLED, a (T_i, H) per input for TOKENS (a late-
+        interaction model's (n_i, D) vectors), a (V,) for SPARSE, a ``Hybrid`` for POOLED
+        with ``req.outputs`` (BGE-M3), in input order."""
         started = self.count(req.single)
         self._check_batch(req.single, len(req.inputs))
-        if mode is Mode.POOLED:
-            spec = OutputSpec(mode, normalize=req.normalize, dimensions=req.dimensions)
+        if mode is Mode.POOLED and req.outputs is not None:
+            mode = Mode.HYBRID
+        if mode in (Mode.POOLED, Mode.HYBRID):
+            spec = OutputSpec(
+                mode, normalize=req.normalize, dimensions=req.dimensions, query=req.query
+            )
         else:
-            spec = OutputSpec(mode)
+            spec = OutputSpec(mode, query=req.query)
         ranges = self.check_types(req) if req.embedding_types and mode is Mode.POOLED else None
         outcome = await self.infer.embed(
             req.inputs,
@@ -196,6 +205,61 @@ class Handlers:
             check_packable(vectors.shape[-1], kind)  # a model that did not declare D
         return {kind: encode(vectors, kind, ranges) for kind in kinds}
 
+    async def embed_chunks(self, req: EmbedRequest, place: Claim | None = None) -> Reply:
+        """One vector per chunk of each input: ``Chunked`` answers, in input order."""
+        chunking = req.chunking
+        assert chunking is not None
+        started = self.count(req.single)
+        self._check_batch(req.single, len(req.inputs))
+        spec = OutputSpec(Mode.POOLED, normalize=req.normalize, dimensions=req.dimensions)
+        self.infer.encoder.check_embed(spec)
+        texts = validation.check_chunked_inputs(self.info, req.inputs, chunking)
+        window = self.infer.max_input_length
+        prompt = self.infer.encoder.prompt(req.prompt_name)
+        tokenizer = self.infer.tokenizer
+        documents = await self.infer.offload(
+            lambda: [
+                plan_document(tokenizer, text, i, chunking, prompt, window)
+                for i, text in enumerate(texts)
+            ]
+        )
+        truncate = self.truncate(req.truncate)
+        if not chunking.late:  # the baseline: each chunk's text embedded on its own
+            pieces: list[Item] = [
+                text[s:e] for text, d in zip(texts, documents, strict=True) for s, e in d.plan.spans
+            ]
+            outcome = await self.infer.embed(
+                pieces,
+                spec,
+                truncate=truncate,
+                direction=req.truncation_direction,
+                prompt_name=req.prompt_name,
+                place=place,
+            )
+            content, at = [], 0
+            for document in documents:
+                count = len(document.plan.spans)
+                vectors = np.stack(outcome.results[at : at + count])  # (C, D)
+                content.append(Chunked(document.plan.spans, vectors))
+                at += count
+        else:
+            windows: list[Item] = [ids for d in documents for ids in d.window_ids]
+            outcome = await self.infer.embed(
+                windows, OutputSpec(Mode.TOKENS), truncate=False, no_prompt=True, place=place
+            )
+            assert self.info.pooling is not None
+            content = late_chunk_vectors(
+                documents,
+                outcome.results,
+                self.info.pooling,
+                window,
+                dense=self.infer.executor.dense,
+                normalize=spec.normalize,
+                dimensions=spec.dimensions,
+            )
+        reply = Reply(content, started, chars=chars(req.inputs))
+        return self._done(req.single, reply, outcome)
+
     async def similarity(self, req: SimilarityRequest) -> Reply:
         """The cosine of each sentence with the source sentence: (N,) float32."""
         started = time.perf_counter()
@@ -204,6 +268,15 @@ class Handlers:
         items: list[Item] = [req.source_sentence, *req.sentences]
         self.count(False)
         validation.check_batch(len(items), self.settings.max_client_batch_size)
+        if self.info.late_interaction is not None:  # the source is the query: MaxSim
+            scores, outcome = await self._late_scores(
+                req.source_sentence,
+                req.sentences,
+                self.truncate(req.truncate),
+                req.truncation_direction,
+                None,
+            )
+            return self._done(False, Reply(scores, started, chars=chars(items)), outcome)
         outcome = await self.infer.embed(
             items,
             OutputSpec(Mode.POOLED, normalize=False),
@@ -255,9 +328,23 @@ class Handlers:
         if not req.texts:
             self.count(False)
             raise EmptyError(f"`{what}` cannot be empty")
-        check_route(self.info)
+        late = self.info.late_interaction is not None
+        if not late:
+            check_route(self.info)
         self.count(False)
         validation.check_batch(len(req.texts), self.settings.max_client_batch_size, what)
+        text_chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)
+        if late:  # query and documents encoded apart, scored by MaxSim (or BGE-M3's mix)
+            scores, outcome = await self._late_scores(
+                req.query,
+                req.texts,
+                self.truncate(req.truncate),
+                req.truncation_direction,
+                req.hybrid_weights,
+            )
+            return self._done(False, Reply(ranked(scores), started, chars=text_chars), outcome)
+        if req.hybrid_weights is not None:
+            raise ValidationError("Input validation error: `hybrid_weights` needs a BGE-M3 model")
         pairs: list[str | tuple[str, str]] = [(req.query, text) for text in req.texts]
         outcome = await self.infer.predict(
             pairs,
@@ -268,8 +355,53 @@ class Handlers:
             place=place,
         )
         scores = np.asarray([scores[0] for scores in outcome.results], dtype=np.float32)  # (N,)
-        text_chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)
         return self._done(False, Reply(ranked(scores), started, chars=text_chars), outcome)
+
+    async def _late_scores(
+        self,
+        query: str,
+        texts: list[str],
+        truncate: bool,
+        direction: Direction,
+        weights: tuple[float, float, float] | None,
+    ) -> tuple[F32, Outcome]:
+        """MaxSim of ``query`` (encoded as a query) with each text (as a document); with
+        ``weights``, BGE-M3's dense + sparse + ColBERT mix. Both sides run together."""
+        late = self.info.late_interaction
+        assert late is not None
+        if weights is not None and late.format is not LateFormat.BGE_M3:
+            raise ValidationError("Input validation error: `hybrid_weights` needs a BGE-M3 model")
+        mode = Mode.TOKENS if weights is None else Mode.HYBRID
+        queried, documents = await gather_or_cancel(
+            [
+                self.infer.embed(
+                    [query],
+                    OutputSpec(mode, normalize=True, query=True),
+                    truncate=truncate,
+                    direction=direction,
+                ),
+                self.infer.embed(
+                    list(texts),
+                    OutputSpec(mode, normalize=True),
+                    truncate=truncate,
+                    direction=direction,
+                ),
+            ]
+        )
+        if weights is None:
+            mean = late.scores_by_query_length
+            scores = maxsim(queried.results[0], documents.results, mean=mean)
+        else:
+            scores = hybrid_scores(queried.results[0], documents.results, weights)
+        size = len(texts)
+        outcome = Outcome(
+            results=documents.results,
+            prompt_tokens=queried.prompt_tokens + documents.prompt_tokens,
+            tokenization=documents.tokenization + queried.tokenization / size,
+            queue=documents.queue + queried.queue / size,
+            inference=documents.inference + queried.inference / size,
+        )
+        return scores, outcome
 
     # -- tokenizer --------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class Infer:
             self.max_input_length,
             default_prompt=self.default_prompt,
             on_length=metrics.input_length.observe,
+            late=model.late,
         )
         max_batch_requests = settings.max_batch_requests
         engine_limit = self.engine.max_batch_size
@@ -215,13 +216,17 @@ class Infer:
         prompt_name: str | None = None,
         single: bool = False,
         place: Claim | None = None,
+        no_prompt: bool = False,
     ) -> Outcome:
         """Embeddings (pooled, per token or sparse, as ``spec.mode`` says) of each input.
 
         ``place``: the request's place in line for permits, taken by the caller (the parts
-        of a /vertex body, which gives it up if this fails before it is used)."""
+        of a /vertex body, which gives it up if this fails before it is used).
+        ``no_prompt``: token-id inputs that already hold their prompt (late chunking's
+        windows), which the default prompt must not be put in front of again."""
         self.encoder.check_embed(spec)
-        prompt = self.encoder.prompt(prompt_name)
+        prompt = None if no_prompt else self.encoder.prompt(prompt_name)
+        self.encoder.check_late(spec)
         place = self._admit(len(items), single, place)
         self.metrics.embed_count.inc(len(items))
         outcome = await self._submit(items, spec, truncate, direction, prompt, place)
@@ -383,7 +388,9 @@ class Infer:
         deadline = self._deadline(place)
         try:
             encoded = await self._tokenize(
-                lambda: self.encoder.encode(items, truncate, direction, prompt, instruction),
+                lambda: self.encoder.encode(
+                    items, truncate, direction, prompt, instruction, query=spec.query
+                ),
                 inline=tokenize_inline(items),
             )
             tokenized = time.perf_counter()

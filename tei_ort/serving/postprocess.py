@@ -10,12 +10,14 @@ import enum
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tei_ort.engines.base import OutputName
 from tei_ort.model.info import Pooling
+from tei_ort.model.late_heads import LateHeads
 from tei_ort.serving.pooling import classifier_scores, l2_normalize, pool, truncate_dimensions
 
 F32 = NDArray[np.float32]
@@ -26,6 +28,8 @@ class Mode(str, enum.Enum):
     TOKENS = "tokens"  # one vector per token (/embed_all)
     SPARSE = "sparse"  # the SPLADE vocabulary vector (/embed_sparse)
     SCORES = "scores"  # classifier / re-ranker scores (/predict, /rerank)
+    # BGE-M3: dense, sparse and ColBERT outputs of one engine pass (``Hybrid``)
+    HYBRID = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,20 @@ class OutputSpec:
     normalize: bool = False
     dimensions: int | None = None
     raw_scores: bool = False
+    query: bool = False  # late-interaction models: encode as a query, not a document
+
+
+@dataclass(frozen=True)
+class Hybrid:
+    """Mode.HYBRID's answer for one input (BGE-M3's three heads)."""
+
+    dense: F32  # (H,) pooled, normalized as the request asked
+    sparse: F32  # (V,) lexical weights
+    multi: F32  # (n, D) ColBERT vectors
+
+
+#: what ``postprocess`` answers per row: an F32 array, or a Hybrid for Mode.HYBRID
+Answer = Any
 
 
 def postprocess(
@@ -47,20 +65,29 @@ def postprocess(
     output_name: OutputName,
     pooling: Pooling | None,
     dense: Callable[[F32], F32] | None = None,
-) -> list[F32]:
+    late: LateHeads | None = None,
+    input_ids: NDArray[np.int64] | None = None,
+) -> list[Answer]:
     """Answer every row of a batch.
 
     ``output`` is the engine output for the batch: (B, T, H) hidden states, (B, L) logits
     or (B, V) sparse vectors; ``lengths`` the real token count of each row. Returns one
     array per row: (D,) pooled, (T_i, H) token vectors, (V,) sparse, or (L,) scores.
+    ``late`` (ColBERT, BGE-M3; with the batch's ``input_ids``) turns TOKENS into the model's
+    late-interaction vectors, SPARSE into BGE-M3's lexical weights and answers HYBRID.
     """
-    results: list[F32 | None] = [None] * len(specs)
+    results: list[Answer] = [None] * len(specs)
     groups: dict[OutputSpec, list[int]] = defaultdict(list)
     for row, spec in enumerate(specs):
         groups[spec].append(row)
 
     for spec, rows in groups.items():
         index = np.asarray(rows, dtype=np.intp)
+        if late is not None and spec.mode in (Mode.TOKENS, Mode.SPARSE, Mode.HYBRID):
+            if input_ids is None:
+                raise ValueError("late-interaction heads need the batch's input ids")
+            _late_rows(output, input_ids, lengths, rows, spec, late, results, pooling, dense)
+            continue
         if spec.mode is Mode.TOKENS:
             for row in rows:
                 results[row] = np.ascontiguousarray(output[row, : lengths[row]])
@@ -83,12 +110,49 @@ def postprocess(
                 values = l2_normalize(values)
         for position, row in enumerate(rows):
             results[row] = values[position]
-    out: list[F32] = []
+    out: list[Answer] = []
     for row, result in enumerate(results):
         if result is None:  # pragma: no cover - every row belongs to one group
             raise AssertionError(f"row {row} was not post-processed")
         out.append(result)
     return out
+
+
+def _late_rows(
+    output: F32,
+    input_ids: NDArray[np.int64],
+    lengths: Sequence[int],
+    rows: list[int],
+    spec: OutputSpec,
+    late: LateHeads,
+    results: list[Answer],
+    pooling: Pooling | None,
+    dense: Callable[[F32], F32] | None,
+) -> None:
+    """The rows of one spec through the late-interaction heads (one row at a time: each
+    has its own length and its own kept tokens)."""
+    for row in rows:
+        n = lengths[row]
+        hidden, ids = output[row, :n], input_ids[row, :n]  # (T, H), (T,)
+        if spec.mode is Mode.SPARSE:
+            results[row] = late.lexical_weights(hidden, ids)
+        elif spec.mode is Mode.TOKENS:
+            results[row] = late.token_vectors(hidden, ids, query=spec.query)
+        else:
+            if pooling is None:
+                raise ValueError("an embedding model needs a pooling")
+            mask = np.ones((1, n), dtype=np.int64)
+            pooled = pool(hidden[None], mask, pooling)  # (1, H)
+            if dense is not None:
+                pooled = dense(pooled)
+            pooled = truncate_dimensions(pooled, spec.dimensions)
+            if spec.normalize:
+                pooled = l2_normalize(pooled)
+            results[row] = Hybrid(
+                dense=pooled[0],
+                sparse=late.lexical_weights(hidden, ids),
+                multi=late.token_vectors(hidden, ids, query=spec.query),
+            )
 
 
 def sparsify(vector: F32) -> list[dict[str, float | int]]:

@@ -8,13 +8,11 @@ HTTP builds them from JSON bodies (``tei_ort.http.schemas``), gRPC from its mess
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from tei_ort.model.tokenization import Direction
-from tei_ort.serving.embedding_types import EmbeddingType
+from tei_ort.serving.embedding_types import EmbeddingType, EncodingFormat, VectorDtype
 from tei_ort.serving.encoding import Item
-
-EncodingFormat = Literal["float", "base64"]
+from tei_ort.serving.late_chunking import Chunking
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,15 @@ class EmbedRequest:
     dimensions: int | None = None
     # tei-ort: the types to answer (``handlers.TypedEmbeddings``); empty: float32 (N, D)
     embedding_types: tuple[EmbeddingType, ...] = ()
-    encoding_format: EncodingFormat = "float"  # tei-ort: base64 of each vector's bytes
+    # tei-ort: base64 of each vector's bytes (/embed), of each input's matrix (/embed_all)
+    encoding_format: EncodingFormat = "float"
+    # tei-ort, late-interaction models (ColBERT, BGE-M3)
+    query: bool = False  # `"input_type": "query"`: encode as queries, not documents
+    embedding_dtype: VectorDtype = "float32"  # multi-vector answers (/embed_all)
+    # /embed `outputs` (BGE-M3): any of "dense", "sparse", "multi_vector", one engine pass
+    outputs: tuple[str, ...] | None = None
+    # /embed `chunks` (and `late`): one vector per chunk of each input (late chunking)
+    chunking: Chunking | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class RerankRequest:
     top_n: int | None = None
     model: str | None = None
     instruction: str | None = None  # tei-ort: the task line of prompt-template re-rankers
+    # tei-ort, BGE-M3: score by (w_dense, w_sparse, w_colbert) instead of MaxSim alone
+    hybrid_weights: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 
 from tei_ort.errors import BackendError, BatchSizeError, EmptyError, ModelTypeError, ValidationError
 from tei_ort.model.info import Head, ModelInfo, ModelKind
+from tei_ort.model.late_config import LateFormat
+from tei_ort.serving.late_chunking import Chunking
 from tei_ort.serving.postprocess import Mode, OutputSpec
 
 #: TEI refuses (or, truncating, cuts) inputs over max_input_length x this many characters
@@ -70,7 +72,9 @@ def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | N
     """Refuse what this model cannot answer for an embedding route, in TEI's order: the
     SPLADE checks of each route, ``dimensions == 0``, the model kind, then the size."""
     splade = is_splade(info)
-    if spec.mode is Mode.SPARSE and not splade:
+    late = info.late_interaction
+    bge_m3 = late is not None and late.format is LateFormat.BGE_M3
+    if spec.mode is Mode.SPARSE and not (splade or bge_m3):
         raise ModelTypeError("Backend error: Model is not an embedding model with SPLADE pooling")
     if spec.mode is Mode.TOKENS and splade:
         raise ModelTypeError("Backend error: `embed_all` is not available for SPLADE models")
@@ -82,6 +86,19 @@ def check_embed_route(info: ModelInfo, spec: OutputSpec, embedding_size: int | N
         raise ModelTypeError("Backend error: Model is not an embedding model")
     if spec.dimensions is not None and embedding_size is not None:
         check_dimensions_fit(spec.dimensions, embedding_size)
+
+
+def check_late_request(info: ModelInfo, spec: OutputSpec) -> None:
+    """tei-ort's late-interaction requests, after every check of TEI's (prompt included)."""
+    late = info.late_interaction
+    bge_m3 = late is not None and late.format is LateFormat.BGE_M3
+    if spec.mode is Mode.HYBRID and not bge_m3:  # a field of the request: 422
+        raise ValidationError("Input validation error: `outputs` needs a BGE-M3 model")
+    if spec.query and late is None:
+        raise ValidationError(
+            "Input validation error: `input_type` is only for late-interaction "
+            "(ColBERT, BGE-M3) models"
+        )
 
 
 def check_dimensions_fit(dimensions: int, embedding_size: int) -> None:
@@ -206,3 +223,27 @@ def check_scores(scores: NDArray[np.float32]) -> None:
     """A NaN score cannot be ranked or labelled: the request fails, as in TEI."""
     if np.isnan(scores).any():
         raise BackendError("score is NaN")
+
+
+def check_chunked_inputs(
+    info: ModelInfo, inputs: Sequence[object], chunking: Chunking
+) -> list[str]:
+    """Late chunking's inputs: texts, on a single-vector embedding model; one span list per
+    input when spans are given."""
+    if info.late_interaction is not None or info.head is not Head.BASE:
+        raise ModelTypeError(
+            "Backend error: `chunks` needs a single-vector embedding model (not SPLADE, "
+            "ColBERT or BGE-M3's multi-vector heads)"
+        )
+    texts = []
+    for item in inputs:
+        if not isinstance(item, str):
+            raise ValidationError("Input validation error: `chunks` needs text inputs")
+        check_not_empty(item)
+        texts.append(item)
+    if chunking.spans is not None and len(chunking.spans) != len(texts):
+        raise ValidationError(
+            f"Input validation error: `chunks` has {len(chunking.spans)} span lists for "
+            f"{len(texts)} inputs"
+        )
+    return texts

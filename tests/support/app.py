@@ -42,6 +42,7 @@ class FakeModel:
     tokenizer: Tokenizer
     engine: FakeEngine
     dense: Any = None
+    late: Any = None
 
 
 @dataclass(frozen=True)

@@ -247,3 +247,22 @@ def test_embedder_writes_typed_embeddings(tmp_path: Path) -> None:
         expected = api.embed(TEXTS, embedding_type=kind)
         assert table.column("embedding").to_pylist() == expected.tolist(), kind
     api.close()
+
+
+def test_embedder_writes_late_chunks(tmp_path: Path) -> None:
+    model_dir = make_embedder(tmp_path / "model")
+    cache = str(tmp_path / "engines")
+    model = {"model_id": str(model_dir), "engine_cache": cache}
+    options = EmbedOptions(
+        str(tmp_path), model, 16384, True, 1, claim(tmp_path), chunk_size=4, chunk_overlap=1
+    )
+    CorpusEmbedder(options)(_batch(TEXTS))
+    table = pq.read_table(tmp_path / "part-00000-000000000007.parquet")
+    assert table.column_names == ["id", "chunk_spans", "chunk_embeddings", "tokens"]
+    expected = tei_ort.load(str(model_dir), engine_cache=cache).embed_chunks(
+        TEXTS, size=4, overlap=1
+    )
+    for row, want in zip(table.to_pylist(), expected, strict=True):
+        assert [tuple(span) for span in row["chunk_spans"]] == want.spans
+        np.testing.assert_allclose(row["chunk_embeddings"], want.vectors, atol=1e-6)
+    assert len(expected[1].spans) > 1  # the long text gives several chunks
