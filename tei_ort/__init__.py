@@ -6,7 +6,14 @@ imported on first use so that the CLI starts without loading ONNX Runtime.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# ONNX Runtime (1.32 on Linux) writes a device id and an event database under
+# ~/.cache/Microsoft at import and carries a collector for Microsoft's telemetry service;
+# `disable_telemetry_events()` does not stop the import-time part, this variable does. Set
+# here, before any module of the package can import onnxruntime; a user's own value wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from tei_ort.version import VERSION as __version__
 
