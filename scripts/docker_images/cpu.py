@@ -60,7 +60,7 @@ print(ov.__version__, core.available_devices)
 
 def check(daemon: Daemon, report: Report, image: str, root: Path, version: str, sha: str) -> None:
     _static(daemon, report, image, version, sha)
-    _runs(daemon, report, image, root)
+    _runs(daemon, report, image, root, sha)
 
 
 def _inspect(daemon: Daemon, image: str) -> dict[str, object]:
@@ -127,7 +127,7 @@ def _static(daemon: Daemon, report: Report, image: str, version: str, sha: str) 
             ).stdout.strip()
 
 
-def _runs(daemon: Daemon, report: Report, image: str, root: Path) -> None:
+def _runs(daemon: Daemon, report: Report, image: str, root: Path, sha: str) -> None:
     volume = "tei-ort-image-test-data"
     daemon.run(["volume", "rm", "-f", volume], check=False)
     daemon.run(["volume", "create", volume])
@@ -141,6 +141,8 @@ def _runs(daemon: Daemon, report: Report, image: str, root: Path) -> None:
         expect(len(reference) == DIMENSIONS, f"{len(reference)} floats, not {DIMENSIONS}")
         status, info = first.request("GET", "/info")
         expect(status == 200 and isinstance(info, dict), f"/info: {status} {info}")
+        expect(info.get("sha") == sha, f"/info sha {info.get('sha')}, built from {sha}")
+        expect(bool(info.get("docker_label")), f"/info docker_label {info.get('docker_label')}")
         logs = first.logs()
         expect("built engine in" in logs, f"no engine build in the logs:\n{logs[-2000:]}")
         lines = [line for line in logs.splitlines() if line.strip()]

@@ -14,7 +14,9 @@ from docker_images.report import Report, expect
 CUDA_MAJOR = "13"
 
 #: run inside the image: what ld.so resolves for the provider, then load what can be loaded
-#: without a driver (ORT's preload_dlls where it has it, then the provider library itself)
+#: without a driver: ORT's preload_dlls (where it has it) and every NVIDIA library the
+#: provider links; the provider library itself links libcuda.so.1, the driver's, which only
+#: `--gpus all` brings, so it is loaded only where that resolves
 _LIBRARIES = """
 import ctypes, glob, json, os, subprocess
 import onnxruntime as ort
@@ -29,7 +31,10 @@ if hasattr(ort, "preload_dlls"):
     ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
     preloaded = True
 ctypes.CDLL(capi + "/libonnxruntime_providers_shared.so", mode=ctypes.RTLD_GLOBAL)
-ctypes.CDLL(provider)
+for path in resolved:  # every NVIDIA library the provider links, as ld.so found it
+    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+if not missing:  # with a driver (libcuda.so.1) present, the provider itself loads too
+    ctypes.CDLL(provider)
 maps = open("/proc/self/maps").read()
 loaded = sorted({os.path.basename(l.split()[-1]) for l in maps.splitlines()
                  if "/nvidia/" in l and ".so" in l})
