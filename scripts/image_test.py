@@ -15,6 +15,7 @@ by its pid, pass or fail. Standard library only (run with the system python3, as
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import signal
@@ -92,6 +93,17 @@ def main() -> int:
     root: Path = args.root
     sha = git_sha()  # once: a commit made while the test runs must not change it
     root.mkdir(parents=True, exist_ok=True)
+    # one image test per data root: a second would share (and stop) the first one's daemon
+    lock = (root / "image-test.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        print(f"another image test holds {root} (pid {lock.read().strip() or '?'}): not starting")
+        return 1
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
     report = Report()
     print(f"image test: data in {root} (kept between runs); CPU: {_cpu_name()}")
     print(
@@ -118,9 +130,6 @@ def main() -> int:
                 build(daemon, report, "Dockerfile-trt", GPU_IMAGE, root, sha)
                 gpu.check(daemon, report, GPU_IMAGE)
         finally:
-            # the kept data root holds the tagged images and their layers (the next run's
-            # cache), not the images each rebuild leaves untagged
-            daemon.run(["image", "prune", "-f"], check=False, timeout=300)
             with report.step("stop dockerd by its pid") as step:
                 pid = daemon.process.pid if daemon.process else None
                 daemon.stop()
