@@ -156,6 +156,9 @@ def _runs(daemon: Daemon, report: Report, image: str, root: Path, sha: str) -> N
             f"/health in {seconds:.1f} s; /embed {len(reference)} floats; "
             f"/info model_dtype {info.get('model_dtype')}, {len(lines)} JSON log lines"
         )
+        why = [line for line in lines if "CPU engine:" in line]
+        expect(bool(why), "no start-up line saying which CPU engine runs and why")
+        step.detail += f"; {json.loads(why[0])['message']}"
         report.figure("CPU start, first (engine built)", f"{seconds:.1f} s to /health")
     with report.step("run: Docker's HEALTHCHECK reports healthy") as step:
         deadline = time.monotonic() + 30
