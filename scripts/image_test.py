@@ -136,8 +136,10 @@ def main() -> int:
                 expect_gone(pid)
                 step.detail = f"pid {pid} gone"
         arm64.check(report, REPO)
-    except SystemExit as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        print(f"stopped: {exc or type(exc).__name__}", file=sys.stderr)
+        print(report.summary())
+        return 1
     except Exception:  # a fatal step has printed its failure already
         pass
     print(report.summary())

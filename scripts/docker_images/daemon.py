@@ -73,7 +73,8 @@ class Daemon:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        return pid if str(self.data_root).encode() in cmdline else None
+        ours = f"--data-root={self.data_root}".encode()
+        return pid if ours in cmdline else None
 
     def start(self, timeout: float = 90.0) -> None:
         stale = self._stale_pid()
@@ -104,7 +105,12 @@ class Daemon:
             if self.process.poll() is not None:
                 raise DockerError(f"dockerd exited {self.process.returncode}: see {self.log_path}")
             probe = self.run(["version", "--format", "{{.Server.Version}}"], check=False)
-            if probe.returncode == 0:
+            if probe.returncode == 0 and self.process.poll() is None:
+                # containers a killed run left (they would hold its volumes): this daemon
+                # is the test's own, so all of them go
+                leftovers = self.run(["ps", "-aq"]).stdout.split()
+                if leftovers:
+                    self.run(["rm", "-f", *leftovers], timeout=120)
                 return
             time.sleep(0.5)
         raise DockerError(f"dockerd did not answer in {timeout:.0f} s: see {self.log_path}")

@@ -41,6 +41,11 @@ class Report:
         start = time.monotonic()
         try:
             yield step
+        except (KeyboardInterrupt, SystemExit) as exc:  # a signal: the step did not finish
+            step.seconds = time.monotonic() - start
+            step.error = f"interrupted: {exc or type(exc).__name__}"
+            print(f"FAIL {name} ({step.seconds:.1f} s): {step.error}", flush=True)
+            raise
         except (CheckFailed, Exception) as exc:  # every failure is reported
             step.seconds = time.monotonic() - start
             step.error = str(exc) if isinstance(exc, CheckFailed) else traceback.format_exc()
