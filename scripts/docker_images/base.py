@@ -63,15 +63,15 @@ def debian_mirror() -> str:
 
 def ensure_base(daemon: Daemon, root: Path, log: Path) -> str:
     """Import the stand-in if the daemon lacks it (debootstrap once, kept as a tarball)."""
+    for stale in root.glob(f"base-{SUITE}-*.tar"):  # an earlier recipe's
+        if stale.name != f"base-{SUITE}-{RECIPE}.tar":
+            stale.unlink()
     found = daemon.run(
         ["image", "inspect", "--format", "{{json .Config.Labels}}", BASE_TAG], check=False
     )
     if found.returncode == 0 and f'"{STAND_IN_LABEL}":"{RECIPE}"' in found.stdout:
         return "kept from an earlier run"
     tarball = root / f"base-{SUITE}-{RECIPE}.tar"
-    for old in root.glob(f"base-{SUITE}-*.tar"):  # an earlier recipe's
-        if old != tarball:
-            old.unlink()
     how = "imported from the kept root file system"
     if not tarball.is_file():
         _debootstrap(root, tarball, log)
