@@ -97,6 +97,15 @@ def default_cache_root(hub_cache: str | Path | None = None) -> Path:
     return Path(hub_cache) / "tei-ort-engines"
 
 
+def _unwritable(refused: OSError) -> str:
+    """What stopped the build, as the system said it: a read-only file system and a
+    directory this user may not write are fixed in different places."""
+    where = f" on {refused.filename}" if refused.filename else ""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    who = f" (this process runs as uid {uid})" if uid is not None else ""
+    return f"it cannot be written: {refused.strerror or refused}{where}{who}"
+
+
 def _only_optimized(check: EntryCheck) -> bool:
     """Whether the damage is confined to the optimized graph (rebuilt from model.onnx)."""
     return bool(check.problems) and all(n.startswith(OPTIMIZED_FILE) for n in check.problems)
@@ -134,9 +143,9 @@ class EngineCache:
         if check.complete:
             tidy(entry.parent, self.root)
             return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
-        with build_lock(entry.parent) as writable:
-            if not writable:
-                return self._read_only(entry, check)
+        with build_lock(entry.parent) as refused:
+            if refused is not None:
+                return self._read_only(entry, check, refused)
             check = self.check(key)  # another process may have built it while we waited
             if check.complete:
                 return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
@@ -155,33 +164,36 @@ class EngineCache:
                 self._build(entry, key, build, optimize)
         return CacheEntry(entry, True, (entry / OPTIMIZED_FILE).is_file())
 
-    def _read_only(self, entry: Path, check: EntryCheck) -> CacheEntry:
+    def _read_only(self, entry: Path, check: EntryCheck, refused: OSError) -> CacheEntry:
+        why = _unwritable(refused)
         if _only_calibration(check):
             # the graphs are intact; model.calibration refuses the damaged vectors itself
             logger.warning(
-                "the calibration in %s is damaged (%s) and the cache is read-only: "
-                "calibrating in memory at each start",
+                "the calibration in %s is damaged (%s) and %s: calibrating in memory at each start",
                 entry,
                 check.describe(),
+                why,
             )
             return CacheEntry(entry, False, OPTIMIZED_FILE in check.recorded)
         if _only_optimized(check):
             # model.onnx is intact: ONNX Runtime optimizes it again in memory
             logger.warning(
-                "the optimized graph in %s is damaged (%s) and the cache is read-only: "
+                "the optimized graph in %s is damaged (%s) and %s: "
                 "optimizing model.onnx in memory at each start",
                 entry,
                 check.describe(),
+                why,
             )
             return CacheEntry(entry, False, False)
         if not entry.is_dir():
             raise EngineCacheError(
-                f"no engine for this model in the read-only engine cache {self.root}: "
-                "run `tei-ort build` with the same options on a writable cache first"
+                f"no engine for this model in the engine cache {self.root}, and {why}: "
+                "make it writable for this user (or mount a writable one), or run "
+                "`tei-ort build` with the same options on a writable cache first"
             )
         raise EngineCacheError(
             f"the engine cache entry {entry} is damaged or unfinished ({check.describe()}) "
-            "and the cache is read-only: rebuild it with `tei-ort build` on a writable cache"
+            f"and {why}: rebuild it with `tei-ort build` on a writable cache"
         )
 
     def _build(self, entry: Path, key: CacheKey, build: Build, optimize: Optimize | None) -> None:

@@ -6,8 +6,9 @@ then finds the entry finished. While the lock is held, no live build owns a
 ``.building-*`` directory, so the ones older than a few minutes are debris of a killed
 build and are removed, as are stale ``*.tmp`` files.
 
-A cache that cannot be written (a read-only mount, ``chmod -R a-w`` for another user) is
-reported as ``None`` by ``build_lock``: the caller then uses what is there or refuses.
+A cache that cannot be written (a read-only mount, ``chmod -R a-w`` for another user, a
+root-owned volume for a non-root user) is reported by ``build_lock`` with the error that
+said so: the caller then uses what is there or refuses, naming that error.
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 @contextlib.contextmanager
-def build_lock(model_dir: Path) -> Iterator[bool]:
-    """Hold the model's build lock; yields False (and holds nothing) if the cache is read-only."""
+def build_lock(model_dir: Path) -> Iterator[OSError | None]:
+    """Hold the model's build lock and yield None; if the cache cannot be written, hold
+    nothing and yield the error that said so (permission denied, read-only file system)."""
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(model_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         if exc.errno not in _READ_ONLY:
             raise
-        yield False
+        yield exc
         return
     try:
         try:
@@ -53,7 +55,7 @@ def build_lock(model_dir: Path) -> Iterator[bool]:
             # some network file systems have no flock: builds then race, and the entry
             # renamed into place first wins (EngineCache._build)
             logger.warning("cannot lock %s (%s): building without the lock", model_dir, exc)
-        yield True
+        yield None
     finally:
         os.close(fd)  # closing releases the lock
 

@@ -115,8 +115,8 @@ def read_calibration(entry: Path, info: ModelInfo) -> F32 | None:
 def store_calibration(entry: Path, info: ModelInfo, vectors: F32) -> bool:
     """Add the vectors to the entry and its manifest; False when the cache is read-only."""
     name = calibration_file(info)
-    with build_lock(entry.parent) as writable:
-        if not writable or not os.access(entry, os.W_OK):
+    with build_lock(entry.parent) as refused:
+        if refused is not None or not os.access(entry, os.W_OK):
             logger.info("the engine cache entry %s is read-only: calibration not stored", entry)
             return False
         if not (entry / MANIFEST_FILE).is_file():

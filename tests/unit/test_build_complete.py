@@ -4,6 +4,7 @@ damaged optimized graph is optimized again from the intact model.onnx, never loa
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -95,8 +96,8 @@ def _zero_4k(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _read_only(_: Path) -> Iterator[bool]:
-    yield False
+def _read_only(_: Path) -> Iterator[OSError | None]:
+    yield OSError(errno.EROFS, "Read-only file system", str(_))
 
 
 def test_build_leaves_nothing_for_serve_to_write(cache: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -48,8 +49,8 @@ def _leftovers(root: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _read_only() -> Iterator[bool]:
-    yield False
+def _read_only() -> Iterator[OSError | None]:
+    yield OSError(errno.EROFS, "Read-only file system", "/cache")
 
 
 def test_entry_is_recorded_and_readable_by_everyone(tmp_path: Path) -> None:

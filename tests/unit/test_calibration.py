@@ -4,6 +4,7 @@ and its manifest, the same on a rebuild, added to an entry built before it exist
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,8 +115,9 @@ def test_a_read_only_cache_calibrates_in_memory(
     model.close()
 
     @contextlib.contextmanager
-    def read_only(_: Path) -> Iterator[bool]:
-        yield False  # what build_lock says of a cache it cannot write (root ignores chmod)
+    def read_only(_: Path) -> Iterator[OSError]:
+        # what build_lock says of a cache it cannot write (root ignores chmod)
+        yield PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(calibration_module, "build_lock", read_only)
     again = tei_ort.load(str(tiny), engine_cache=str(cache))
@@ -143,8 +145,8 @@ def test_damaged_calibration_is_computed_again_without_rebuilding_the_graph(
         (entry / name).write_bytes(bytes(data))
 
     @contextlib.contextmanager
-    def read_only(_: Path) -> Iterator[bool]:
-        yield False
+    def read_only(_: Path) -> Iterator[OSError]:
+        yield PermissionError(errno.EACCES, "Permission denied")
 
     # read-only: the graphs are used as they are, the vectors computed in memory
     damage()

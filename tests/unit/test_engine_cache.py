@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
+from tei_ort.errors import EngineCacheError
 from tei_ort.model import build
 from tei_ort.model import cache as cache_module
 from tei_ort.model.cache import CacheKey, EngineCache, model_slug, weights_digest
@@ -108,3 +111,32 @@ def test_changed_exporter_version_rebuilds(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(build, "EXPORTER_VERSION", "999")
     second = prepare_engine(options)
     assert second.built and second.entry_dir != first.entry_dir
+
+
+def test_a_cache_this_user_may_not_write_says_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root-owned /data for `docker run --user 1000` is not a "read-only cache": the error
+    names what the system refused, where, and for which uid (issue #25, defect 3)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    if os.geteuid() == 0:  # root writes through any mode: refuse the way the kernel would
+        real_mkdir = Path.mkdir
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> None:
+            if self.is_relative_to(root):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    else:
+        root.chmod(0o555)
+    calls: list[Path] = []
+    with pytest.raises(EngineCacheError) as raised:
+        EngineCache(root).get_or_build(_key(), _writes_model(calls))
+    message = str(raised.value)
+    assert "Permission denied" in message, message
+    assert str(root / "org--model") in message, message
+    assert f"uid {os.getuid()}" in message, message
+    assert "read-only" not in message, message
+    assert calls == []
