@@ -3,8 +3,8 @@
 The rule (measured in bench/README.md, "bf16 and int8 on the matrix units"):
 
 - ``--dtype float32`` always runs ONNX Runtime in float32;
-- no ``--dtype``: where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16) and the
-  ``openvino`` package is installed, OpenVINO in bf16 (~3x the float32 engine, min cosine
+- no ``--dtype``: where the CPU has AMX-BF16 and the ``openvino`` package is installed,
+  OpenVINO in bf16 (~3x the float32 engine, min cosine
   >= 0.9999 to float32 on real text, tests/unit/test_bf16_accuracy.py; SPLADE's head runs
   in float32, engines/openvino_head.py); elsewhere ONNX Runtime float32, with the reason
   logged once;
@@ -26,6 +26,11 @@ from tei_ort.engines.errors import EngineUnavailableError
 
 #: /proc/cpuinfo flags of native bf16 arithmetic: AMX tiles or the AVX-512 dot product
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: the flag the bf16 default needs: AMX tiles. With AVX512-BF16 alone (Cooper Lake, Zen 4,
+#: a Sapphire Rapids VM whose hypervisor hides AMX) OpenVINO bf16 ran at 0.56-0.65x ONNX
+#: Runtime float32 (all-MiniLM-L6-v2, 2 threads, short / 128 / 512-token texts;
+#: bench/README.md), so float32 stays the default there; --dtype bfloat16 still runs it
+DEFAULT_BF16_FLAG = "amx_bf16"
 #: flags that change the kernels OpenVINO compiles on x86 (part of the engine cache key)
 ISA_FLAGS = (
     "avx2",
@@ -139,6 +144,13 @@ def choose_cpu_engine(requested: str | None, flags: Iterable[str], *, openvino: 
             CpuEngine.ORT,
             "float32",
             "ONNX Runtime float32: this CPU has no native bf16 (no amx_bf16 or avx512_bf16 flag)",
+        )
+    if DEFAULT_BF16_FLAG not in set(flags):
+        return CpuChoice(
+            CpuEngine.ORT,
+            "float32",
+            "ONNX Runtime float32: this CPU has AVX512-BF16 but no AMX, where OpenVINO bf16 "
+            "runs slower than float32 (--dtype bfloat16 runs it all the same)",
         )
     if not openvino:
         return CpuChoice(

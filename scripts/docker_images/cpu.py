@@ -271,8 +271,9 @@ def _dtype_follows_cpu_rule(dtype: str) -> bool:
         ),
         "",
     ).split()
-    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    return dtype == ("bfloat16" if native_bf16 and os.uname().machine == "x86_64" else "float32")
+    # engines/cpu_choice.py: the bf16 default needs AMX (AVX512-BF16 alone keeps float32)
+    amx_bf16 = "amx_bf16" in flags
+    return dtype == ("bfloat16" if amx_bf16 and os.uname().machine == "x86_64" else "float32")
 
 
 def _is_json(line: str) -> bool:

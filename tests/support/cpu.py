@@ -7,6 +7,7 @@ import pytest
 
 from tei_ort.engines import openvino_engine
 from tei_ort.engines.cpu_choice import (
+    DEFAULT_BF16_FLAG,
     INT8_DOT_FLAGS,
     CpuChoice,
     CpuEngine,
@@ -24,6 +25,13 @@ CPU_FLAGS = read_cpu_flags()
 needs_native_bf16 = pytest.mark.skipif(
     not (openvino_installed() and native_bf16(CPU_FLAGS)),
     reason="needs a CPU with native bf16 (AMX-BF16 or AVX512-BF16) and the openvino package",
+)
+
+#: the bf16 default needs AMX: with AVX512-BF16 alone float32 stays the default
+#: (engines/cpu_choice.DEFAULT_BF16_FLAG)
+needs_amx_bf16 = pytest.mark.skipif(
+    not (openvino_installed() and DEFAULT_BF16_FLAG in CPU_FLAGS),
+    reason="needs a CPU with AMX-BF16 (the bf16 default's condition) and the openvino package",
 )
 
 needs_openvino = pytest.mark.skipif(

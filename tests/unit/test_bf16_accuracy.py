@@ -17,7 +17,7 @@ import pytest
 import tei_ort
 from tei_ort.model.hub import default_model_path
 from tei_ort.model.info import Pooling
-from tests.support.cpu import needs_native_bf16
+from tests.support.cpu import needs_amx_bf16, needs_native_bf16
 from tests.support.texts import BF16_MIN_COSINE, SENTENCES, cognition_dir, cosines, paragraphs
 
 MIN_COSINE = BF16_MIN_COSINE
@@ -43,6 +43,7 @@ def test_minilm_bf16_cosine(tmp_path: Path) -> None:
     assert cos.mean() < 0.9999999  # bf16 really is a different engine
 
 
+@needs_amx_bf16
 @pytest.mark.cpu_default
 def test_default_is_bf16_on_this_cpu(tmp_path: Path) -> None:
     splade = tei_ort.load(str(cognition_dir()), engine_cache=str(tmp_path), pooling=Pooling.SPLADE)
