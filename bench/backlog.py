@@ -43,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_info import cpu_name  # noqa: E402
+
 WORDS = tuple(
     [
         "alpha",
@@ -257,7 +259,7 @@ def main() -> int:
         finally:
             server.stop()
     result = {
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "one_request_s": round(full_s, 3),
         "texts_per_request": args.texts,
         "words_per_text": words,
@@ -272,13 +274,6 @@ def main() -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

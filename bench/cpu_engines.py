@@ -22,6 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu_info import cpu_name
+from tei_ort.engines.cpu_choice import read_cpu_flags
+
 #: texts per call for each set: about the same work per call
 SETS = {"short": 256, "t128": 64, "t512": 32}
 
@@ -56,23 +59,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child)))
         return
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    flags = next(
-        (
-            line
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        ),
-        "",
-    ).split()
-    bf16 = [f for f in flags if "bf16" in f or f.startswith("amx")]
+    cpu = cpu_name()
+    flags = read_cpu_flags()
+    bf16 = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
     print(f"# {cpu}; bf16/AMX flags: {' '.join(bf16) or 'none'}; texts/s, medians")
     with tempfile.TemporaryDirectory(prefix="cpu-engines-") as cache:
         runs: dict[str, list[dict[str, float]]] = {d: [] for d in args.dtypes}

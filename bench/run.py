@@ -30,7 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_info import cpu_name  # noqa: E402
 from bench.texts import text_sets, token_counts  # noqa: E402
+from tei_ort.engines.cpu_choice import read_cpu_flags  # noqa: E402
 
 PY = sys.executable
 WORKER = str(ROOT / "bench" / "worker.py")
@@ -189,21 +191,12 @@ def run_http(
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
-        isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    else:
-        isa = []
+    flags = read_cpu_flags()
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
     import onnxruntime
 
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "isa": isa,
+        "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "isa": isa,
         "load_avg": os.getloadavg(), "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},

@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_info import cpu_name  # noqa: E402
 from bench.run import Server, default_model  # noqa: E402
 from bench.texts import text_sets  # noqa: E402
 from tei_ort.serving.embedding_types import EmbeddingType, encode, ranges_of  # noqa: E402
@@ -42,13 +43,6 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("int8 base64", {"embedding_type": "int8", "encoding_format": "base64"}),
     ("ubinary base64", {"embedding_type": "ubinary", "encoding_format": "base64"}),
 ]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def step_times(batch: int, dimensions: int) -> dict[str, float]:
