@@ -106,6 +106,12 @@ def test_an_entry_built_before_calibration_is_extended(tiny: Path, tmp_path: Pat
     again.close()
 
 
+@contextlib.contextmanager
+def read_only(_: Path) -> Iterator[OSError]:
+    """What build_lock says of a cache it cannot write (root ignores chmod)."""
+    yield PermissionError(errno.EACCES, "Permission denied")
+
+
 def test_a_read_only_cache_calibrates_in_memory(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,11 +119,6 @@ def test_a_read_only_cache_calibrates_in_memory(
     model = tei_ort.load(str(tiny), engine_cache=str(cache))
     entry = _entry(model)
     model.close()
-
-    @contextlib.contextmanager
-    def read_only(_: Path) -> Iterator[OSError]:
-        # what build_lock says of a cache it cannot write (root ignores chmod)
-        yield PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(calibration_module, "build_lock", read_only)
     again = tei_ort.load(str(tiny), engine_cache=str(cache))
@@ -143,10 +144,6 @@ def test_damaged_calibration_is_computed_again_without_rebuilding_the_graph(
         data = bytearray((entry / name).read_bytes())
         data[-16:] = bytes(16)  # the same size, other content: only the CRC-32 tells
         (entry / name).write_bytes(bytes(data))
-
-    @contextlib.contextmanager
-    def read_only(_: Path) -> Iterator[OSError]:
-        yield PermissionError(errno.EACCES, "Permission denied")
 
     # read-only: the graphs are used as they are, the vectors computed in memory
     damage()
